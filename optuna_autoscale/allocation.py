@@ -109,10 +109,10 @@ def solve_separable(
 
     Example:
         >>> x = solve_separable([1.0, 1.0], [0.0, 0.0], [1.0, 1.0], 2.0)
-        >>> [round(v, 6) for v in x]
+        >>> [round(float(v), 6) for v in x]
         [1.0, 1.0]
         >>> x = solve_separable([1.0, 4.0], 0.0, 1.0, 3.0)
-        >>> [round(v, 6) for v in x]
+        >>> [round(float(v), 6) for v in x]
         [1.0, 2.0]
     """
     c = np.atleast_1d(np.asarray(coef, dtype=float))
@@ -239,7 +239,7 @@ def solve_multipliers(
 
     Example:
         >>> n = solve_multipliers([1.0, 1.0], [1.0, 1.0])
-        >>> [round(v, 6) for v in n]
+        >>> [round(float(v), 6) for v in n]
         [1.0, 1.0]
     """
     av = np.atleast_1d(np.asarray(a, dtype=float))
