@@ -88,6 +88,8 @@ METRICS = ("mean_loss", "mean_ppl")
 """Named metrics; a table ``{domain = weight, ...}`` gives a weighted mean of per-domain losses."""
 SIMULATE_FAMILIES = ("separable", "transfer", "mixing_law")
 """The simulator families of :mod:`optuna_autoscale.simulate`."""
+SAMPLE_BY = ("paragraph", "line", "document")
+"""How plain-text files are split into documents."""
 
 
 class ConfigError(ValueError):
@@ -330,60 +332,70 @@ class DesignConfig:
 class CorpusConfig:
     """``[corpus]``: how the domains' text becomes cached token shards (``objective = "proxy"``).
 
+    These are the options of :func:`optuna_autoscale.proxy.corpus.build_corpus`.
+
     Attributes:
-        tokenizer: Tokenizer name or path understood by :mod:`optuna_autoscale.proxy.corpus`
-            (e.g. a trained BPE size such as ``"bpe-8192"``, or a ``tokenizer.json`` path).
-        cache_dir: Where token shards are cached (relative to the config file).
-        embedded: Use the small corpus shipped with the package instead of ``[[domains]]``
-            sources (for smoke tests and the example).
-        val_fraction: Share of each domain's documents held out for validation.
-        max_tokens: Optional cap on the tokens kept per domain.
+        tokenizer: ``"bpe"`` trains a byte-level BPE on a sample of every domain; otherwise a
+            path to a ``tokenizer.json`` (or a folder holding one), relative to the config file.
+        vocab_size: Vocabulary of a trained BPE (>= 258).
+        cache_dir: Where token shards are cached (relative to the config file); default
+            ``$OPTUNA_AUTOSCALE_CACHE`` or ``~/.cache/optuna-autoscale/corpora``.
+        val_fraction: Share of each domain's documents held out for validation, in (0, 0.5].
+        max_docs: Optional cap on the documents kept per domain (>= 2).
+        embedded: Use the small corpus shipped with the package instead of ``[[domains]]``.
     """
 
-    tokenizer: str = dataclasses.field(default="bpe-8192", metadata=_doc("tokenizer"))
-    cache_dir: str = dataclasses.field(default=".autoscale-cache", metadata=_doc("token cache folder"))
-    embedded: bool = dataclasses.field(default=False, metadata=_doc("use the embedded corpus"))
+    tokenizer: str = dataclasses.field(default="bpe", metadata=_doc("tokenizer"))
+    vocab_size: int = dataclasses.field(default=8192, metadata=_doc("BPE vocabulary"))
+    cache_dir: str | None = dataclasses.field(default=None, metadata=_doc("token cache folder"))
     val_fraction: float = dataclasses.field(default=0.05, metadata=_doc("validation share"))
-    max_tokens: int | None = dataclasses.field(default=None, metadata=_doc("tokens kept per domain"))
+    max_docs: int | None = dataclasses.field(default=None, metadata=_doc("documents kept per domain"))
+    embedded: bool = dataclasses.field(default=False, metadata=_doc("use the embedded corpus"))
 
     SECTION: ClassVar[str] = "corpus"
 
     def __post_init__(self) -> None:
         s = self.SECTION
         self.tokenizer = _string(f"{s}.tokenizer", self.tokenizer)  # type: ignore[assignment]
-        self.cache_dir = _string(f"{s}.cache_dir", self.cache_dir)  # type: ignore[assignment]
-        self.embedded = _bool(f"{s}.embedded", self.embedded)
+        self.vocab_size = _integer(f"{s}.vocab_size", self.vocab_size, minimum=258)  # type: ignore[assignment]
+        self.cache_dir = _string(f"{s}.cache_dir", self.cache_dir, allow_none=True)
         v = _number(f"{s}.val_fraction", self.val_fraction, positive=True)
-        if v >= 0.5:
-            raise ConfigError(f"{s}.val_fraction", f"must be in (0, 0.5), got {self.val_fraction!r}")
+        if v > 0.5:
+            raise ConfigError(f"{s}.val_fraction", f"must be in (0, 0.5], got {self.val_fraction!r}")
         self.val_fraction = v
-        self.max_tokens = _integer(f"{s}.max_tokens", self.max_tokens, minimum=1, allow_none=True)
+        self.max_docs = _integer(f"{s}.max_docs", self.max_docs, minimum=2, allow_none=True)
+        self.embedded = _bool(f"{s}.embedded", self.embedded)
 
 
 @dataclasses.dataclass
 class DomainConfig:
     """``[[domains]]``: one data domain and where its text comes from.
 
-    Give either local ``files`` (paths or globs; ``.txt``, ``.jsonl``, source files...) or a
-    Hugging Face ``dataset`` (with ``subset``, ``split`` and ``text_field``).
+    These are the fields of :class:`optuna_autoscale.proxy.corpus.DomainSource`.
 
     Attributes:
         name: Domain name (unique; used in trial attrs ``weight_<name>`` and ``loss_<name>``).
-        files: Local files or glob patterns (relative to the config file).
-        dataset: A Hugging Face dataset id.
-        subset: The dataset's configuration name.
+        path: A local file (``.jsonl``, ``.json``, ``.parquet``, ``.txt``, ``.csv``, ``.arrow``,
+            optionally compressed) or folder, relative to the config file; or a Hugging Face
+            dataset id.
+        text_field: The column holding the text (dotted for nested columns).
         split: The dataset split.
-        text_field: The column holding the text (datasets and ``.jsonl`` files).
+        subset: The dataset's configuration name.
+        data_files: Data files or glob patterns passed to ``datasets.load_dataset``.
+        max_docs: Keep at most this many documents of this domain.
+        sample_by: Plain-text files: ``"paragraph"``, ``"line"`` or ``"document"``.
         data_path: The Megatron ``--data-path`` prefix of this domain, for
             ``show/extrapolate --format megatron`` (default: the domain name).
     """
 
     name: str = dataclasses.field(default="", metadata=_doc("domain name"))
-    files: list[str] = dataclasses.field(default_factory=list, metadata=_doc("local files / globs"))
-    dataset: str | None = dataclasses.field(default=None, metadata=_doc("Hugging Face dataset id"))
-    subset: str | None = dataclasses.field(default=None, metadata=_doc("dataset configuration"))
-    split: str = dataclasses.field(default="train", metadata=_doc("dataset split"))
+    path: str = dataclasses.field(default="", metadata=_doc("local file/folder or dataset id"))
     text_field: str = dataclasses.field(default="text", metadata=_doc("text column"))
+    split: str = dataclasses.field(default="train", metadata=_doc("dataset split"))
+    subset: str | None = dataclasses.field(default=None, metadata=_doc("dataset configuration"))
+    data_files: list[str] | None = dataclasses.field(default=None, metadata=_doc("data files / globs"))
+    max_docs: int | None = dataclasses.field(default=None, metadata=_doc("documents kept"))
+    sample_by: str = dataclasses.field(default="paragraph", metadata=_doc("text splitting", choices=SAMPLE_BY))
     data_path: str | None = dataclasses.field(default=None, metadata=_doc("Megatron data prefix"))
 
     SECTION: ClassVar[str] = "domains"
@@ -391,14 +403,27 @@ class DomainConfig:
     def __post_init__(self) -> None:
         s = self.SECTION
         self.name = _string(f"{s}.name", self.name)  # type: ignore[assignment]
-        self.files = _string_list(f"{s}.{self.name}.files", self.files)
-        self.dataset = _string(f"{s}.{self.name}.dataset", self.dataset, allow_none=True)
-        self.subset = _string(f"{s}.{self.name}.subset", self.subset, allow_none=True)
-        self.split = _string(f"{s}.{self.name}.split", self.split)  # type: ignore[assignment]
-        self.text_field = _string(f"{s}.{self.name}.text_field", self.text_field)  # type: ignore[assignment]
-        self.data_path = _string(f"{s}.{self.name}.data_path", self.data_path, allow_none=True)
-        if self.files and self.dataset:
-            raise ConfigError(f"{s}.{self.name}", "give either files or dataset, not both", allowed=("files", "dataset"))
+        k = f"{s}.{self.name}"
+        if not isinstance(self.path, str) or not self.path:
+            raise ConfigError(f"{k}.path", f"must name a local file/folder or a dataset id, got {self.path!r}")
+        self.text_field = _string(f"{k}.text_field", self.text_field)  # type: ignore[assignment]
+        self.split = _string(f"{k}.split", self.split)  # type: ignore[assignment]
+        self.subset = _string(f"{k}.subset", self.subset, allow_none=True)
+        if self.data_files is not None:
+            self.data_files = _string_list(f"{k}.data_files", self.data_files)
+        self.max_docs = _integer(f"{k}.max_docs", self.max_docs, minimum=1, allow_none=True)
+        self.sample_by = _string(f"{k}.sample_by", self.sample_by, choices=SAMPLE_BY)  # type: ignore[assignment]
+        self.data_path = _string(f"{k}.data_path", self.data_path, allow_none=True)
+
+    def source(self) -> Any:
+        """The :class:`~optuna_autoscale.proxy.corpus.DomainSource`."""
+        from optuna_autoscale.proxy.corpus import DomainSource
+
+        return DomainSource(
+            self.path, text_field=self.text_field, split=self.split, config=self.subset,
+            data_files=None if self.data_files is None else tuple(self.data_files),
+            max_docs=self.max_docs, sample_by=self.sample_by,
+        )
 
 
 @dataclasses.dataclass
@@ -520,10 +545,6 @@ class RunConfig:
         else:
             if not self.domains and not self.corpus.embedded:
                 raise ConfigError("domains", "objective = \"proxy\" needs [[domains]] entries (or corpus.embedded = true)")
-            for i, dom in enumerate(self.domains):
-                if not dom.files and not dom.dataset:
-                    raise ConfigError(f"domains.{dom.name}", "gives no data source; add files = [...] or dataset = \"...\"",
-                                      allowed=("files", "dataset"))
             names = [d.name for d in self.domains]
             dup = sorted({n for n in names if names.count(n) > 1})
             if dup:
@@ -534,6 +555,45 @@ class RunConfig:
                     close = difflib.get_close_matches(str(k), fields, n=1)
                     hint = f"; did you mean {close[0]!r}?" if close else ""
                     raise ConfigError(f"proxy.{k}", f"unknown key in [proxy]{hint}", allowed=fields)
+            if "preset" in self.proxy:
+                from optuna_autoscale.proxy.model import PRESETS
+
+                _string("proxy.preset", self.proxy["preset"], choices=tuple(PRESETS))
+            tok = self.corpus.tokenizer
+            if tok != "bpe" and not Path(tok).expanduser().exists():
+                raise ConfigError("corpus.tokenizer", f"unknown tokenizer {tok!r}: neither \"bpe\" nor an existing "
+                                  "tokenizer.json path", allowed=("bpe", "path to a tokenizer.json or its folder"))
+
+    def proxy_config(self) -> Any:
+        """The :class:`~optuna_autoscale.proxy.train.ProxyConfig` of ``[proxy]`` (imports torch).
+
+        Raises:
+            ConfigError: for a bad ``[proxy]`` value, naming the file and key.
+        """
+        from optuna_autoscale.proxy.train import ProxyConfig
+
+        try:
+            return ProxyConfig(**self.proxy)
+        except (TypeError, ValueError) as e:
+            msg = str(e)
+            key = next((k for k in self.proxy if k in msg), "(table)")
+            raise ConfigError(f"proxy.{key}", msg, file=self.path) from None
+
+    def build_corpus(self) -> Any:
+        """Build (or open from its cache) the :class:`~optuna_autoscale.proxy.corpus.Corpus`."""
+        from optuna_autoscale.proxy import corpus as corpus_mod
+
+        if self.corpus.embedded:
+            embedded = getattr(corpus_mod, "embedded_corpus", None)
+            if embedded is None:
+                raise ConfigError("corpus.embedded", "this installation has no embedded corpus; list [[domains]]",
+                                  file=self.path)
+            return embedded(cache_dir=self.corpus.cache_dir)
+        return corpus_mod.build_corpus(
+            {d.name: d.source() for d in self.domains},
+            tokenizer=self.corpus.tokenizer, vocab_size=self.corpus.vocab_size,
+            cache_dir=self.corpus.cache_dir, val_fraction=self.corpus.val_fraction, max_docs=self.corpus.max_docs,
+        )
         doms = self.domain_names_or_none()
         if doms is not None:
             known = set(doms)
@@ -609,6 +669,18 @@ def _plain(obj: Any) -> dict[str, Any]:
     return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if getattr(obj, f.name) is not None}
 
 
+def _relative_to(value: str, base_dir: Path, *, must_exist: bool = True) -> str:
+    """Resolve a relative path against the config's folder (kept as is if it does not exist there
+    and ``must_exist``: then it may be a dataset id)."""
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return str(p)
+    candidate = base_dir / p
+    if must_exist and not candidate.exists():
+        return value
+    return str(candidate)
+
+
 def _from_dict(data: Mapping[str, Any], path: str | Path | None) -> RunConfig:
     if not isinstance(data, Mapping):
         raise ConfigError("(top level)", "must be a table")
@@ -633,10 +705,15 @@ def _from_dict(data: Mapping[str, Any], path: str | Path | None) -> RunConfig:
             raise ConfigError(f"domains[{i}].name", "is missing; every [[domains]] entry needs a name")
         dom = _section(DomainConfig, table, f"domains[{i}]")
         if base_dir is not None:
-            dom.files = [f if Path(f).expanduser().is_absolute() else str(base_dir / f) for f in dom.files]
+            dom.path = _relative_to(dom.path, base_dir)
+            if dom.data_files is not None:
+                dom.data_files = [_relative_to(f, base_dir, must_exist=False) for f in dom.data_files]
         domains.append(dom)
-    if base_dir is not None and not Path(corpus.cache_dir).expanduser().is_absolute():
-        corpus.cache_dir = str(base_dir / corpus.cache_dir)
+    if base_dir is not None:
+        if corpus.cache_dir is not None:
+            corpus.cache_dir = _relative_to(corpus.cache_dir, base_dir, must_exist=False)
+        if corpus.tokenizer != "bpe":
+            corpus.tokenizer = _relative_to(corpus.tokenizer, base_dir)
     proxy = data.get("proxy", {})
     if not isinstance(proxy, Mapping):
         raise ConfigError("proxy", f"must be a table ([proxy]), got {proxy!r}")
