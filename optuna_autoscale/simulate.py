@@ -1,0 +1,891 @@
+"""Ground-truth loss landscapes with known optima at every budget.
+
+The simulator stands in for proxy training runs in tests, benchmarks and examples. A
+:class:`Landscape` maps an *allocation* (domain -> training tokens) to a validation loss in
+nats-like units (about 2 to 7), per validation domain and as their unweighted mean. Three
+families are provided:
+
+- :func:`separable`: the model AutoScale assumes, a separable power law in absolute tokens,
+  ``L(N) = E + sum_i beta_i (N_i + N0_i)^(-gamma_i)``, with offsets ``N0_i`` of 2 to 7 base
+  shares at a reference budget (as in the authors' fits).
+- :func:`transfer` (misspecified): domain ``j``'s loss term sees the *effective* tokens
+  ``N_j + sum_k T_jk N_k``, so data from one domain helps another.
+- :func:`mixing_law` (misspecified): the exponential law of Data Mixing Laws (Ye et al., 2024),
+  ``L_i(r, N) = c_i + k_i (N / N_ref)^(-alpha_i) exp(sum_j t_ij r_j)`` in the proportions
+  ``r = N / sum(N)``; the per-domain power law in the budget makes the optimum move with scale.
+
+Every family has per-domain losses, and the total loss is their unweighted mean.
+
+Noise. :meth:`Landscape.loss` adds ``seed_noise * z(seed) + noise * z(seed, allocation)``
+to the true loss, with standard normal draws that are deterministic functions of the
+landscape's own ``seed``, the run's ``seed`` and the allocation. All runs with one seed share
+``z(seed)`` (common random numbers, like a shared model initialisation and data order), while
+``z(seed, allocation)`` differs per mixture. Calling twice with the same inputs returns the
+same value. :meth:`Landscape.with_snr` sets both sigmas from a target signal-to-noise ratio on
+the x3 effects of a DDO design.
+
+Optima. :meth:`Landscape.oracle` minimises the true loss over allocations with a given total
+(tokens) and optional per-domain bounds (tokens) by SLSQP from several deterministic starts,
+with analytic gradients. Every family is convex in the allocation, so the optimum is global.
+
+Example:
+    .. code-block:: python
+
+        import optuna
+        from optuna_autoscale.simulate import separable
+
+        land = separable(7, seed=0)
+        best = land.oracle(1e8)                      # tokens per domain, summing to 1e8
+        assert land.true_loss(best) <= land.true_loss({d: 1e8 / 7 for d in land.domains})
+
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        study.optimize(land.objective(tokens=1e8), n_trials=5)
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
+import dataclasses
+import hashlib
+import math
+from typing import Any
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+
+if TYPE_CHECKING:
+    import optuna
+
+
+__all__ = [
+    "Landscape",
+    "SeparableLandscape",
+    "TransferLandscape",
+    "MixingLawLandscape",
+    "separable",
+    "transfer",
+    "mixing_law",
+    "REDPAJAMA_DOMAINS",
+    "REFERENCE_TOKENS",
+]
+
+REDPAJAMA_DOMAINS: tuple[str, ...] = (
+    "common_crawl",
+    "github",
+    "books",
+    "wikipedia",
+    "c4",
+    "stackexchange",
+    "arxiv",
+)
+"""Default domain names for ``m <= 7`` (the paper's RedPajama domains, in its order)."""
+
+REFERENCE_TOKENS = 1e8
+"""Reference budget (tokens) at which the random landscapes are calibrated."""
+
+METRICS = ("loss", "mean_ppl")
+"""Supported metrics: mean per-domain loss (nats-like), or mean per-domain ``exp(loss)``."""
+
+_KEY_DIGITS = 10  # significant digits of token counts that identify an allocation for the run noise
+
+
+def default_domains(m: int) -> tuple[str, ...]:
+    """Domain names used when none are given: the RedPajama names for ``m <= 7``, else ``d00, d01, ...``."""
+    if not isinstance(m, (int, np.integer)) or isinstance(m, bool) or m < 2:
+        raise ValueError(f"m (the number of domains) must be an integer >= 2, got {m!r}.")
+    if m <= len(REDPAJAMA_DOMAINS):
+        return REDPAJAMA_DOMAINS[:m]
+    width = len(str(m - 1))
+    return tuple(f"d{i:0{width}d}" for i in range(m))
+
+
+def _resolve_domains(m: int | None, domains: Sequence[str] | None) -> tuple[str, ...]:
+    from optuna_autoscale.mixture import validate_domains
+
+    if domains is not None:
+        doms = validate_domains(domains)
+        if m is not None and m != len(doms):
+            raise ValueError(f"m={m} does not match the {len(doms)} domains given; pass only one of them.")
+        return doms
+    return default_domains(7 if m is None else m)
+
+
+def _check_float(name: str, value: Any, *, positive: bool = False, nonneg: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}.") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}.")
+    if positive and v <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}.")
+    if nonneg and v < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}.")
+    return v
+
+
+def _vector(name: str, values: Sequence[float], m: int, *, positive: bool = False, nonneg: bool = False) -> tuple[float, ...]:
+    arr = np.asarray(values, dtype=float)
+    if arr.shape != (m,):
+        raise ValueError(f"{name} must have one value per domain ({m}), got shape {arr.shape}.")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite, got {arr.tolist()!r}.")
+    if positive and np.any(arr <= 0):
+        raise ValueError(f"{name} must be > 0 for every domain, got {arr.tolist()!r}.")
+    if nonneg and np.any(arr < 0):
+        raise ValueError(f"{name} must be >= 0 for every domain, got {arr.tolist()!r}.")
+    return tuple(float(x) for x in arr)
+
+
+def _matrix(name: str, values: Sequence[Sequence[float]], m: int) -> tuple[tuple[float, ...], ...]:
+    arr = np.asarray(values, dtype=float)
+    if arr.shape != (m, m):
+        raise ValueError(f"{name} must be an {m}x{m} matrix (one row and column per domain), got shape {arr.shape}.")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite.")
+    return tuple(tuple(float(x) for x in row) for row in arr)
+
+
+def _seed_int(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an integer, got {seed!r}.")
+    return int(seed) % (1 << 63)
+
+
+def _normal(*words: int) -> float:
+    """A standard normal draw that is a deterministic function of non-negative integer words."""
+    return float(np.random.default_rng(np.random.SeedSequence(list(words))).standard_normal())
+
+
+def _project_box_simplex(v: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Euclidean projection of ``v`` onto ``{lo <= w <= hi, sum w = 1}`` (assumed non-empty)."""
+    def total(tau: float) -> float:
+        return float(np.clip(v - tau, lo, hi).sum())
+
+    a, b = float(np.min(v - hi)) - 1.0, float(np.max(v - lo)) + 1.0  # total(a) >= 1 >= total(b)
+    for _ in range(200):
+        mid = 0.5 * (a + b)
+        if total(mid) > 1.0:
+            a = mid
+        else:
+            b = mid
+    w = np.clip(v - 0.5 * (a + b), lo, hi)
+    return w
+
+
+class Landscape(abc.ABC):
+    """A ground-truth loss landscape over allocations (domain -> training tokens).
+
+    Subclasses are frozen dataclasses with the attributes below and implement
+    :meth:`_per_domain` (values and Jacobian in the shares at a fixed total).
+
+    Attributes:
+        domains: Domain names; allocations map exactly these to tokens.
+        seed: The landscape's own seed; it enters every noise draw.
+        noise: Standard deviation (loss units) of the per-run noise ``z(seed, allocation)``.
+        seed_noise: Standard deviation (loss units) of the noise ``z(seed)`` shared by every run
+            with the same run seed (common random numbers).
+    """
+
+    domains: tuple[str, ...]
+    seed: int
+    noise: float
+    seed_noise: float
+
+    # ----------------------------------------------------------------- family-specific part
+    @abc.abstractmethod
+    def _per_domain(self, w: np.ndarray, tokens: float) -> tuple[np.ndarray, np.ndarray]:
+        """Per-domain true losses at shares ``w`` (not necessarily normalised) of ``tokens``.
+
+        Returns:
+            ``(l, J)``: the ``m`` per-domain losses and their Jacobian ``J[d, k] = dl_d / dw_k``
+            with ``tokens`` held fixed.
+        """
+
+    @abc.abstractmethod
+    def params(self) -> dict[str, Any]:
+        """The landscape's parameters as a JSON-ready dict (family name included)."""
+
+    # ----------------------------------------------------------------- helpers
+    def _validate_noise(self) -> None:
+        object.__setattr__(self, "seed", _seed_int(self.seed))
+        object.__setattr__(self, "noise", _check_float("noise", self.noise, nonneg=True))
+        object.__setattr__(self, "seed_noise", _check_float("seed_noise", self.seed_noise, nonneg=True))
+
+    def _split(self, allocation: Mapping[str, float]) -> tuple[np.ndarray, float]:
+        """Check an allocation and return (shares in domain order, total tokens)."""
+        if not isinstance(allocation, Mapping):
+            raise TypeError(
+                f"allocation must be a mapping domain -> tokens, got {type(allocation).__name__}; "
+                "use Mixture.allocation to convert a Mixture."
+            )
+        unknown = [d for d in allocation if d not in self.domains]
+        missing = [d for d in self.domains if d not in allocation]
+        if unknown or missing:
+            raise ValueError(
+                f"allocation must give tokens for exactly the landscape's domains {list(self.domains)!r}; "
+                f"unknown: {unknown!r}, missing: {missing!r}."
+            )
+        x = np.array([float(allocation[d]) for d in self.domains])
+        if not np.all(np.isfinite(x)) or np.any(x < 0):
+            raise ValueError(f"allocation token counts must be finite and >= 0, got {dict(allocation)!r}.")
+        total = float(x.sum())
+        if total <= 0:
+            raise ValueError("allocation must have a positive total number of tokens.")
+        return x / total, total
+
+    @staticmethod
+    def _check_metric(metric: str) -> str:
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS!r}, got {metric!r}.")
+        return metric
+
+    def _noise_draw(self, allocation: Mapping[str, float], seed: int | None) -> float:
+        """``seed_noise * z(seed) + noise * z(seed, allocation)``; zero when both sigmas are 0."""
+        if self.noise == 0.0 and self.seed_noise == 0.0:
+            return 0.0
+        from optuna_autoscale.mixture import DEFAULT_SEED
+
+        run_seed = _seed_int(DEFAULT_SEED if seed is None else seed)
+        eps = 0.0
+        if self.seed_noise:
+            eps += self.seed_noise * _normal(self.seed, 1, run_seed)
+        if self.noise:
+            key = ";".join(f"{d}={float(allocation[d]):.{_KEY_DIGITS - 1}e}" for d in self.domains)
+            digest = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+            eps += self.noise * _normal(self.seed, 2, run_seed, digest)
+        return eps
+
+    # ----------------------------------------------------------------- public API
+    @property
+    def m(self) -> int:
+        """Number of domains."""
+        return len(self.domains)
+
+    def per_domain_true_loss(self, allocation: Mapping[str, float]) -> dict[str, float]:
+        """Noiseless per-domain validation losses (nats-like) of an allocation (tokens per domain)."""
+        w, total = self._split(allocation)
+        values, _ = self._per_domain(w, total)
+        return dict(zip(self.domains, values.tolist()))
+
+    def true_loss(self, allocation: Mapping[str, float], *, metric: str = "loss") -> float:
+        """Noiseless objective of an allocation (tokens per domain).
+
+        Args:
+            allocation: Domain -> training tokens.
+            metric: ``"loss"`` (mean per-domain loss) or ``"mean_ppl"`` (mean of ``exp`` of the
+                per-domain losses, the authors' objective).
+        """
+        self._check_metric(metric)
+        w, total = self._split(allocation)
+        values, _ = self._per_domain(w, total)
+        return float(np.mean(values) if metric == "loss" else np.mean(np.exp(values)))
+
+    def per_domain_loss(self, allocation: Mapping[str, float], *, seed: int | None = None) -> dict[str, float]:
+        """Noisy per-domain losses: the true ones plus the same noise draw as :meth:`loss`.
+
+        Every domain is shifted by the same draw, so the mean of these equals :meth:`loss`.
+        ``seed=None`` means the default seed of :mod:`optuna_autoscale.mixture` (0).
+        """
+        eps = self._noise_draw(allocation, seed)
+        return {d: v + eps for d, v in self.per_domain_true_loss(allocation).items()}
+
+    def loss(self, allocation: Mapping[str, float], *, seed: int | None = None, metric: str = "loss") -> float:
+        """Noisy objective of an allocation (tokens per domain), as a training run would report it.
+
+        The noise is ``seed_noise * z(seed) + noise * z(seed, allocation)`` added to each
+        per-domain loss; ``z(seed)`` is shared by all runs with the run ``seed`` (common random
+        numbers). The result is a deterministic function of the landscape's seed, the run seed
+        and the allocation. ``seed=None`` means seed 0, the default of ``suggest_mixture``.
+        """
+        self._check_metric(metric)
+        losses = np.array(list(self.per_domain_loss(allocation, seed=seed).values()))
+        return float(np.mean(losses) if metric == "loss" else np.mean(np.exp(losses)))
+
+    def oracle(
+        self,
+        tokens: float,
+        *,
+        lower: Mapping[str, float] | None = None,
+        upper: Mapping[str, float] | None = None,
+        metric: str = "loss",
+    ) -> dict[str, float]:
+        """The allocation minimising the true objective at a total of ``tokens``.
+
+        SLSQP with analytic gradients over the shares, started from the uniform mixture and
+        from four seeded random mixtures (projected into the bounds); the best is returned.
+        The families here are convex in the allocation, so this is the global optimum.
+
+        Args:
+            tokens: Total training tokens.
+            lower: Optional per-domain minimum tokens (missing domains: 0).
+            upper: Optional per-domain maximum tokens (missing domains: no limit).
+            metric: ``"loss"`` or ``"mean_ppl"``.
+
+        Returns:
+            Domain -> tokens, summing to ``tokens``.
+
+        Raises:
+            ValueError: if the bounds are infeasible (``sum(lower) > tokens``,
+                ``sum(upper) < tokens`` or ``lower > upper``) or name unknown domains.
+        """
+        from scipy import optimize
+
+        self._check_metric(metric)
+        total = _check_float("tokens", tokens, positive=True)
+        lo, hi = self._bounds(total, lower, upper)
+        m = self.m
+
+        def fun(w: np.ndarray) -> tuple[float, np.ndarray]:
+            values, jac = self._per_domain(w, total)
+            if metric == "loss":
+                return float(values.mean()), jac.mean(axis=0)
+            e = np.exp(values)
+            return float(e.mean()), (e[:, None] * jac).mean(axis=0)
+
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 3, int(total) % (1 << 63)]))
+        starts = [np.full(m, 1.0 / m)] + [rng.dirichlet(np.ones(m)) for _ in range(4)]
+        best_w: np.ndarray | None = None
+        best_f = math.inf
+        cons = [{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones_like(w)}]
+        for x0 in starts:
+            x0 = _project_box_simplex(x0, lo, hi)
+            res = optimize.minimize(
+                fun,
+                x0,
+                jac=True,
+                method="SLSQP",
+                bounds=list(zip(lo, hi)),
+                constraints=cons,
+                options={"ftol": 1e-14, "maxiter": 1000},
+            )
+            w = _project_box_simplex(np.asarray(res.x, dtype=float), lo, hi)
+            f = fun(w)[0]
+            if f < best_f:
+                best_f, best_w = f, w
+        assert best_w is not None
+        return dict(zip(self.domains, (best_w * total).tolist()))
+
+    def _bounds(
+        self, total: float, lower: Mapping[str, float] | None, upper: Mapping[str, float] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        lo = np.zeros(self.m)
+        hi = np.full(self.m, np.inf)
+        for name, bound, arr in (("lower", lower, lo), ("upper", upper, hi)):
+            if bound is None:
+                continue
+            if not isinstance(bound, Mapping):
+                raise TypeError(f"{name} must be a mapping domain -> tokens or None, got {type(bound).__name__}.")
+            unknown = [d for d in bound if d not in self.domains]
+            if unknown:
+                raise ValueError(f"{name} names unknown domains {unknown!r}; the domains are {list(self.domains)!r}.")
+            for i, d in enumerate(self.domains):
+                if d in bound:
+                    arr[i] = _check_float(f"{name}[{d!r}]", bound[d], nonneg=True)
+        if np.any(lo > hi):
+            bad = [d for d, a, b in zip(self.domains, lo, hi) if a > b]
+            raise ValueError(f"lower bound exceeds upper bound for {bad!r}.")
+        if lo.sum() > total * (1 + 1e-12):
+            raise ValueError(
+                f"Infeasible bounds: the lower bounds sum to {lo.sum():.6g} tokens, more than the total {total:.6g}; "
+                "lower them or raise the budget."
+            )
+        if hi.sum() < total * (1 - 1e-12):
+            raise ValueError(
+                f"Infeasible bounds: the upper bounds sum to {hi.sum():.6g} tokens, less than the total {total:.6g}; "
+                "raise them (e.g. allow more epochs) or lower the budget."
+            )
+        return lo / total, np.minimum(hi / total, 1.0)
+
+    def x3_effects(
+        self, tokens: float, *, base: Mapping[str, float] | None = None, multiplier: float = 3.0
+    ) -> dict[str, float]:
+        """True loss change when one domain's tokens are multiplied (the others fixed), per domain.
+
+        Args:
+            tokens: Budget of the base run (tokens); the base is uniform unless ``base`` is given.
+            base: Optional base allocation (tokens per domain); overrides ``tokens``' uniform base.
+            multiplier: The DDO multiplier (default 3, the paper's).
+        """
+        mult = _check_float("multiplier", multiplier, positive=True)
+        if base is None:
+            total = _check_float("tokens", tokens, positive=True)
+            base = {d: total / self.m for d in self.domains}
+        ref = self.true_loss(base)
+        out = {}
+        for d in self.domains:
+            alloc = dict(base)
+            alloc[d] = alloc[d] * mult
+            out[d] = self.true_loss(alloc) - ref
+        return out
+
+    def with_noise(self, noise: float | None = None, *, seed_noise: float | None = None) -> Landscape:
+        """A copy with other noise sigmas (loss units); ``None`` keeps the current one."""
+        changes: dict[str, float] = {}
+        if noise is not None:
+            changes["noise"] = noise
+        if seed_noise is not None:
+            changes["seed_noise"] = seed_noise
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    def with_snr(
+        self,
+        snr: float,
+        tokens: float,
+        *,
+        seed_share: float = 0.5,
+        multiplier: float = 3.0,
+    ) -> Landscape:
+        """A copy whose noise gives a target signal-to-noise ratio on the x3 effects.
+
+        The signal is the mean absolute x3 effect (:meth:`x3_effects`) at a uniform base of
+        ``tokens``; the noise is the total per-run standard deviation
+        ``sqrt(seed_noise^2 + noise^2) = signal / snr``. ``seed_share`` is the fraction of that
+        variance shared by all runs with one seed (removed by common random numbers).
+
+        Args:
+            snr: Target ratio, > 0; ``math.inf`` gives a noiseless copy.
+            tokens: Budget (tokens) at which the effects are measured.
+            seed_share: Fraction in [0, 1] of the noise variance that is seed-shared.
+            multiplier: The DDO multiplier whose effects define the signal.
+
+        Example:
+            .. code-block:: python
+
+                from optuna_autoscale.simulate import separable
+
+                noisy = separable(7).with_snr(6.0, 1e8)
+                assert noisy.noise > 0 and noisy.seed_noise > 0
+        """
+        ratio = float(snr)
+        if not ratio > 0:
+            raise ValueError(f"snr must be > 0 (use math.inf for no noise), got {snr!r}.")
+        share = _check_float("seed_share", seed_share, nonneg=True)
+        if share > 1:
+            raise ValueError(f"seed_share must be in [0, 1], got {seed_share!r}.")
+        if math.isinf(ratio):
+            return self.with_noise(0.0, seed_noise=0.0)
+        signal = float(np.mean(np.abs(list(self.x3_effects(tokens, multiplier=multiplier).values()))))
+        sigma = signal / ratio
+        return self.with_noise(sigma * math.sqrt(1.0 - share), seed_noise=sigma * math.sqrt(share))
+
+    def objective(
+        self, *, tokens: float | None = None, metric: str = "loss"
+    ) -> Callable[[optuna.trial.Trial], float]:
+        """An Optuna objective that trains "a model" on this landscape.
+
+        The objective calls :func:`~optuna_autoscale.mixture.suggest_mixture` (with
+        ``tokens`` when given: required under samplers other than AutoScaleSampler, and an
+        error under it), sets user attrs ``loss_<domain>`` (noisy per-domain losses) and
+        ``sim_true_loss`` (the noiseless objective, for benchmarks), and returns the noisy
+        objective at the trial's seed.
+
+        Args:
+            tokens: Total training tokens per trial, or ``None`` under AutoScaleSampler.
+            metric: ``"loss"`` or ``"mean_ppl"``.
+        """
+        from optuna_autoscale.mixture import LOSS_PREFIX
+        from optuna_autoscale.mixture import suggest_mixture
+
+        self._check_metric(metric)
+        budget = None if tokens is None else _check_float("tokens", tokens, positive=True)
+        domains = self.domains
+
+        def objective(trial: optuna.trial.Trial) -> float:
+            mix = suggest_mixture(trial, domains) if budget is None else suggest_mixture(trial, domains, tokens=budget)
+            alloc = mix.allocation
+            losses = self.per_domain_loss(alloc, seed=mix.seed)
+            for d, v in losses.items():
+                trial.set_user_attr(f"{LOSS_PREFIX}{d}", float(v))
+            trial.set_user_attr("sim_true_loss", self.true_loss(alloc, metric=metric))
+            values = np.array(list(losses.values()))
+            return float(np.mean(values) if metric == "loss" else np.mean(np.exp(values)))
+
+        return objective
+
+
+@dataclasses.dataclass(frozen=True)
+class SeparableLandscape(Landscape):
+    """``L(N) = mean_d l_d``, ``l_d = E_d + m beta_d (N_d + N0_d)^(-gamma_d)``, tokens ``N_d``.
+
+    The total is therefore ``E + sum_d beta_d (N_d + N0_d)^(-gamma_d)`` with ``E = mean(E_d)``:
+    the separable law AutoScale assumes, with per-domain offsets ``N0_d`` (tokens).
+
+    Attributes:
+        domains: Domain names.
+        irreducible: ``E_d`` per domain (loss units).
+        beta: ``beta_d`` per domain (> 0).
+        offset: ``N0_d`` per domain (tokens, >= 0).
+        gamma: ``gamma_d`` per domain (> 0).
+    """
+
+    domains: tuple[str, ...]
+    irreducible: tuple[float, ...]
+    beta: tuple[float, ...]
+    offset: tuple[float, ...]
+    gamma: tuple[float, ...]
+    seed: int = dataclasses.field(default=0, kw_only=True)
+    noise: float = dataclasses.field(default=0.0, kw_only=True)
+    seed_noise: float = dataclasses.field(default=0.0, kw_only=True)
+
+    def __post_init__(self) -> None:
+        from optuna_autoscale.mixture import validate_domains
+
+        doms = validate_domains(self.domains)
+        object.__setattr__(self, "domains", doms)
+        m = len(doms)
+        object.__setattr__(self, "irreducible", _vector("irreducible", self.irreducible, m))
+        object.__setattr__(self, "beta", _vector("beta", self.beta, m, positive=True))
+        object.__setattr__(self, "offset", _vector("offset", self.offset, m, nonneg=True))
+        object.__setattr__(self, "gamma", _vector("gamma", self.gamma, m, positive=True))
+        self._validate_noise()
+
+    def _per_domain(self, w: np.ndarray, tokens: float) -> tuple[np.ndarray, np.ndarray]:
+        m = self.m
+        beta, n0, g = np.array(self.beta), np.array(self.offset), np.array(self.gamma)
+        eff = np.maximum(w * tokens + n0, np.finfo(float).tiny)
+        term = m * beta * eff ** (-g)
+        values = np.array(self.irreducible) + term
+        jac = np.diag(-g * term / eff * tokens)
+        return values, jac
+
+    @property
+    def total_irreducible(self) -> float:
+        """``E``, the irreducible part of the mean loss."""
+        return float(np.mean(self.irreducible))
+
+    def law_params(self) -> dict[str, dict[str, float]]:
+        """Per-domain ``{"beta", "n0", "gamma"}`` of the total loss (same form as ``laws.SeparableLaw.params``)."""
+        return {
+            d: {"beta": b, "n0": n0, "gamma": g}
+            for d, b, n0, g in zip(self.domains, self.beta, self.offset, self.gamma)
+        }
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "family": "separable",
+            "domains": list(self.domains),
+            "irreducible": list(self.irreducible),
+            "beta": list(self.beta),
+            "offset": list(self.offset),
+            "gamma": list(self.gamma),
+            "seed": self.seed,
+            "noise": self.noise,
+            "seed_noise": self.seed_noise,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferLandscape(Landscape):
+    """Cross-domain transfer: ``l_d = E_d + m beta_d (N_d + sum_k T_dk N_k + N0_d)^(-gamma_d)``.
+
+    Tokens of domain ``k`` count for a fraction ``T_dk`` toward domain ``d``'s loss (``T_dd`` is
+    ignored: a domain counts fully for itself). The total is the mean of the ``l_d``. A DDO
+    perturbation of one domain then moves several terms, which the separable law cannot express.
+
+    Attributes:
+        domains: Domain names.
+        irreducible: ``E_d`` per domain (loss units).
+        beta: ``beta_d`` (> 0).
+        offset: ``N0_d`` (tokens, >= 0).
+        gamma: ``gamma_d`` (> 0).
+        transfer_matrix: ``T`` (``m x m``, off-diagonal entries >= 0).
+    """
+
+    domains: tuple[str, ...]
+    irreducible: tuple[float, ...]
+    beta: tuple[float, ...]
+    offset: tuple[float, ...]
+    gamma: tuple[float, ...]
+    transfer_matrix: tuple[tuple[float, ...], ...]
+    seed: int = dataclasses.field(default=0, kw_only=True)
+    noise: float = dataclasses.field(default=0.0, kw_only=True)
+    seed_noise: float = dataclasses.field(default=0.0, kw_only=True)
+
+    def __post_init__(self) -> None:
+        from optuna_autoscale.mixture import validate_domains
+
+        doms = validate_domains(self.domains)
+        object.__setattr__(self, "domains", doms)
+        m = len(doms)
+        object.__setattr__(self, "irreducible", _vector("irreducible", self.irreducible, m))
+        object.__setattr__(self, "beta", _vector("beta", self.beta, m, positive=True))
+        object.__setattr__(self, "offset", _vector("offset", self.offset, m, nonneg=True))
+        object.__setattr__(self, "gamma", _vector("gamma", self.gamma, m, positive=True))
+        t = np.array(_matrix("transfer_matrix", self.transfer_matrix, m))
+        np.fill_diagonal(t, 0.0)
+        if np.any(t < 0):
+            raise ValueError("transfer_matrix entries must be >= 0 (a fraction of tokens that counts for another domain).")
+        object.__setattr__(self, "transfer_matrix", tuple(tuple(float(x) for x in row) for row in t))
+        self._validate_noise()
+
+    def _per_domain(self, w: np.ndarray, tokens: float) -> tuple[np.ndarray, np.ndarray]:
+        m = self.m
+        beta, n0, g = np.array(self.beta), np.array(self.offset), np.array(self.gamma)
+        a = np.eye(m) + np.array(self.transfer_matrix)
+        eff = np.maximum(a @ (w * tokens) + n0, np.finfo(float).tiny)
+        term = m * beta * eff ** (-g)
+        values = np.array(self.irreducible) + term
+        jac = (-g * term / eff)[:, None] * a * tokens
+        return values, jac
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "family": "transfer",
+            "domains": list(self.domains),
+            "irreducible": list(self.irreducible),
+            "beta": list(self.beta),
+            "offset": list(self.offset),
+            "gamma": list(self.gamma),
+            "transfer_matrix": [list(r) for r in self.transfer_matrix],
+            "seed": self.seed,
+            "noise": self.noise,
+            "seed_noise": self.seed_noise,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class MixingLawLandscape(Landscape):
+    """Data Mixing Laws style: ``l_d = c_d + k_d (N / N_ref)^(-alpha_d) exp(sum_j t_dj r_j)``.
+
+    ``r = allocation / N`` are the proportions and ``N`` the total tokens. Validation domain
+    ``d`` gains from training domain ``j`` when ``t_dj < 0``. The budget enters through a power
+    law per validation domain, so domains with larger ``alpha_d`` matter less at larger budgets
+    and the optimal proportions move with scale.
+
+    Attributes:
+        domains: Domain names (training and validation domains are the same).
+        floor: ``c_d`` per domain (loss units).
+        scale: ``k_d`` per domain (> 0, loss units at ``reference_tokens``).
+        alpha: ``alpha_d`` per domain (>= 0).
+        interaction: ``t`` (``m x m``): row = validation domain, column = training domain.
+        reference_tokens: ``N_ref`` (tokens).
+    """
+
+    domains: tuple[str, ...]
+    floor: tuple[float, ...]
+    scale: tuple[float, ...]
+    alpha: tuple[float, ...]
+    interaction: tuple[tuple[float, ...], ...]
+    reference_tokens: float = REFERENCE_TOKENS
+    seed: int = dataclasses.field(default=0, kw_only=True)
+    noise: float = dataclasses.field(default=0.0, kw_only=True)
+    seed_noise: float = dataclasses.field(default=0.0, kw_only=True)
+
+    def __post_init__(self) -> None:
+        from optuna_autoscale.mixture import validate_domains
+
+        doms = validate_domains(self.domains)
+        object.__setattr__(self, "domains", doms)
+        m = len(doms)
+        object.__setattr__(self, "floor", _vector("floor", self.floor, m))
+        object.__setattr__(self, "scale", _vector("scale", self.scale, m, positive=True))
+        object.__setattr__(self, "alpha", _vector("alpha", self.alpha, m, nonneg=True))
+        object.__setattr__(self, "interaction", _matrix("interaction", self.interaction, m))
+        object.__setattr__(
+            self, "reference_tokens", _check_float("reference_tokens", self.reference_tokens, positive=True)
+        )
+        self._validate_noise()
+
+    def _per_domain(self, w: np.ndarray, tokens: float) -> tuple[np.ndarray, np.ndarray]:
+        t = np.array(self.interaction)
+        size = np.array(self.scale) * (tokens / self.reference_tokens) ** (-np.array(self.alpha))
+        term = size * np.exp(t @ w)
+        values = np.array(self.floor) + term
+        jac = term[:, None] * t
+        return values, jac
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "family": "mixing_law",
+            "domains": list(self.domains),
+            "floor": list(self.floor),
+            "scale": list(self.scale),
+            "alpha": list(self.alpha),
+            "interaction": [list(r) for r in self.interaction],
+            "reference_tokens": self.reference_tokens,
+            "seed": self.seed,
+            "noise": self.noise,
+            "seed_noise": self.seed_noise,
+        }
+
+
+# --------------------------------------------------------------------------- random families
+def _rng(seed: int, family: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([_seed_int(seed), 1000 + family]))
+
+
+def _power_law_params(
+    rng: np.random.Generator, k: int, ref: float, mixing: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Draw (gamma, N0, beta, E) for the power-law families, calibrated at ``ref`` tokens.
+
+    A target optimum is drawn first: multipliers ``n_d ~ U(0.3, 2)`` of the base share
+    ``ref / k`` (renormalised to sum to ``k``; the authors' 1.2B optimum spans 0.2 to 1.85). The
+    ``beta_d`` equalise the marginal gains ``beta_d gamma_d M_d^(-gamma_d - 1)`` there (``M`` the
+    effective tokens), so for the separable family that mixture is the exact unbounded optimum
+    at ``ref``. They are then scaled so the reducible part of the mean loss at a uniform mixture
+    of ``ref`` is 2 nats.
+    """
+    gamma = rng.uniform(0.3, 0.9, k)
+    offset = rng.uniform(2.0, 7.0, k) * ref / k
+    mult = rng.uniform(0.3, 2.0, k)
+    mult *= k / mult.sum()
+    eff_opt = mixing @ (mult * ref / k) + offset
+    beta = eff_opt ** (gamma + 1.0) / gamma
+    eff_uniform = mixing @ np.full(k, ref / k) + offset
+    beta *= 2.0 / float(np.sum(beta * eff_uniform ** (-gamma)))
+    irreducible = rng.uniform(1.5, 3.0, k)
+    return gamma, offset, beta, irreducible
+
+
+def separable(
+    m: int | None = None,
+    *,
+    domains: Sequence[str] | None = None,
+    seed: int = 0,
+    noise: float = 0.0,
+    seed_noise: float = 0.0,
+    reference_tokens: float = REFERENCE_TOKENS,
+) -> SeparableLandscape:
+    """A random, realistic separable power-law landscape (the model AutoScale assumes).
+
+    Parameters are drawn from ``seed``: exponents ``gamma_d ~ U(0.3, 0.9)``, offsets ``N0_d``
+    of ``U(2, 7)`` base shares ``reference_tokens / m`` (the range of the authors' fitted
+    ``a``), irreducible losses ``E_d ~ U(1.5, 3)``. The ``beta_d`` are chosen so that the
+    unbounded optimum at ``reference_tokens`` is a drawn interior mixture with ``U(0.3, 2)``
+    base shares per domain (renormalised), and so that the reducible part of the mean loss at a
+    uniform mixture of ``reference_tokens`` is 2 nats. With the default reference of 1e8 tokens
+    the mean loss is about 4.3 nats at 1e8 and about 3 at 4e9, mean |x3 effect| at 1e8 is about
+    0.05, and the optimum moves by a total-variation distance of about 0.17 between 1e8 and 4e9
+    (reusing the 4e8 optimum at 4e9 keeps about two thirds of the uniform-to-oracle gain).
+
+    Args:
+        m: Number of domains (default 7); or give ``domains``.
+        domains: Domain names (default: :func:`default_domains`).
+        seed: Seed of the parameters and of the noise.
+        noise: Per-run noise sigma (loss units).
+        seed_noise: Seed-shared noise sigma (loss units).
+        reference_tokens: Budget (tokens) the parameters are calibrated at.
+
+    Example:
+        .. code-block:: python
+
+            from optuna_autoscale.simulate import separable
+
+            land = separable(7, seed=1)
+            small, large = land.oracle(1e8), land.oracle(4e9)
+            print({d: round(large[d] / 4e9 - small[d] / 1e8, 3) for d in land.domains})
+    """
+    doms = _resolve_domains(m, domains)
+    k = len(doms)
+    ref = _check_float("reference_tokens", reference_tokens, positive=True)
+    rng = _rng(seed, 1)
+    gamma, offset, beta, irreducible = _power_law_params(rng, k, ref, np.eye(k))
+    return SeparableLandscape(
+        doms, irreducible, beta, offset, gamma, seed=seed, noise=noise, seed_noise=seed_noise
+    )
+
+
+def transfer(
+    m: int | None = None,
+    *,
+    domains: Sequence[str] | None = None,
+    seed: int = 0,
+    noise: float = 0.0,
+    seed_noise: float = 0.0,
+    reference_tokens: float = REFERENCE_TOKENS,
+    density: float = 0.4,
+    strength: float = 0.5,
+) -> TransferLandscape:
+    """A random cross-domain transfer landscape (misspecified for the separable law).
+
+    Like :func:`separable`, but each off-diagonal ``T_dk`` is, with probability ``density``,
+    drawn from ``U(0, strength)`` (else 0): that fraction of domain ``k``'s tokens counts for
+    domain ``d``'s loss term. The ``beta_d`` equalise each domain's *own* marginal gain at a drawn
+    interior mixture (with the transfer counted in the effective tokens), so the optimum at the
+    reference budget is near, not at, that mixture.
+
+    Args:
+        m: Number of domains (default 7); or give ``domains``.
+        domains: Domain names.
+        seed: Seed of the parameters and of the noise.
+        noise: Per-run noise sigma (loss units).
+        seed_noise: Seed-shared noise sigma (loss units).
+        reference_tokens: Budget (tokens) the parameters are calibrated at.
+        density: Probability in [0, 1] that a pair of domains transfers.
+        strength: Largest transfer fraction (>= 0).
+
+    Example:
+        .. code-block:: python
+
+            from optuna_autoscale.simulate import transfer
+
+            land = transfer(5, seed=0)
+            print(land.oracle(1e8))
+    """
+    doms = _resolve_domains(m, domains)
+    k = len(doms)
+    ref = _check_float("reference_tokens", reference_tokens, positive=True)
+    dens = _check_float("density", density, nonneg=True)
+    if dens > 1:
+        raise ValueError(f"density must be in [0, 1], got {density!r}.")
+    stren = _check_float("strength", strength, nonneg=True)
+    rng = _rng(seed, 2)
+    t = np.where(rng.random((k, k)) < dens, rng.uniform(0.0, stren, (k, k)), 0.0)
+    np.fill_diagonal(t, 0.0)
+    gamma, offset, beta, irreducible = _power_law_params(rng, k, ref, np.eye(k) + t)
+    return TransferLandscape(
+        doms, irreducible, beta, offset, gamma, t, seed=seed, noise=noise, seed_noise=seed_noise
+    )
+
+
+def mixing_law(
+    m: int | None = None,
+    *,
+    domains: Sequence[str] | None = None,
+    seed: int = 0,
+    noise: float = 0.0,
+    seed_noise: float = 0.0,
+    reference_tokens: float = REFERENCE_TOKENS,
+) -> MixingLawLandscape:
+    """A random Data-Mixing-Laws landscape (exponential in proportions, misspecified).
+
+    ``l_d = c_d + k_d (N / N_ref)^(-alpha_d) exp(sum_j t_dj r_j)`` with ``c_d ~ U(1.5, 3)``,
+    ``alpha_d ~ U(0.05, 0.5)``, self-interaction ``t_dd ~ -U(1.5, 4)`` (more of a domain lowers
+    its own loss), off-diagonal ``t_dj ~ U(-0.6, 0.3)``, and ``k_d`` set so that the
+    reducible part at a uniform mixture of ``N_ref`` is ``U(0.8, 2)`` nats.
+
+    Args:
+        m: Number of domains (default 7); or give ``domains``.
+        domains: Domain names.
+        seed: Seed of the parameters and of the noise.
+        noise: Per-run noise sigma (loss units).
+        seed_noise: Seed-shared noise sigma (loss units).
+        reference_tokens: ``N_ref`` (tokens).
+
+    Example:
+        .. code-block:: python
+
+            from optuna_autoscale.simulate import mixing_law
+
+            land = mixing_law(4, seed=0)
+            print(land.oracle(1e8), land.oracle(1e10))
+    """
+    doms = _resolve_domains(m, domains)
+    k = len(doms)
+    ref = _check_float("reference_tokens", reference_tokens, positive=True)
+    rng = _rng(seed, 3)
+    floor = rng.uniform(1.5, 3.0, k)
+    alpha = rng.uniform(0.05, 0.5, k)
+    t = rng.uniform(-0.6, 0.3, (k, k))
+    np.fill_diagonal(t, -rng.uniform(1.5, 4.0, k))
+    value = rng.uniform(0.8, 2.0, k)
+    scale = value / np.exp(t @ np.full(k, 1.0 / k))
+    return MixingLawLandscape(
+        doms, floor, scale, alpha, t, ref, seed=seed, noise=noise, seed_noise=seed_noise
+    )
