@@ -1,0 +1,513 @@
+"""Plotly figures of an AutoScale study, in the style of :mod:`optuna.visualization`.
+
+Every function takes a study (run with :class:`~optuna_autoscale.AutoScaleSampler`) and returns
+a :class:`plotly.graph_objects.Figure`. Figures that need fits accept an already computed
+:class:`~optuna_autoscale.AutoScaleResult` as ``result=`` to avoid refitting; without one they
+compute it. A study without enough data yet gives an empty figure whose title says what is
+missing (as Optuna's own plots do), never an exception.
+
+- :func:`plot_mixture_weights`: the optimal weight of each domain against the budget (log x):
+  the fitted optima at the design budgets as points, the extrapolated mixture as a curve.
+- :func:`plot_domain_fits`: each domain's fitted power law ``y(x) = (x + a)^(-b) + c`` against
+  its token multiplier, with the observed runs.
+- :func:`plot_verification`: predicted against observed loss of the verification runs.
+- :func:`plot_design_progress`: the design's runs per budget by state.
+
+Example:
+    .. code-block:: python
+
+        import optuna
+        from optuna_autoscale import AutoScaleSampler
+        from optuna_autoscale.simulate import separable
+        from optuna_autoscale.visualization import plot_mixture_weights
+
+        land = separable(4, seed=0)
+        study = optuna.create_study(sampler=AutoScaleSampler(land.domains, [1e8, 4e8]))
+        study.optimize(land.objective(), n_trials=60)
+        plot_mixture_weights(study).show()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from collections.abc import Sequence
+import json
+import logging
+import math
+from typing import Any
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+
+if TYPE_CHECKING:
+    import optuna
+    import plotly.graph_objects as go
+
+
+__all__ = [
+    "plot_design_progress",
+    "plot_domain_fits",
+    "plot_mixture_weights",
+    "plot_verification",
+    "load_result",
+    "design_progress",
+]
+
+_logger = logging.getLogger(__name__)
+
+# Optuna's own plots use plotly's default qualitative palette; so do we.
+_STATES = ("complete", "running", "waiting", "failed", "open")
+_STATE_COLORS = {
+    "complete": "#2ca02c",
+    "running": "#1f77b4",
+    "waiting": "#9467bd",
+    "failed": "#d62728",
+    "open": "#c7c7c7",
+}
+
+
+def _go() -> Any:
+    try:
+        import plotly.graph_objects as go
+    except ImportError:  # pragma: no cover - the viz extra is missing
+        raise ImportError(
+            "optuna_autoscale.visualization needs plotly: pip install 'optuna-autoscale[viz]'."
+        ) from None
+    return go
+
+
+def _empty(title: str, why: str) -> go.Figure:
+    go = _go()
+    fig = go.Figure()
+    fig.update_layout(
+        title=f"{title} ({why})",
+        annotations=[dict(text=why, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)],
+        xaxis=dict(visible=False),
+        yaxis=dict(visible=False),
+    )
+    return fig
+
+
+def _fmt_tokens(t: float) -> str:
+    if t <= 0 or not math.isfinite(t):
+        return str(t)
+    exp = int(math.floor(math.log10(t)))
+    mant = t / 10**exp
+    return f"{mant:.3g}e{exp}" if abs(mant - round(mant)) > 1e-9 else f"{int(round(mant))}e{exp}"
+
+
+def load_result(study: optuna.Study, result: Any = None) -> tuple[Any, str | None]:
+    """``(result, None)`` or ``(None, why)`` when the study cannot be fitted yet.
+
+    Args:
+        study: The study.
+        result: A precomputed :class:`~optuna_autoscale.AutoScaleResult` (returned as is).
+    """
+    if result is not None:
+        return result, None
+    try:
+        from optuna_autoscale.results import AutoScaleResult
+    except ImportError as e:  # pragma: no cover - during development only
+        return None, f"results unavailable: {e}"
+    try:
+        return AutoScaleResult.from_study(study), None
+    except (ValueError, KeyError, RuntimeError) as e:
+        return None, str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _design_and_ledger(study: optuna.Study) -> tuple[Any, Any]:
+    from optuna_autoscale.design import CONFIG_ATTR
+    from optuna_autoscale.design import Design
+    from optuna_autoscale.design import Ledger
+
+    raw = study.system_attrs.get(CONFIG_ATTR)
+    if raw is None:
+        raise ValueError(
+            f"Study {study.study_name!r} has no AutoScale design (system attr {CONFIG_ATTR!r}); "
+            "run it with AutoScaleSampler first."
+        )
+    config = json.loads(raw) if isinstance(raw, str) else raw
+    design = Design.from_config(config)
+    ledger = Ledger(design, study.get_trials(deepcopy=False))
+    return design, ledger
+
+
+def design_progress(study: optuna.Study) -> list[dict[str, Any]]:
+    """Progress of the design per budget: one row per budget (and the held-out budget).
+
+    Each row has ``budget`` (tokens), ``label``, ``total`` (points of the design, verification
+    included), and counts ``complete``, ``running``, ``waiting``, ``failed`` (points whose
+    latest run failed and that are not claimed again) and ``open`` (not started). ``extra``
+    counts the filler/duplicate runs (replicates beyond the design).
+
+    Raises:
+        ValueError: when the study was not run with AutoScaleSampler.
+    """
+    from optuna.trial import TrialState
+
+    design, ledger = _design_and_ledger(study)
+    keys_by_budget: dict[int, list[str]] = {}
+    for p in design.points:
+        keys_by_budget.setdefault(p.budget_index, []).append(p.key)
+    for k in design.dynamic_keys:
+        idx = len(design.budgets) if not k.startswith("b") else int(k.split("/")[0][1:])
+        keys_by_budget.setdefault(idx, []).append(k)
+    state_of: dict[str, str] = {}
+    extra: dict[int, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        pt = ledger.trial_points.get(t.number)
+        if pt is None:
+            continue
+        if design.point(pt.key) is None and pt.key not in design.dynamic_keys:
+            extra[pt.budget_index] = extra.get(pt.budget_index, 0) + 1
+            continue
+        rank = {"complete": 4, "running": 3, "waiting": 2, "failed": 1}
+        if pt.key in ledger.done:
+            s = "complete"
+        elif t.state == TrialState.RUNNING:
+            s = "running"
+        elif t.state == TrialState.WAITING:
+            s = "waiting"
+        else:
+            s = "failed"
+        if rank[s] > rank.get(state_of.get(pt.key, ""), 0):
+            state_of[pt.key] = s
+    rows = []
+    for idx in sorted(keys_by_budget):
+        keys = keys_by_budget[idx]
+        if idx < len(design.budgets):
+            budget = float(design.budgets[idx])
+            label = f"b{idx}: {_fmt_tokens(budget)} tokens"
+        else:
+            budget = float(design.heldout or 0.0)
+            label = f"held-out: {_fmt_tokens(budget)} tokens"
+        row: dict[str, Any] = {"budget": budget, "label": label, "total": len(keys)}
+        for s in _STATES:
+            row[s] = 0
+        for k in keys:
+            row[state_of.get(k, "open")] += 1
+        row["extra"] = extra.get(idx, 0)
+        rows.append(row)
+    return rows
+
+
+def plot_design_progress(study: optuna.Study) -> go.Figure:
+    """Stacked bars of the design's runs per budget: complete, running, waiting, failed, open.
+
+    Args:
+        study: A study run with :class:`~optuna_autoscale.AutoScaleSampler`.
+
+    Returns:
+        The figure (empty, with the reason in its title, for a study without a design).
+    """
+    go = _go()
+    title = "AutoScale design progress"
+    try:
+        rows = design_progress(study)
+    except ValueError as e:
+        return _empty(title, str(e))
+    labels = [r["label"] for r in rows]
+    fig = go.Figure()
+    for s in _STATES:
+        fig.add_trace(
+            go.Bar(
+                name=s,
+                x=labels,
+                y=[r[s] for r in rows],
+                marker_color=_STATE_COLORS[s],
+                hovertemplate=f"%{{x}}<br>{s}: %{{y}}<extra></extra>",
+            )
+        )
+    done = sum(r["complete"] for r in rows)
+    total = sum(r["total"] for r in rows)
+    fig.update_layout(
+        title=f"{title}: {done}/{total} runs complete",
+        barmode="stack",
+        xaxis_title="budget",
+        yaxis_title="design runs",
+        legend_title="state",
+    )
+    return fig
+
+
+def _budget_grid(budgets: Sequence[float], targets: Sequence[float], n_points: int) -> np.ndarray:
+    lo = min(budgets)
+    hi = max(list(budgets) + list(targets) + [10.0 * max(budgets)])
+    grid = np.geomspace(lo, hi, n_points)
+    return np.unique(np.concatenate([grid, np.asarray(list(budgets) + list(targets), dtype=float)]))
+
+
+def plot_mixture_weights(
+    study: optuna.Study,
+    *,
+    result: Any = None,
+    method: str = "joint",
+    targets: Sequence[float] = (),
+    n_points: int = 12,
+) -> go.Figure:
+    """Optimal weight of each domain against the training budget (log x).
+
+    Points: the fitted optimum at each design budget. Curve: the mixture extrapolated by
+    ``method`` over budgets from the smallest design budget to ten times the largest (and any
+    ``targets``). Each domain has one colour for its points and curve.
+
+    Args:
+        study: A study run with :class:`~optuna_autoscale.AutoScaleSampler`.
+        result: A precomputed :class:`~optuna_autoscale.AutoScaleResult`.
+        method: ``"joint"`` (the joint separable law) or ``"paper"`` (the paper's rule).
+        targets: Extra budgets (tokens) to mark on the curve, e.g. the target training run.
+        n_points: Budgets on the extrapolated curve.
+
+    Returns:
+        The figure.
+    """
+    go = _go()
+    if method not in ("joint", "paper"):
+        raise ValueError(f"method must be 'joint' or 'paper', got {method!r}.")
+    title = "Optimal mixture weights vs budget"
+    res, why = load_result(study, result)
+    if res is None:
+        return _empty(title, f"not enough data yet: {why}")
+    optima: Mapping[float, Any] = dict(getattr(res, "optima", {}) or {})
+    if not optima:
+        return _empty(title, "no budget's design has completed yet")
+    budgets = sorted(float(b) for b in optima)
+    domains = list(next(iter(optima.values())).weights)
+    palette = _palette()
+    fig = go.Figure()
+    curve: dict[float, Mapping[str, float]] = {}
+    curve_error = None
+    if len(budgets) >= 2 or method == "joint":
+        for t in _budget_grid(budgets, targets, n_points):
+            try:
+                curve[float(t)] = res.extrapolate(float(t), method=method).weights
+            except (ValueError, RuntimeError) as e:
+                curve_error = str(e).splitlines()[0]
+                break
+    for i, d in enumerate(domains):
+        color = palette[i % len(palette)]
+        if curve:
+            xs = sorted(curve)
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=[curve[x][d] for x in xs],
+                    mode="lines",
+                    name=f"{d} ({method})",
+                    legendgroup=d,
+                    line=dict(color=color, dash="dash"),
+                    hovertemplate=f"{d}<br>%{{x:.3g}} tokens<br>weight %{{y:.4f}}<extra>extrapolated</extra>",
+                )
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=budgets,
+                y=[optima[b].weights[d] for b in budgets],
+                mode="markers",
+                name=f"{d} (fitted optimum)",
+                legendgroup=d,
+                marker=dict(color=color, size=10),
+                hovertemplate=f"{d}<br>%{{x:.3g}} tokens<br>weight %{{y:.4f}}<extra>DDO optimum</extra>",
+            )
+        )
+    for t in targets:
+        fig.add_vline(x=float(t), line_dash="dot", line_color="gray")
+    suffix = f" (extrapolation failed: {curve_error})" if curve_error and not curve else ""
+    fig.update_layout(
+        title=title + suffix,
+        xaxis=dict(title="training budget (tokens)", type="log"),
+        yaxis=dict(title="weight", rangemode="tozero"),
+        legend_title="domain",
+    )
+    return fig
+
+
+def _palette() -> list[str]:
+    import plotly.colors
+
+    return list(plotly.colors.qualitative.Plotly) + list(plotly.colors.qualitative.D3)
+
+
+def _observed_ddo(study: optuna.Study, budget_index: int) -> tuple[float | None, dict[str, list[tuple[float, float]]]]:
+    """``(base value, {domain: [(multiplier, value), ...]})`` of one budget's completed runs."""
+    design, ledger = _design_and_ledger(study)
+    base_values: list[float] = []
+    by_domain: dict[str, list[tuple[float, float]]] = {d: [] for d in design.domains}
+    for pt, value, _ in ledger.observations():
+        if pt.budget_index != budget_index:
+            continue
+        if pt.role in ("base", "replicate"):
+            base_values.append(value)
+        elif pt.role == "perturb" and pt.domain is not None and pt.multiplier is not None:
+            by_domain[pt.domain].append((float(pt.multiplier), value))
+    base = float(np.mean(base_values)) if base_values else None
+    return base, by_domain
+
+
+def plot_domain_fits(study: optuna.Study, *, result: Any = None, budget: float | None = None) -> go.Figure:
+    """Each domain's fitted power law against its token multiplier, with the observed runs.
+
+    One panel per domain: ``y = objective / base objective`` against ``x = tokens / base
+    tokens`` of that domain (log x); the curve is the fitted ``(x + a)^(-b) + c``, the points
+    the design's runs (base run at ``x = 1``).
+
+    Args:
+        study: A study run with :class:`~optuna_autoscale.AutoScaleSampler`.
+        result: A precomputed :class:`~optuna_autoscale.AutoScaleResult`.
+        budget: The design budget (tokens) to show; default the largest one that has a fit.
+
+    Returns:
+        The figure.
+    """
+    go = _go()
+    from plotly.subplots import make_subplots
+
+    title = "Per-domain DDO fits"
+    res, why = load_result(study, result)
+    if res is None:
+        return _empty(title, f"not enough data yet: {why}")
+    fits: Mapping[float, Any] = dict(getattr(res, "fits", {}) or {})
+    if not fits:
+        return _empty(title, "no budget's design has completed yet")
+    if budget is None:
+        budget = max(fits)
+    else:
+        match = [b for b in fits if math.isclose(float(b), float(budget), rel_tol=1e-6)]
+        if not match:
+            raise ValueError(
+                f"No fit at budget {budget!r} tokens; fitted budgets: {sorted(float(b) for b in fits)}."
+            )
+        budget = match[0]
+    fit = fits[budget]
+    try:
+        design, _ = _design_and_ledger(study)
+        index = [i for i, b in enumerate(design.budgets) if math.isclose(b, float(budget), rel_tol=1e-6)][0]
+        base_value, observed = _observed_ddo(study, index)
+    except (ValueError, IndexError):
+        base_value, observed = None, {}
+    base_value = base_value if base_value is not None else float(fit.base_value)
+    domains = list(fit.domains)
+    cols = min(3, len(domains))
+    rows = int(math.ceil(len(domains) / cols))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=domains, shared_yaxes=False)
+    palette = _palette()
+    for i, d in enumerate(domains):
+        r, c = i // cols + 1, i % cols + 1
+        law = fit.params[d]
+        xs_tested = [float(x) for x in fit.multipliers.get(d, (1.0,))]
+        lo = min(xs_tested + [1.0]) * 0.5
+        hi = max(xs_tested + [1.0]) * 2.0
+        grid = np.geomspace(lo, hi, 60)
+        with np.errstate(all="ignore"):
+            ys = np.asarray(law(grid), dtype=float)
+        color = palette[i % len(palette)]
+        resid = fit.residuals.get(d) if getattr(fit, "residuals", None) else None
+        fig.add_trace(
+            go.Scatter(
+                x=grid.tolist(),
+                y=ys.tolist(),
+                mode="lines",
+                name=f"{d} fit",
+                legendgroup=d,
+                line=dict(color=color),
+                hovertemplate=(
+                    f"{d}: (x+{law.a:.3g})^-{law.b:.3g} + {law.c:.3g}"
+                    + (f"<br>rms residual {resid:.2g}" if resid is not None else "")
+                    + "<br>x=%{x:.3g}, y=%{y:.4f}<extra>fit</extra>"
+                ),
+            ),
+            row=r,
+            col=c,
+        )
+        pts = [(1.0, base_value)] + observed.get(d, [])
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p in pts],
+                y=[p[1] / base_value for p in pts],
+                mode="markers",
+                name=f"{d} runs",
+                legendgroup=d,
+                marker=dict(color=color, size=9, line=dict(color="black", width=1)),
+                hovertemplate=f"{d}<br>multiplier %{{x:.3g}}<br>relative objective %{{y:.4f}}<extra>observed</extra>",
+            ),
+            row=r,
+            col=c,
+        )
+        fig.update_xaxes(type="log", title_text="multiplier" if r == rows else None, row=r, col=c)
+        fig.update_yaxes(title_text="objective / base" if c == 1 else None, row=r, col=c)
+    fig.update_layout(title=f"{title} at {_fmt_tokens(float(budget))} tokens", showlegend=False)
+    return fig
+
+
+def _row_number(row: Mapping[str, Any], *names: str) -> float | None:
+    for n in names:
+        v = row.get(n)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v)):
+            return float(v)
+    return None
+
+
+def plot_verification(study: optuna.Study, *, result: Any = None) -> go.Figure:
+    """Predicted against observed loss of the verification runs, with the identity line.
+
+    Each point is a verification run (the fitted optimum at each budget, and the held-out
+    budget's uniform and predicted-optimum runs). Points on the diagonal were predicted exactly.
+
+    Args:
+        study: A study run with :class:`~optuna_autoscale.AutoScaleSampler` and ``verify=True``.
+        result: A precomputed :class:`~optuna_autoscale.AutoScaleResult`.
+
+    Returns:
+        The figure.
+    """
+    go = _go()
+    title = "Verification: predicted vs observed"
+    res, why = load_result(study, result)
+    if res is None:
+        return _empty(title, f"not enough data yet: {why}")
+    try:
+        rows = list(res.verification())
+    except (ValueError, RuntimeError) as e:
+        return _empty(title, str(e).splitlines()[0])
+    pts = []
+    for row in rows:
+        pred = _row_number(row, "predicted", "predicted_loss", "predicted_value")
+        obs = _row_number(row, "observed", "observed_loss", "observed_value", "value")
+        if pred is None or obs is None:
+            continue
+        label = str(row.get("role") or row.get("key") or row.get("kind") or "run")
+        tokens = _row_number(row, "tokens", "budget")
+        pts.append((pred, obs, label, tokens))
+    if not pts:
+        return _empty(title, "no verification run has completed yet")
+    palette = _palette()
+    fig = go.Figure()
+    for j, label in enumerate(sorted({p[2] for p in pts})):
+        sel = [p for p in pts if p[2] == label]
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p in sel],
+                y=[p[1] for p in sel],
+                mode="markers",
+                name=label,
+                marker=dict(size=11, color=palette[j % len(palette)]),
+                text=[_fmt_tokens(p[3]) + " tokens" if p[3] else "" for p in sel],
+                hovertemplate="%{text}<br>predicted %{x:.4f}<br>observed %{y:.4f}<extra>" + label + "</extra>",
+            )
+        )
+    lo = min(min(p[0], p[1]) for p in pts)
+    hi = max(max(p[0], p[1]) for p in pts)
+    pad = 0.05 * (hi - lo) if hi > lo else 0.05 * max(abs(hi), 1.0)
+    fig.add_trace(
+        go.Scatter(
+            x=[lo - pad, hi + pad],
+            y=[lo - pad, hi + pad],
+            mode="lines",
+            name="predicted = observed",
+            line=dict(color="gray", dash="dash"),
+            hoverinfo="skip",
+        )
+    )
+    fig.update_layout(title=title, xaxis_title="predicted objective", yaxis_title="observed objective")
+    return fig
