@@ -1,0 +1,260 @@
+"""optuna-dashboard glue: AutoScale's figures and a summary note, stored in the study.
+
+optuna-dashboard shows plotly figures saved with
+:func:`optuna_dashboard.save_plotly_graph_object` and a markdown note saved with
+:func:`optuna_dashboard.save_note` on the study's page. :func:`refresh` saves the figures of
+:mod:`optuna_autoscale.visualization` under fixed ids (so each refresh replaces the last one) and
+the summary note; :class:`DashboardCallback` calls it as trials finish.
+
+Everything is written as study system attrs (JSON strings), so it works with every storage
+and any process (a worker, the CLI, a notebook) can refresh it.
+
+Example:
+    .. code-block:: python
+
+        import optuna
+        from optuna_autoscale import AutoScaleSampler
+        from optuna_autoscale.dashboard import DashboardCallback
+        from optuna_autoscale.simulate import separable
+
+        land = separable(4, seed=0)
+        study = optuna.create_study(
+            storage="sqlite:///autoscale.db",
+            sampler=AutoScaleSampler(land.domains, [1e8, 4e8]),
+        )
+        study.optimize(land.objective(), callbacks=[DashboardCallback(every=5)])
+        # then: optuna-dashboard sqlite:///autoscale.db   (or: optuna-autoscale dashboard ...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import logging
+import math
+import threading
+import time
+from typing import Any
+from typing import TYPE_CHECKING
+
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+
+__all__ = [
+    "FIGURE_IDS",
+    "DashboardCallback",
+    "refresh",
+    "save_figures",
+    "save_summary_note",
+    "summary_markdown",
+]
+
+_logger = logging.getLogger(__name__)
+
+FIGURE_IDS: dict[str, str] = {
+    "progress": "autoscale-design-progress",
+    "weights": "autoscale-mixture-weights",
+    "fits": "autoscale-domain-fits",
+    "verification": "autoscale-verification",
+}
+"""Graph object id of each figure in optuna-dashboard (fixed: a refresh replaces the figure)."""
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:.{digits}g}"
+
+
+def figures(study: optuna.Study, *, result: Any = None, targets: Sequence[float] = ()) -> dict[str, Any]:
+    """All AutoScale figures of ``study``: ``{name: plotly Figure}`` (names of :data:`FIGURE_IDS`)."""
+    from optuna_autoscale import visualization as vis
+
+    res, _ = vis.load_result(study, result)
+    return {
+        "progress": vis.plot_design_progress(study),
+        "weights": vis.plot_mixture_weights(study, result=res, targets=targets),
+        "fits": vis.plot_domain_fits(study, result=res),
+        "verification": vis.plot_verification(study, result=res),
+    }
+
+
+def save_figures(study: optuna.Study, *, result: Any = None, targets: Sequence[float] = ()) -> list[str]:
+    """Save the AutoScale figures into the study for optuna-dashboard.
+
+    Args:
+        study: The study.
+        result: A precomputed :class:`~optuna_autoscale.AutoScaleResult` (fitted if None).
+        targets: Budgets (tokens) to mark on the mixture-weights figure.
+
+    Returns:
+        The graph object ids written.
+    """
+    from optuna_dashboard import save_plotly_graph_object
+
+    ids = []
+    for name, fig in figures(study, result=result, targets=targets).items():
+        ids.append(save_plotly_graph_object(study, fig, graph_object_id=FIGURE_IDS[name]))
+    return ids
+
+
+def summary_markdown(study: optuna.Study, *, result: Any = None, targets: Sequence[float] = ()) -> str:
+    """A markdown summary of the current result: progress, optima, extrapolations, verification.
+
+    Args:
+        study: The study.
+        result: A precomputed :class:`~optuna_autoscale.AutoScaleResult` (fitted if None).
+        targets: Budgets (tokens) to extrapolate to; default 10x and 100x the largest budget.
+    """
+    from optuna_autoscale import visualization as vis
+
+    lines = [f"# AutoScale: {study.study_name}", ""]
+    lines.append(f"_Updated {time.strftime('%Y-%m-%d %H:%M:%S %Z')}._")
+    lines.append("")
+    try:
+        progress = vis.design_progress(study)
+    except ValueError as e:
+        lines += [str(e), ""]
+        progress = []
+    if progress:
+        lines += ["## Design progress", "", "| budget | complete | running | waiting | failed | open | total |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in progress:
+            lines.append(
+                f"| {r['label']} | {r['complete']} | {r['running']} | {r['waiting']} | {r['failed']} | {r['open']} | {r['total']} |"
+            )
+        lines.append("")
+    res, why = vis.load_result(study, result)
+    if res is None:
+        lines += [f"No fit yet: {why}.", ""]
+        return "\n".join(lines)
+    optima = dict(getattr(res, "optima", {}) or {})
+    if optima:
+        domains = list(next(iter(optima.values())).weights)
+        budgets = sorted(optima)
+        lines += ["## Fitted optimal weights", "", "| domain | " + " | ".join(f"{vis._fmt_tokens(b)} tokens" for b in budgets) + " |",
+                  "|---|" + "---:|" * len(budgets)]
+        for d in domains:
+            lines.append(f"| {d} | " + " | ".join(f"{optima[b].weights[d]:.4f}" for b in budgets) + " |")
+        lines.append("")
+        tgts = list(targets) or [10 * max(budgets), 100 * max(budgets)]
+        ext = {}
+        for t in tgts:
+            for method in ("joint", "paper"):
+                try:
+                    ext[(t, method)] = res.extrapolate(float(t), method=method).weights
+                except (ValueError, RuntimeError) as e:
+                    _logger.debug("extrapolation to %s by %s failed: %s", t, method, e)
+        if ext:
+            cols = sorted(ext)
+            lines += ["## Extrapolated mixtures", "",
+                      "| domain | " + " | ".join(f"{vis._fmt_tokens(t)} ({m})" for t, m in cols) + " |",
+                      "|---|" + "---:|" * len(cols)]
+            for d in domains:
+                lines.append(f"| {d} | " + " | ".join(f"{ext[c][d]:.4f}" for c in cols) + " |")
+            lines.append("")
+    noise = getattr(res, "noise", None)
+    if noise is not None and not callable(noise):
+        lines += [f"Noise estimate: {_fmt(noise if isinstance(noise, (int, float)) else None) if not isinstance(noise, dict) else noise}", ""]
+    try:
+        rows = list(res.verification())
+    except (ValueError, RuntimeError):
+        rows = []
+    if rows:
+        keys = [k for k in rows[0] if not isinstance(rows[0][k], (dict, list))]
+        lines += ["## Verification", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        for row in rows:
+            lines.append("| " + " | ".join(_fmt(v) if isinstance(v, float) else str(v) for v in (row.get(k) for k in keys)) + " |")
+        lines.append("")
+    warnings_ = []
+    for b, fit in sorted((getattr(res, "fits", {}) or {}).items()):
+        warnings_ += [f"{vis._fmt_tokens(b)} tokens: {w}" for w in getattr(fit, "warnings", ())]
+    if warnings_:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in warnings_] + [""]
+    return "\n".join(lines)
+
+
+def save_summary_note(study: optuna.Study, *, result: Any = None, targets: Sequence[float] = ()) -> str:
+    """Save :func:`summary_markdown` as the study's note in optuna-dashboard; returns the markdown."""
+    from optuna_dashboard import save_note
+
+    body = summary_markdown(study, result=result, targets=targets)
+    save_note(study, body)
+    return body
+
+
+def refresh(study: optuna.Study, *, targets: Sequence[float] = ()) -> list[str]:
+    """Fit once, then save every figure and the summary note. Returns the graph object ids."""
+    from optuna_autoscale import visualization as vis
+
+    res, _ = vis.load_result(study)
+    ids = save_figures(study, result=res, targets=targets)
+    save_summary_note(study, result=res, targets=targets)
+    return ids
+
+
+class DashboardCallback:
+    """An Optuna callback that refreshes the dashboard figures and note as trials finish.
+
+    It refreshes after every ``every``-th finished trial (any state) and whenever a trial
+    completes the design, so the last refresh shows the final result. Errors while refreshing
+    are logged as warnings and never stop the study.
+
+    Args:
+        every: Refresh after this many finished trials (>= 1).
+        targets: Budgets (tokens) to mark and extrapolate to in the figures and note.
+        min_interval: Seconds to wait at least between two refreshes by this callback (the
+            final refresh always runs).
+
+    Example:
+        .. code-block:: python
+
+            study.optimize(objective, callbacks=[DashboardCallback(every=5)])
+    """
+
+    def __init__(self, every: int = 1, *, targets: Sequence[float] = (), min_interval: float = 0.0) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive integer, got {every!r}.")
+        if not isinstance(min_interval, (int, float)) or min_interval < 0:
+            raise ValueError(f"min_interval must be a non-negative number of seconds, got {min_interval!r}.")
+        self.every = every
+        self.targets = tuple(float(t) for t in targets)
+        self.min_interval = float(min_interval)
+        self._seen = 0
+        self._last = -math.inf
+        self._lock = threading.Lock()
+        self.refreshes = 0
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        with self._lock:
+            self._seen += 1
+            final = False
+            sampler = getattr(study, "sampler", None)
+            is_complete = getattr(sampler, "is_complete", None)
+            if callable(is_complete):
+                try:
+                    final = bool(is_complete(study))
+                except Exception:  # pragma: no cover - never break the study
+                    final = False
+            due = self._seen % self.every == 0 and time.monotonic() - self._last >= self.min_interval
+            if not (due or final):
+                return
+            try:
+                refresh(study, targets=self.targets)
+                self.refreshes += 1
+            except Exception as e:  # noqa: BLE001 - the dashboard must never stop a study
+                from optuna_autoscale.storage import redact_text
+
+                _logger.warning("Could not refresh the AutoScale dashboard figures: %s", redact_text(str(e)))
+            self._last = time.monotonic()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
