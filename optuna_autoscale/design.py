@@ -1,0 +1,644 @@
+"""DDO design points per budget, identified deterministically.
+
+A :class:`Design` lists every run AutoScale needs, from its constructor arguments alone:
+
+- per budget ``N_b`` (tokens): one *base* run at the base shares ``p`` (uniform by default),
+  one *perturb* run per domain and multiplier (only that domain's tokens scaled, so the total
+  changes, as in the paper), and ``replicates`` extra base runs with other seeds;
+- with ``verify``: after a budget's design completes, a *verify_optimum* run at its fitted
+  optimum; at the held-out budget ``sqrt(N_min N_max)`` (only with two or more budgets) a
+  *verify_uniform* run and, once every budget's design is complete, a *verify_predicted* run
+  at the joint law's optimum, with the same seed as the uniform run.
+
+Every run of one budget's design shares one seed (common random numbers), so that differences
+between its runs cancel the seed's noise.
+
+A :class:`Ledger` reads the trials of a study (their ``autoscale:point`` system attrs and
+states) and assigns the next point. The assignment is a deterministic function of the trial
+number and the trials in storage, so several workers on one storage agree without talking to
+each other; see :meth:`Ledger.next_key`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
+import dataclasses
+import datetime
+import json
+import math
+from typing import Any
+
+import numpy as np
+from optuna.trial import FrozenTrial
+from optuna.trial import TrialState
+
+from optuna_autoscale.mixture import Mixture
+from optuna_autoscale.mixture import param_name
+from optuna_autoscale.mixture import TOKENS_PARAM
+from optuna_autoscale.mixture import validate_domains
+
+
+__all__ = [
+    "CONFIG_ATTR",
+    "POINT_ATTR",
+    "ROLES",
+    "DESIGN_ROLES",
+    "VERIFY_ROLES",
+    "Design",
+    "DesignPoint",
+    "Ledger",
+    "derive_seed",
+]
+
+POINT_ATTR = "autoscale:point"
+"""Trial system attr holding the trial's :class:`DesignPoint` as JSON."""
+CONFIG_ATTR = "autoscale:config"
+"""Study system attr holding the :class:`Design` configuration as JSON-ready dict."""
+
+ROLES = ("base", "perturb", "replicate", "verify_optimum", "verify_uniform", "verify_predicted")
+DESIGN_ROLES = ("base", "perturb", "replicate")
+VERIFY_ROLES = ("verify_optimum", "verify_uniform", "verify_predicted")
+
+UNATTRIBUTED_GRACE_SECONDS = 60.0
+"""A RUNNING trial without a point younger than this is assumed to be taking the next point.
+
+The sampler writes a trial's point in ``before_trial``, milliseconds after the trial is
+created, so an older un-attributed RUNNING trial is one that never asked for a point (another
+sampler, a crashed worker); counting it forever would leave a point unrun."""
+
+_HELDOUT = "heldout"
+
+
+def derive_seed(base_seed: int, *words: int) -> int:
+    """A deterministic seed in ``[0, 2**31)`` from ``base_seed`` and integer words.
+
+    Every process computes the same value, so workers agree on the seeds of design points.
+    """
+    ss = np.random.SeedSequence([int(base_seed) % (1 << 32), *[int(w) % (1 << 32) for w in words]])
+    return int(ss.generate_state(1, dtype=np.uint32)[0] >> 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class DesignPoint:
+    """One run of the AutoScale design.
+
+    Attributes:
+        key: Unique id of the point within a study (e.g. ``"b0/perturb/web/x3"``).
+        role: One of :data:`ROLES`.
+        budget: Nominal budget (tokens) of the design the point belongs to. The point's own
+            total (``sum(allocation)``) differs for perturbations.
+        budget_index: Index of ``budget`` in the sorted budgets; the held-out budget has index
+            ``len(budgets)``.
+        domain: The perturbed domain (``perturb`` points) or None.
+        multiplier: The multiplier applied to ``domain``'s tokens (``perturb``), else None.
+        seed: The seed the objective should use.
+        allocation: Tokens per domain.
+    """
+
+    key: str
+    role: str
+    budget: float
+    budget_index: int
+    domain: str | None = None
+    multiplier: float | None = None
+    seed: int = 0
+    allocation: Mapping[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"Unknown design role {self.role!r}; expected one of {ROLES}.")
+
+    @property
+    def tokens(self) -> float:
+        """Total tokens of the run (``sum(allocation)``)."""
+        if self.allocation is None:
+            raise ValueError(f"Design point {self.key!r} has no allocation yet.")
+        return float(sum(self.allocation.values()))
+
+    def mixture(self, domains: Sequence[str] | None = None) -> Mixture:
+        """The point as a :class:`~optuna_autoscale.Mixture` (deterministic, bit for bit)."""
+        if self.allocation is None:
+            raise ValueError(f"Design point {self.key!r} has no allocation yet.")
+        doms = tuple(domains) if domains is not None else tuple(self.allocation)
+        return Mixture.from_allocation({d: float(self.allocation[d]) for d in doms}, seed=self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        out: dict[str, Any] = {
+            "key": self.key,
+            "role": self.role,
+            "budget": float(self.budget),
+            "budget_index": int(self.budget_index),
+            "domain": self.domain,
+            "multiplier": None if self.multiplier is None else float(self.multiplier),
+            "seed": int(self.seed),
+        }
+        if self.allocation is not None:
+            out["allocation"] = {d: float(v) for d, v in self.allocation.items()}
+        return out
+
+    def to_json(self) -> str:
+        """Compact JSON (stored in the trial system attr :data:`POINT_ATTR`)."""
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DesignPoint:
+        """Inverse of :meth:`to_dict`."""
+        try:
+            alloc = data.get("allocation")
+            return cls(
+                key=str(data["key"]),
+                role=str(data["role"]),
+                budget=float(data["budget"]),
+                budget_index=int(data["budget_index"]),
+                domain=data.get("domain"),
+                multiplier=None if data.get("multiplier") is None else float(data["multiplier"]),
+                seed=int(data.get("seed", 0)),
+                allocation=None if alloc is None else {str(k): float(v) for k, v in alloc.items()},
+            )
+        except KeyError as e:
+            raise ValueError(f"A design point dict needs {e}; got keys {sorted(data)}.") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> DesignPoint:
+        """Inverse of :meth:`to_json`."""
+        return cls.from_dict(json.loads(text))
+
+
+def _check_budgets(budgets: Any) -> tuple[float, ...]:
+    if isinstance(budgets, (int, float, np.integer, np.floating)) and not isinstance(budgets, bool):
+        raise TypeError(
+            f"budgets must be a sequence of token budgets, got the single number {budgets!r}; "
+            f"wrap it in a list, e.g. [{budgets!r}]."
+        )
+    try:
+        raw = list(budgets)
+    except TypeError:
+        raise TypeError(f"budgets must be a sequence of token budgets, got {budgets!r}.") from None
+    if not raw:
+        raise ValueError("budgets is empty; give at least one training budget in tokens, e.g. [1e8, 4e8].")
+    out = []
+    for b in raw:
+        try:
+            v = float(b)
+        except (TypeError, ValueError):
+            raise ValueError(f"budgets must be numbers of training tokens, got {b!r}.") from None
+        if not math.isfinite(v) or v <= 0:
+            raise ValueError(f"Every budget must be a finite, positive number of tokens; got {b!r} in {raw!r}.")
+        out.append(v)
+    if len(set(out)) != len(out):
+        raise ValueError(f"Duplicate budgets in {raw!r}; each budget must appear once.")
+    return tuple(sorted(out))
+
+
+def _check_multipliers(multipliers: Any) -> tuple[float, ...]:
+    try:
+        raw = list(multipliers)
+    except TypeError:
+        raise TypeError(f"multipliers must be a sequence of numbers, got {multipliers!r}.") from None
+    out = []
+    for k in raw:
+        try:
+            v = float(k)
+        except (TypeError, ValueError):
+            raise ValueError(f"multipliers must be numbers, got {k!r}.") from None
+        if not math.isfinite(v) or v <= 0:
+            raise ValueError(
+                f"Every multiplier must be a finite number > 0 (a domain's tokens are scaled by it); "
+                f"got {k!r} in {raw!r}."
+            )
+        if v == 1.0:
+            raise ValueError(
+                f"A multiplier of 1 repeats the base run; drop it from {raw!r} (the base run is always in the design)."
+            )
+        out.append(v)
+    if len(set(out)) != len(out):
+        raise ValueError(f"Duplicate multipliers in {raw!r}; each multiplier must appear once.")
+    if len(out) < 2:
+        raise ValueError(
+            f"Give at least two multipliers (got {raw!r}): the per-domain law (x + a)^-b + c has three "
+            "parameters, so each domain needs the base run plus two perturbations, e.g. (0.2, 3.0)."
+        )
+    return tuple(sorted(out))
+
+
+def _check_base(base: Mapping[str, float] | None, domains: tuple[str, ...]) -> dict[str, float]:
+    if base is None:
+        return {d: 1.0 / len(domains) for d in domains}
+    if isinstance(base, Mixture):
+        base = base.weights
+    if not isinstance(base, Mapping):
+        raise TypeError(f"base must map each domain to its share of the base run, got {base!r}.")
+    unknown = [d for d in base if d not in domains]
+    if unknown:
+        raise ValueError(f"base names unknown domains {unknown!r}; the domains are {list(domains)!r}.")
+    missing = [d for d in domains if d not in base]
+    if missing:
+        raise ValueError(f"base has no share for domains {missing!r}; give a positive share for every domain.")
+    vals = {}
+    for d in domains:
+        try:
+            v = float(base[d])
+        except (TypeError, ValueError):
+            raise ValueError(f"base share of {d!r} must be a number, got {base[d]!r}.") from None
+        if not math.isfinite(v) or v <= 0:
+            raise ValueError(
+                f"base share of {d!r} must be finite and > 0 (a perturbation of zero tokens measures nothing), "
+                f"got {base[d]!r}."
+            )
+        vals[d] = v
+    total = sum(vals.values())
+    return {d: v / total for d, v in vals.items()}
+
+
+def _check_bounds(
+    bounds: Mapping[str, tuple[float | None, float | None]] | None, domains: tuple[str, ...]
+) -> dict[str, tuple[float, float]]:
+    out = {d: (0.0, math.inf) for d in domains}
+    if bounds is None:
+        return out
+    if not isinstance(bounds, Mapping):
+        raise TypeError(f"bounds must map a domain to (lower, upper) tokens, got {bounds!r}.")
+    unknown = [d for d in bounds if d not in domains]
+    if unknown:
+        raise ValueError(f"bounds names unknown domains {unknown!r}; the domains are {list(domains)!r}.")
+    for d, pair in bounds.items():
+        try:
+            lo_raw, hi_raw = pair
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"bounds[{d!r}] must be a (lower, upper) pair of tokens (None for no bound), got {pair!r}."
+            ) from None
+        try:
+            lo = 0.0 if lo_raw is None else float(lo_raw)
+            hi = math.inf if hi_raw is None else float(hi_raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"bounds[{d!r}] must hold numbers of tokens, got {pair!r}.") from None
+        if math.isnan(lo) or math.isnan(hi) or lo < 0 or math.isinf(lo):
+            raise ValueError(f"bounds[{d!r}] = {pair!r}: the lower bound must be a finite number of tokens >= 0.")
+        if hi < lo:
+            raise ValueError(f"bounds[{d!r}] = {pair!r} is infeasible: upper < lower.")
+        if hi <= 0:
+            raise ValueError(f"bounds[{d!r}] = {pair!r}: the upper bound must be > 0 tokens.")
+        out[d] = (lo, hi)
+    return out
+
+
+class Design:
+    """The full AutoScale design, from the sampler's constructor arguments alone.
+
+    Args:
+        domains: Domain names, unique.
+        budgets: Training budgets in tokens (sorted ascending internally).
+        base: Domain -> share of the base run (normalised); uniform when None.
+        multipliers: Factors applied to one domain's tokens in the perturbation runs.
+        bounds: Domain -> (lower, upper) tokens for the optimal allocations (None for no bound).
+        replicates: Extra base runs per budget, each with its own seed.
+        verify: Add the verification runs.
+        seed: Base of every derived seed (``0`` when None, so that workers agree).
+
+    Example:
+        .. code-block:: python
+
+            from optuna_autoscale.design import Design
+
+            design = Design(["web", "code"], [1e8, 4e8])
+            assert len(design.points) == 2 * (1 + 2 * 2) + 1  # base + 2x2 perturbations, + uniform
+    """
+
+    def __init__(
+        self,
+        domains: Sequence[str],
+        budgets: Sequence[float],
+        *,
+        base: Mapping[str, float] | None = None,
+        multipliers: Sequence[float] = (0.2, 3.0),
+        bounds: Mapping[str, tuple[float | None, float | None]] | None = None,
+        replicates: int = 0,
+        verify: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        self.domains = validate_domains(domains)
+        self.budgets = _check_budgets(budgets)
+        self.multipliers = _check_multipliers(multipliers)
+        self.base = _check_base(base, self.domains)
+        self.bounds = _check_bounds(bounds, self.domains)
+        if isinstance(replicates, bool) or not isinstance(replicates, (int, np.integer)) or replicates < 0:
+            raise ValueError(f"replicates must be an integer >= 0, got {replicates!r}.")
+        self.replicates = int(replicates)
+        self.verify = bool(verify)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"seed must be an integer or None, got {seed!r}.")
+        self.seed = 0 if seed is None else int(seed)
+        self.heldout: float | None = (
+            math.sqrt(self.budgets[0] * self.budgets[-1]) if self.verify and len(self.budgets) >= 2 else None
+        )
+        self._check_feasible()
+        self.points: tuple[DesignPoint, ...] = self._static_points()
+        self.dynamic_keys: tuple[str, ...] = self._dynamic_keys()
+        self._by_key = {p.key: p for p in self.points}
+        self._budget_keys: dict[int, tuple[str, ...]] = {
+            i: tuple(p.key for p in self.points if p.budget_index == i and p.role in DESIGN_ROLES)
+            for i in range(len(self.budgets))
+        }
+        totals = [p.tokens for p in self.points] + list(self.budgets)
+        lo, hi = min(totals), max(totals)
+        # A hair of slack so that every proposal lies inside, whatever the rounding.
+        self.tokens_range: tuple[float, float] = (lo * (1 - 1e-9), hi * (1 + 1e-9))
+
+    # ----------------------------------------------------------------------------- validation
+    def _check_feasible(self) -> None:
+        lo = sum(b[0] for b in self.bounds.values())
+        hi = sum(b[1] for b in self.bounds.values())
+        checks = [(b, "budget") for b in self.budgets]
+        if self.heldout is not None:
+            checks.append((self.heldout, "held-out verification budget"))
+        for n, what in checks:
+            if lo > n * (1 + 1e-12):
+                raise ValueError(
+                    f"Infeasible bounds: the lower bounds sum to {lo:.6g} tokens, more than the {what} {n:.6g}. "
+                    "Lower some lower bounds or raise the budget."
+                )
+            if hi < n * (1 - 1e-12):
+                raise ValueError(
+                    f"Infeasible bounds: the upper bounds sum to {hi:.6g} tokens, less than the {what} {n:.6g}. "
+                    "Raise some upper bounds (e.g. allow more epochs) or lower the budget."
+                )
+
+    # ----------------------------------------------------------------------------- seeds
+    def budget_seed(self, index: int) -> int:
+        """The seed shared by every run of budget ``index``'s design (``len(budgets)``: held out)."""
+        return derive_seed(self.seed, 0, index)
+
+    def replicate_seed(self, index: int, replicate: int) -> int:
+        """The seed of the ``replicate``-th extra base run (1-based) of budget ``index``."""
+        return derive_seed(self.seed, 1, index, replicate)
+
+    # ----------------------------------------------------------------------------- points
+    def base_allocation(self, index: int) -> dict[str, float]:
+        """Tokens per domain of budget ``index``'s base run."""
+        n = self.budgets[index]
+        return {d: self.base[d] * n for d in self.domains}
+
+    def lower_bounds(self) -> dict[str, float]:
+        """Domain -> lower bound (tokens)."""
+        return {d: b[0] for d, b in self.bounds.items()}
+
+    def upper_bounds(self) -> dict[str, float]:
+        """Domain -> upper bound (tokens; ``inf`` when unbounded)."""
+        return {d: b[1] for d, b in self.bounds.items()}
+
+    def _static_points(self) -> tuple[DesignPoint, ...]:
+        pts: list[DesignPoint] = []
+        for i, n in enumerate(self.budgets):
+            seed = self.budget_seed(i)
+            base = self.base_allocation(i)
+            pts.append(DesignPoint(f"b{i}/base", "base", n, i, seed=seed, allocation=base))
+            for d in self.domains:
+                for k in self.multipliers:
+                    alloc = dict(base)
+                    alloc[d] = base[d] * k
+                    pts.append(
+                        DesignPoint(f"b{i}/perturb/x{k!r}/{d}", "perturb", n, i, d, k, seed, alloc)
+                    )
+            for r in range(1, self.replicates + 1):
+                pts.append(
+                    DesignPoint(
+                        f"b{i}/replicate/{r}", "replicate", n, i, seed=self.replicate_seed(i, r), allocation=dict(base)
+                    )
+                )
+        if self.heldout is not None:
+            h = self.heldout
+            pts.append(
+                DesignPoint(
+                    f"{_HELDOUT}/verify_uniform",
+                    "verify_uniform",
+                    h,
+                    len(self.budgets),
+                    seed=self.budget_seed(len(self.budgets)),
+                    allocation={d: h / len(self.domains) for d in self.domains},
+                )
+            )
+        return tuple(pts)
+
+    def _dynamic_keys(self) -> tuple[str, ...]:
+        if not self.verify:
+            return ()
+        keys = [f"b{i}/verify_optimum" for i in range(len(self.budgets))]
+        if self.heldout is not None:
+            keys.append(f"{_HELDOUT}/verify_predicted")
+        return tuple(keys)
+
+    def point(self, key: str) -> DesignPoint | None:
+        """The static point with ``key`` (None for dynamic or filler keys)."""
+        return self._by_key.get(key)
+
+    def budget_keys(self, index: int) -> tuple[str, ...]:
+        """Keys of budget ``index``'s design runs (base, perturbations, replicates)."""
+        return self._budget_keys[index]
+
+    def dynamic_point(self, key: str, allocation: Mapping[str, float]) -> DesignPoint:
+        """The verification point ``key`` at ``allocation`` (tokens per domain)."""
+        alloc = {d: float(allocation[d]) for d in self.domains}
+        if key == f"{_HELDOUT}/verify_predicted":
+            assert self.heldout is not None
+            return DesignPoint(
+                key, "verify_predicted", self.heldout, len(self.budgets), seed=self.budget_seed(len(self.budgets)),
+                allocation=alloc,
+            )
+        if key.endswith("/verify_optimum"):
+            i = int(key.split("/")[0][1:])
+            return DesignPoint(
+                key, "verify_optimum", self.budgets[i], i, seed=self.budget_seed(i), allocation=alloc
+            )
+        raise KeyError(f"{key!r} is not a verification key of this design.")
+
+    def filler(self, number: int) -> DesignPoint:
+        """The extra base-run replicate (smallest budget, fresh seed) given to trial ``number``.
+
+        Used when every open point is running or waits on a fit; never blocks.
+        """
+        return DesignPoint(
+            f"b0/replicate/t{number}",
+            "replicate",
+            self.budgets[0],
+            0,
+            seed=derive_seed(self.seed, 2, number),
+            allocation=self.base_allocation(0),
+        )
+
+    def seed_for_tokens(self, tokens: float) -> int:
+        """The seed of the design budget nearest ``tokens`` in log scale (user-enqueued trials)."""
+        cands = list(self.budgets) + ([self.heldout] if self.heldout is not None else [])
+        j = int(np.argmin([abs(math.log(tokens / c)) for c in cands]))
+        return self.budget_seed(j)
+
+    # ----------------------------------------------------------------------------- config
+    def to_config(self) -> dict[str, Any]:
+        """JSON-ready constructor arguments (stored in the study system attr :data:`CONFIG_ATTR`)."""
+        return {
+            "domains": list(self.domains),
+            "budgets": list(self.budgets),
+            "base": dict(self.base),
+            "multipliers": list(self.multipliers),
+            "bounds": {d: [lo, None if math.isinf(hi) else hi] for d, (lo, hi) in self.bounds.items()},
+            "replicates": self.replicates,
+            "verify": self.verify,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Design:
+        """Inverse of :meth:`to_config`."""
+        return cls(
+            config["domains"],
+            config["budgets"],
+            base=config.get("base"),
+            multipliers=config.get("multipliers", (0.2, 3.0)),
+            bounds={d: (v[0], v[1]) for d, v in (config.get("bounds") or {}).items()},
+            replicates=int(config.get("replicates", 0)),
+            verify=bool(config.get("verify", True)),
+            seed=config.get("seed"),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Design) and self.to_config() == other.to_config()
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_config(), sort_keys=True))
+
+
+def _finite_value(t: FrozenTrial) -> float | None:
+    vals = t.values
+    if t.state != TrialState.COMPLETE or not vals or len(vals) != 1:
+        return None
+    v = float(vals[0])
+    return v if math.isfinite(v) else None
+
+
+def is_user_trial(t: FrozenTrial, domains: Iterable[str]) -> bool:
+    """Whether ``t`` was enqueued with fixed mixture parameters (role ``"user"``)."""
+    fixed = t.system_attrs.get("fixed_params")
+    if not fixed:
+        return False
+    if TOKENS_PARAM in fixed:
+        return True
+    return any(param_name(d) in fixed for d in domains)
+
+
+class Ledger:
+    """What the trials in storage say about the design: claims, completions, open points.
+
+    Args:
+        design: The design.
+        trials: The study's trials (any order; not modified).
+        parse: A function from the ``autoscale:point`` JSON to a :class:`DesignPoint`
+            (the sampler passes a cached parser).
+        override: Optional ``(number, state, value)`` for a trial whose state is being told
+            right now (``after_trial`` sees the trial before storage does).
+        now: The current time, for the age of un-attributed RUNNING trials.
+    """
+
+    def __init__(
+        self,
+        design: Design,
+        trials: Sequence[FrozenTrial],
+        *,
+        parse: Any = DesignPoint.from_json,
+        override: tuple[int, TrialState, float | None] | None = None,
+        now: datetime.datetime | None = None,
+    ) -> None:
+        self.design = design
+        self.taken: set[str] = set()
+        self.done: dict[str, list[tuple[int, float]]] = {}
+        self.points: dict[str, DesignPoint] = {}
+        self.trial_points: dict[int, DesignPoint] = {}
+        self.unattributed: list[int] = []  # numbers of young RUNNING trials without a point
+        self.failed: dict[str, int] = {}
+        now = now or datetime.datetime.now()
+        grace = datetime.timedelta(seconds=UNATTRIBUTED_GRACE_SECONDS)
+        for t in trials:
+            state = t.state
+            value = _finite_value(t)
+            if override is not None and t.number == override[0]:
+                state, value = override[1], override[2]
+                if state == TrialState.COMPLETE and value is None:
+                    state = TrialState.FAIL
+            raw = t.system_attrs.get(POINT_ATTR)
+            if raw is None:
+                if (
+                    state == TrialState.RUNNING
+                    and t.datetime_start is not None
+                    and now - t.datetime_start < grace
+                    and not is_user_trial(t, design.domains)
+                ):
+                    self.unattributed.append(t.number)
+                continue
+            pt = parse(raw)
+            self.trial_points[t.number] = pt
+            self.points.setdefault(pt.key, pt)
+            if state == TrialState.COMPLETE and value is not None:
+                self.taken.add(pt.key)
+                self.done.setdefault(pt.key, []).append((t.number, value))
+            elif state in (TrialState.RUNNING, TrialState.WAITING):
+                self.taken.add(pt.key)
+            else:  # FAIL, PRUNED, or COMPLETE with a non-finite value: the point re-opens.
+                self.failed[pt.key] = self.failed.get(pt.key, 0) + 1
+        self.unattributed.sort()
+
+    # ----------------------------------------------------------------------------- queries
+    def is_done(self, key: str) -> bool:
+        """Whether ``key`` has at least one completed run with a finite value."""
+        return key in self.done
+
+    def budget_done(self, index: int) -> bool:
+        """Whether every design run of budget ``index`` has completed."""
+        return all(k in self.done for k in self.design.budget_keys(index))
+
+    def ready(self, key: str) -> bool:
+        """Whether a verification point can be proposed (its fits have their data)."""
+        if key.endswith("/verify_optimum"):
+            return self.budget_done(int(key.split("/")[0][1:]))
+        if key.endswith("/verify_predicted"):
+            return all(self.budget_done(i) for i in range(len(self.design.budgets)))
+        return True
+
+    def open_sequence(self) -> list[str]:
+        """Unclaimed points in priority order: static design points, then ready verifications."""
+        seq = [p.key for p in self.design.points if p.key not in self.taken]
+        seq += [k for k in self.design.dynamic_keys if k not in self.taken and self.ready(k)]
+        return seq
+
+    def next_key(self, number: int) -> str | None:
+        """The point trial ``number`` takes, or None for a filler replicate.
+
+        Every young, un-attributed RUNNING trial with a smaller number is taken to hold the
+        next open point in priority order (its worker is computing exactly that right now), so
+        trial ``number`` takes the one after them. Claims of attributed trials of any number
+        count; FAIL / PRUNED / NaN trials do not, so their points re-open.
+        """
+        ahead = sum(1 for n in self.unattributed if n < number)
+        seq = self.open_sequence()
+        return seq[ahead] if ahead < len(seq) else None
+
+    def is_complete(self) -> bool:
+        """Whether every design and verification point has completed."""
+        return all(p.key in self.done for p in self.design.points) and all(
+            k in self.done for k in self.design.dynamic_keys
+        )
+
+    def observations(self, *, roles: Iterable[str] = DESIGN_ROLES) -> list[tuple[DesignPoint, float, int]]:
+        """``(point, mean value, runs)`` per completed key with one of ``roles``, in key order of storage.
+
+        A point that ran more than once (a collision after a failure, or a retried copy that
+        also finished) counts once, at the mean of its runs.
+        """
+        want = set(roles)
+        out = []
+        for key, runs in self.done.items():
+            pt = self.points[key]
+            if pt.role in want and pt.allocation is not None:
+                out.append((pt, float(np.mean([v for _, v in runs])), len(runs)))
+        return out

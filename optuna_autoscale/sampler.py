@@ -1,0 +1,446 @@
+"""``AutoScaleSampler``: the AutoScale design (DDO per budget + verification) as an Optuna sampler."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from collections.abc import Sequence
+import json
+import logging
+import math
+import threading
+from typing import Any
+from typing import TYPE_CHECKING
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.distributions import FloatDistribution
+from optuna.samplers import BaseSampler
+from optuna.samplers import RandomSampler
+from optuna.trial import FrozenTrial
+from optuna.trial import TrialState
+
+from optuna_autoscale.design import CONFIG_ATTR
+from optuna_autoscale.design import Design
+from optuna_autoscale.design import DesignPoint
+from optuna_autoscale.design import is_user_trial
+from optuna_autoscale.design import Ledger
+from optuna_autoscale.design import POINT_ATTR
+from optuna_autoscale.mixture import _check_tokens
+from optuna_autoscale.mixture import Mixture
+from optuna_autoscale.mixture import param_name
+from optuna_autoscale.mixture import params_to_weights
+from optuna_autoscale.mixture import TOKENS_PARAM
+from optuna_autoscale.mixture import validate_domains
+from optuna_autoscale.mixture import weights_to_params
+from optuna_autoscale.mixture import WEIGHT_PREFIX
+
+
+if TYPE_CHECKING:
+    from optuna.study import Study
+
+
+_logger = logging.getLogger(__name__)
+
+BUDGET_ATTR = "autoscale_budget"
+"""User attr: the nominal budget (tokens) of the design a trial belongs to."""
+
+_UNIT = FloatDistribution(0.0, 1.0)
+_MULTI_OBJECTIVE_MESSAGE = (
+    "AutoScaleSampler supports single-objective studies only: the DDO fits and the joint law model "
+    "one scalar loss. Create the study with a single direction (e.g. direction='minimize') and "
+    "return one number, such as the mean validation loss, from the objective."
+)
+
+
+class AutoScaleSampler(BaseSampler):
+    """Sampler running the AutoScale design: DDO at each budget, then verification runs.
+
+    AutoScale (Kang et al., 2024, arXiv 2407.20177) finds the compute-optimal data mixture at a
+    large budget from small-budget proxy runs. At each budget ``N_b`` this sampler proposes the
+    *Direct Data Optimization* (DDO) design: one base run (uniform shares unless ``base`` says
+    otherwise) and, for every domain and multiplier, a run where only that domain's tokens are
+    scaled (so the total changes, as in the paper), plus ``replicates`` base runs with other
+    seeds. Every run of one budget's design uses one seed (common random numbers). All budgets'
+    points can run at once, in any number of workers.
+
+    With ``verify`` it then runs one trial at each budget's fitted optimum and, at the held-out
+    budget ``sqrt(N_min N_max)``, a uniform run and a run at the joint law's predicted optimum
+    (same seed), so that the predicted gain over uniform can be checked against the observed
+    one (:meth:`optuna_autoscale.AutoScaleResult.verification`).
+
+    Everything the sampler knows comes from the trials in storage (system attr
+    ``autoscale:point`` holds each trial's design point as JSON) and its own arguments, so
+    ``n_jobs > 1`` and several processes on one RDB storage share the design without
+    collisions. A FAIL, PRUNED or NaN trial re-opens its point; a ``WAITING`` copy made by
+    :class:`~optuna.storages.RetryFailedTrialCallback` keeps it; a point that ran twice is
+    averaged, never lost or double-counted. When every open point is running or waits on a fit,
+    the sampler proposes an extra base run with a fresh seed instead of blocking. Under
+    :meth:`~optuna.study.Study.optimize` the study stops once :meth:`is_complete`.
+
+    The objective reads its mixture with :func:`optuna_autoscale.suggest_mixture`, which
+    returns exactly the proposal (weights, total tokens and seed). The relative search space is
+    explicit from trial 0: ``weight_<domain>`` in ``[0, 1]`` (Optuna FAQ's ``-log(u)`` simplex
+    mapping, exact inverse for the proposals) and ``tokens`` (log scale, covering every
+    proposal). Other parameters go to ``independent_sampler``.
+
+    Example:
+        .. code-block:: python
+
+            import optuna
+            from optuna_autoscale import AutoScaleSampler, AutoScaleResult
+            from optuna_autoscale.simulate import separable
+
+            land = separable(3)
+            sampler = AutoScaleSampler(land.domains, [1e8, 4e8], seed=0)
+            study = optuna.create_study(sampler=sampler)
+            study.optimize(land.objective(), n_trials=100)  # stops once the design is complete
+            assert sampler.is_complete(study)
+            result = AutoScaleResult.from_study(study)
+            print(result.extrapolate(4e9).weights)
+
+    Args:
+        domains: Domain names, unique (at least two).
+        budgets: Training budgets of the DDO designs, in tokens (each > 0).
+        base: Domain -> share of the base run (normalised; every share > 0). Uniform when None.
+        multipliers: Factors by which a perturbation run scales one domain's tokens (> 0, != 1,
+            at least two; the paper uses 0.2 and 3 for causal LMs).
+        bounds: Domain -> ``(lower, upper)`` tokens (None for no bound) for the optimal
+            allocations, e.g. ``upper = unique tokens x allowed epochs``. Used by the per-budget
+            optima, the joint law's optimum and as caps when extrapolating. The design runs
+            themselves are not clipped.
+        replicates: Extra base runs per budget, each with its own seed (noise estimate).
+        verify: Add the verification runs described above.
+        seed: Seed of the design's training seeds and of the default independent sampler. With
+            None the training seeds derive from 0, so that independent workers agree.
+        independent_sampler: Sampler for parameters other than the mixture's
+            (default: :class:`~optuna.samplers.RandomSampler` with ``seed``).
+    """
+
+    def __init__(
+        self,
+        domains: Sequence[str],
+        budgets: Sequence[float],
+        *,
+        base: Mapping[str, float] | None = None,
+        multipliers: Sequence[float] = (0.2, 3.0),
+        bounds: Mapping[str, tuple[float | None, float | None]] | None = None,
+        replicates: int = 0,
+        verify: bool = True,
+        seed: int | None = None,
+        independent_sampler: BaseSampler | None = None,
+    ) -> None:
+        self._design = Design(
+            domains,
+            budgets,
+            base=base,
+            multipliers=multipliers,
+            bounds=bounds,
+            replicates=replicates,
+            verify=verify,
+            seed=seed,
+        )
+        if independent_sampler is not None and not isinstance(independent_sampler, BaseSampler):
+            raise TypeError(f"independent_sampler must be an optuna sampler, got {independent_sampler!r}.")
+        self._independent_sampler = independent_sampler or RandomSampler(seed=seed)
+        lo, hi = self._design.tokens_range
+        self._search_space: dict[str, BaseDistribution] = {param_name(d): _UNIT for d in self._design.domains}
+        self._search_space[TOKENS_PARAM] = FloatDistribution(lo, hi, log=True)
+        self._init_caches()
+
+    # ----------------------------------------------------------------------------- plumbing
+    def _init_caches(self) -> None:
+        self._lock = threading.RLock()
+        self._parsed: dict[str, DesignPoint] = {}
+        self._fit_cache: dict[Any, DesignPoint] = {}
+        self._checked_config: set[tuple[int, int]] = set()
+        self._checked_trials: dict[tuple[int, int], set[int]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for k in ("_lock", "_parsed", "_fit_cache", "_checked_config", "_checked_trials"):
+            state.pop(k, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_caches()
+
+    def __str__(self) -> str:
+        return "AutoScaleSampler"
+
+    @property
+    def design(self) -> Design:
+        """The design (domains, budgets, points, seeds)."""
+        return self._design
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        """The domains, in order."""
+        return self._design.domains
+
+    @property
+    def budgets(self) -> tuple[float, ...]:
+        """The design budgets in tokens, ascending."""
+        return self._design.budgets
+
+    def reseed_rng(self) -> None:
+        # The design is deterministic; only the independent sampler draws random numbers.
+        self._independent_sampler.reseed_rng()
+
+    def _parse(self, raw: str) -> DesignPoint:
+        pt = self._parsed.get(raw)
+        if pt is None:
+            pt = DesignPoint.from_json(raw)
+            if len(self._parsed) > 100_000:
+                self._parsed.clear()
+            self._parsed[raw] = pt
+        return pt
+
+    def _trials(self, study: Study) -> list[FrozenTrial]:
+        return study._get_trials(deepcopy=False, use_cache=True)
+
+    def _ledger(
+        self,
+        study: Study,
+        override: tuple[int, TrialState, float | None] | None = None,
+        trials: list[FrozenTrial] | None = None,
+    ) -> Ledger:
+        return Ledger(
+            self._design, self._trials(study) if trials is None else trials, parse=self._parse, override=override
+        )
+
+    @staticmethod
+    def _study_key(study: Study) -> tuple[int, int]:
+        return (id(study._storage), study._study_id)
+
+    def _raise_if_multi_objective(self, study: Study) -> None:
+        if study._is_multi_objective():
+            raise ValueError(_MULTI_OBJECTIVE_MESSAGE)
+
+    # ----------------------------------------------------------------------------- checks
+    def _check_study(self, study: Study) -> None:
+        """Refuse a study run with other domains (stored config or the trials' parameters)."""
+        key = self._study_key(study)
+        if key not in self._checked_config:
+            attrs = study._storage.get_study_system_attrs(study._study_id)
+            cfg = attrs.get(CONFIG_ATTR)
+            mine = self._design.to_config()
+            if cfg is None:
+                study._storage.set_study_system_attr(study._study_id, CONFIG_ATTR, mine)
+            else:
+                if list(cfg.get("domains", [])) != list(self._design.domains):
+                    raise ValueError(
+                        f"This study was run by an AutoScaleSampler with domains {cfg.get('domains')!r}, but this "
+                        f"sampler has {list(self._design.domains)!r}. Use a new study (or the same domains)."
+                    )
+                if cfg != mine:
+                    _logger.warning(
+                        "This study was started by an AutoScaleSampler with another configuration (%s); this "
+                        "sampler's (%s) takes over. Points already run keep their stored allocations.",
+                        json.dumps(cfg, sort_keys=True),
+                        json.dumps(mine, sort_keys=True),
+                    )
+            self._checked_config.add(key)
+        checked = self._checked_trials.setdefault(key, set())
+        mine_names = set(self._search_space)
+        for t in self._trials(study):
+            if t.number in checked or not t.state.is_finished():
+                continue
+            names = {
+                n
+                for n, dist in t.distributions.items()
+                if (n.startswith(WEIGHT_PREFIX) and dist == _UNIT) or n == TOKENS_PARAM
+            }
+            other = sorted(n[len(WEIGHT_PREFIX) :] for n in names - mine_names if n != TOKENS_PARAM)
+            if other:
+                raise ValueError(
+                    f"Trial {t.number} of this study used the mixture domains {other!r}, which this "
+                    f"AutoScaleSampler does not know (domains {list(self._design.domains)!r}). Use a new study, "
+                    "or build the sampler with the study's domains."
+                )
+            checked.add(t.number)
+
+    # ----------------------------------------------------------------------------- assignment
+    def _stored_point(self, study: Study, trial: FrozenTrial) -> DesignPoint | None:
+        raw = trial.system_attrs.get(POINT_ATTR)
+        if raw is None:
+            raw = study._storage.get_trial_system_attrs(trial._trial_id).get(POINT_ATTR)
+            if raw is not None:
+                trial.system_attrs[POINT_ATTR] = raw
+        return None if raw is None else self._parse(raw)
+
+    def _assign(self, study: Study, trial: FrozenTrial) -> DesignPoint:
+        """Choose ``trial``'s point from storage and write it to the trial's system attrs."""
+        ledger = self._ledger(study)
+        key = ledger.next_key(trial.number)
+        if key is None:
+            point = self._design.filler(trial.number)
+        else:
+            point = self._design.point(key) or self._verification_point(key, ledger)
+        raw = point.to_json()
+        study._storage.set_trial_system_attr(trial._trial_id, POINT_ATTR, raw)
+        trial.system_attrs[POINT_ATTR] = raw
+        self._parsed.setdefault(raw, point)
+        return point
+
+    def _verification_point(self, key: str, ledger: Ledger) -> DesignPoint:
+        from optuna_autoscale import results as _results
+
+        data = tuple(sorted((k, tuple(v for _, v in runs)) for k, runs in ledger.done.items()))
+        with self._lock:
+            cached = self._fit_cache.get((key, data))
+            if cached is not None:
+                return cached
+            alloc = _results.verification_allocation(self._design, ledger, key)
+            point = self._design.dynamic_point(key, alloc)
+            if len(self._fit_cache) > 64:
+                self._fit_cache.clear()
+            self._fit_cache[(key, data)] = point
+            return point
+
+    def _point_for(self, study: Study, trial: FrozenTrial) -> DesignPoint:
+        point = self._stored_point(study, trial)
+        if point is None:
+            point = self._assign(study, trial)
+        return point
+
+    # ----------------------------------------------------------------------------- BaseSampler
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self._independent_sampler.before_trial(study, trial)
+        if study._is_multi_objective() or is_user_trial(trial, self._design.domains):
+            return
+        if trial.system_attrs.get(POINT_ATTR) is not None:
+            return  # A retried copy or an enqueued trial that already holds its point.
+        try:
+            self._check_study(study)
+            self._assign(study, trial)
+        except Exception as e:  # noqa: BLE001
+            # Raising here would leave a RUNNING trial behind; sample_relative raises instead,
+            # inside the objective, where Optuna fails the trial cleanly.
+            _logger.debug("AutoScaleSampler could not assign a point in before_trial: %s", e)
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        self._raise_if_multi_objective(study)
+        return dict(self._search_space)
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        self._raise_if_multi_objective(study)
+        if not search_space or is_user_trial(trial, self._design.domains):
+            return {}
+        self._check_study(study)
+        point = self._point_for(study, trial)
+        mix = point.mixture(self._design.domains)
+        params: dict[str, Any] = {}
+        u = weights_to_params([mix.weights[d] for d in self._design.domains])
+        for d, ud in zip(self._design.domains, u):
+            name = param_name(d)
+            if name in search_space and search_space[name] == _UNIT:
+                params[name] = min(1.0, max(0.0, float(ud)))
+        tok = search_space.get(TOKENS_PARAM)
+        if isinstance(tok, FloatDistribution) and tok == self._search_space[TOKENS_PARAM]:
+            params[TOKENS_PARAM] = min(tok.high, max(tok.low, float(mix.tokens)))
+        return params
+
+    def sample_independent(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        self._raise_if_multi_objective(study)
+        return self._independent_sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self._independent_sampler.after_trial(study, trial, state, values)
+        if study._is_multi_objective():
+            return
+        value = None
+        if state == TrialState.COMPLETE and values is not None and len(values) == 1:
+            value = float(values[0])
+        if self.is_complete(study, _override=(trial.number, state, value)):
+            try:
+                study.stop()
+            except RuntimeError:
+                pass  # Outside study.optimize (ask-and-tell): nothing to stop.
+
+    # ----------------------------------------------------------------------------- public API
+    def is_complete(self, study: Study, *, _override: tuple[int, TrialState, float | None] | None = None) -> bool:
+        """Whether every design (and verification) point of ``study`` has completed.
+
+        Args:
+            study: A study run with this sampler's configuration.
+
+        Returns:
+            True once every point has a COMPLETE trial with a finite value.
+        """
+        return self._ledger(study, override=_override).is_complete()
+
+    def autoscale_suggest(self, trial: optuna.trial.Trial, domains: Sequence[str]) -> tuple[Mixture, str]:
+        """The hook behind :func:`optuna_autoscale.suggest_mixture`: this trial's mixture and role.
+
+        Suggests ``weight_<domain>`` and ``tokens`` with the sampler's distributions (so the trial
+        records them as parameters) and returns the exact proposal from the trial's
+        ``autoscale:point`` system attr. An enqueued trial with fixed mixture parameters (e.g.
+        :func:`optuna_autoscale.enqueue_mixture`) is validated and renormalised instead; its role
+        is ``"user"`` and its seed that of the nearest design budget.
+
+        Args:
+            trial: The running trial.
+            domains: The objective's domains; must be this sampler's (any order).
+
+        Returns:
+            ``(mixture, role)``; the mixture's weights are in the sampler's domain order.
+        """
+        doms = validate_domains(domains)
+        mine = self._design.domains
+        if set(doms) != set(mine):
+            unknown = sorted(set(doms) - set(mine))
+            missing = sorted(set(mine) - set(doms))
+            raise ValueError(
+                f"suggest_mixture got domains {list(doms)!r} but the AutoScaleSampler was built for "
+                f"{list(mine)!r} (unknown: {unknown!r}, missing: {missing!r}). Pass the sampler's domains."
+            )
+        study = trial.study
+        self._raise_if_multi_objective(study)
+        frozen = trial._cached_frozen_trial
+        tok_dist = self._search_space[TOKENS_PARAM]
+        fixed = frozen.system_attrs.get("fixed_params") or {}
+        if is_user_trial(frozen, mine):
+            missing = [param_name(d) for d in mine if param_name(d) not in fixed]
+            if TOKENS_PARAM not in fixed:
+                missing.append(TOKENS_PARAM)
+            if missing:
+                raise ValueError(
+                    f"Trial {trial.number} was enqueued with some mixture parameters but not {missing!r}. "
+                    "Enqueue whole mixtures with optuna_autoscale.enqueue_mixture(study, Mixture(...))."
+                )
+            u = [trial.suggest_float(param_name(d), 0.0, 1.0) for d in mine]
+            tokens = _check_tokens(trial.suggest_float(TOKENS_PARAM, tok_dist.low, tok_dist.high, log=True))
+            w = params_to_weights(u)
+            mix = Mixture(dict(zip(mine, w.tolist())), tokens, self._design.seed_for_tokens(tokens))
+            return mix, "user"
+        self._check_study(study)
+        point = self._point_for(study, frozen)
+        for d in mine:
+            trial.suggest_float(param_name(d), 0.0, 1.0)
+        trial.suggest_float(TOKENS_PARAM, tok_dist.low, tok_dist.high, log=True)
+        trial.set_user_attr(BUDGET_ATTR, point.budget)
+        return point.mixture(mine), point.role
+
+    def point_of(self, trial: FrozenTrial) -> DesignPoint | None:
+        """The design point a trial holds (None for user trials and trials of other samplers)."""
+        raw = trial.system_attrs.get(POINT_ATTR)
+        return None if raw is None else self._parse(raw)
+
+
+def _is_finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
