@@ -90,6 +90,9 @@ REFERENCE_TOKENS = 1e8
 METRICS = ("loss", "mean_ppl")
 """Supported metrics: mean per-domain loss (nats-like), or mean per-domain ``exp(loss)``."""
 
+_MIN_EFFECTIVE_TOKENS = 1.0
+"""Power-law families floor the effective tokens ``N_d + N0_d`` at one token (finite losses at zero)."""
+
 _KEY_DIGITS = 10  # significant digits of token counts that identify an allocation for the run noise
 
 
@@ -547,7 +550,7 @@ class SeparableLandscape(Landscape):
     def _per_domain(self, w: np.ndarray, tokens: float) -> tuple[np.ndarray, np.ndarray]:
         m = self.m
         beta, n0, g = np.array(self.beta), np.array(self.offset), np.array(self.gamma)
-        eff = np.maximum(w * tokens + n0, np.finfo(float).tiny)
+        eff = np.maximum(w * tokens + n0, _MIN_EFFECTIVE_TOKENS)
         term = m * beta * eff ** (-g)
         values = np.array(self.irreducible) + term
         jac = np.diag(-g * term / eff * tokens)
@@ -627,7 +630,7 @@ class TransferLandscape(Landscape):
         m = self.m
         beta, n0, g = np.array(self.beta), np.array(self.offset), np.array(self.gamma)
         a = np.eye(m) + np.array(self.transfer_matrix)
-        eff = np.maximum(a @ (w * tokens) + n0, np.finfo(float).tiny)
+        eff = np.maximum(a @ (w * tokens) + n0, _MIN_EFFECTIVE_TOKENS)
         term = m * beta * eff ** (-g)
         values = np.array(self.irreducible) + term
         jac = (-g * term / eff)[:, None] * a * tokens
