@@ -27,6 +27,8 @@ the x3 effects of a DDO design.
 Optima. :meth:`Landscape.oracle` minimises the true loss over allocations with a given total
 (tokens) and optional per-domain bounds (tokens) by SLSQP from several deterministic starts,
 with analytic gradients. Every family is convex in the allocation, so the optimum is global.
+The separable family uses the exact bounded water-filling of
+:func:`optuna_autoscale.allocation.solve_separable` instead.
 
 Example:
     .. code-block:: python
@@ -555,6 +557,31 @@ class SeparableLandscape(Landscape):
         values = np.array(self.irreducible) + term
         jac = np.diag(-g * term / eff * tokens)
         return values, jac
+
+    def oracle(
+        self,
+        tokens: float,
+        *,
+        lower: Mapping[str, float] | None = None,
+        upper: Mapping[str, float] | None = None,
+        metric: str = "loss",
+    ) -> dict[str, float]:
+        """The exact optimum for ``metric="loss"`` (bounded water-filling), else SLSQP.
+
+        Uses :func:`optuna_autoscale.allocation.solve_separable` on ``beta``, ``offset`` and
+        ``gamma``; see :meth:`Landscape.oracle` for the arguments.
+        """
+        self._check_metric(metric)
+        if metric == "loss":
+            from optuna_autoscale.allocation import solve_separable
+
+            total = _check_float("tokens", tokens, positive=True)
+            lo, hi = self._bounds(total, lower, upper)
+            x = solve_separable(
+                np.array(self.beta), np.array(self.offset), np.array(self.gamma), total, lo * total, hi * total
+            )
+            return dict(zip(self.domains, np.asarray(x, dtype=float).tolist()))
+        return super().oracle(tokens, lower=lower, upper=upper, metric=metric)
 
     @property
     def total_irreducible(self) -> float:

@@ -68,7 +68,12 @@ def test_result_sums_to_target_or_clear_error(pair, log10_factor) -> None:
     assert sum(out.values()) == pytest.approx(target, rel=1e-12)
     assert all(v >= 0 for v in out.values())
     # The result lies on the path: log N_i = log N1_i + s log r_i with one s for all domains.
-    s = [math.log(out[d] / n1[d]) / math.log(n2[d] / n1[d]) for d in n1 if abs(math.log(n2[d] / n1[d])) > 1e-3]
+    # (Domains whose tokens underflow to 0 far down the path are skipped.)
+    s = [
+        math.log(out[d] / n1[d]) / math.log(n2[d] / n1[d])
+        for d in n1
+        if abs(math.log(n2[d] / n1[d])) > 1e-3 and out[d] > 1e-300
+    ]
     assert np.ptp(s) < 1e-6 * max(1.0, np.max(np.abs(s)))
 
 

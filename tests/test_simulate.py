@@ -92,16 +92,18 @@ def test_separable_oracle_matches_water_filling_with_bounds() -> None:
     assert np.all(marginal[x >= hi * (1 - 1e-6)] >= lam * (1 - 1e-4))
 
 
-def test_separable_oracle_agrees_with_solve_separable() -> None:
-    allocation = pytest.importorskip("optuna_autoscale.allocation")
-    land = separable(7, seed=4)
-    tokens = 2e9
-    exact = allocation.solve_separable(
-        np.array(land.beta), np.array(land.offset), np.array(land.gamma), tokens
-    )
-    best = land.oracle(tokens)
-    f_exact = land.true_loss(dict(zip(land.domains, np.asarray(exact, dtype=float))))
-    assert land.true_loss(best) <= f_exact + 1e-9
+@pytest.mark.parametrize("seed", [0, 4])
+def test_separable_exact_oracle_agrees_with_slsqp(seed) -> None:
+    land = separable(7, seed=seed)
+    for tokens, lower in ((2e9, None), (1e8, {d: 0.2e8 / 7 for d in land.domains})):
+        exact = land.oracle(tokens, lower=lower)
+        numeric = simulate.Landscape.oracle(land, tokens, lower=lower)  # the generic SLSQP oracle
+        assert sum(exact.values()) == pytest.approx(tokens, rel=1e-12)
+        f_exact, f_num = land.true_loss(exact), land.true_loss(numeric)
+        assert f_exact <= f_num + 1e-12
+        assert f_num - f_exact < 1e-9
+        for d in land.domains:
+            assert numeric[d] == pytest.approx(exact[d], rel=1e-3, abs=1e-6 * tokens)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
