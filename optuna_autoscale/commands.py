@@ -45,6 +45,11 @@ FORMATS = ("table", "json", "yaml", "megatron", "hf")
 """Output formats of ``show`` and ``extrapolate``."""
 
 
+def _study_system_attrs(study: optuna.Study) -> dict[str, Any]:
+    """The study's system attrs (``Study.system_attrs`` is gone in Optuna 5)."""
+    return study._storage.get_study_system_attrs(study._study_id)
+
+
 class CommandError(Exception):
     """A user-facing error of a subcommand (printed without a traceback, exit status 2)."""
 
@@ -117,14 +122,14 @@ def _load_study(url: str, name: str, *, sampler: Any = None, storage: Any = None
 def _run_config_of(study: optuna.Study) -> RunConfig | None:
     from optuna_autoscale.config import config_from_json
 
-    raw = study.system_attrs.get(RUN_CONFIG_ATTR)
+    raw = _study_system_attrs(study).get(RUN_CONFIG_ATTR)
     return None if raw is None else config_from_json(raw)
 
 
 def _design_config_of(study: optuna.Study) -> dict[str, Any]:
     from optuna_autoscale.design import CONFIG_ATTR
 
-    raw = study.system_attrs.get(CONFIG_ATTR)
+    raw = _study_system_attrs(study).get(CONFIG_ATTR)
     if raw is None:
         raise CommandError(
             f"study {study.study_name!r} has no AutoScale design yet (no {CONFIG_ATTR!r} attr): start it with "
@@ -325,14 +330,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     storage = _storage_for(url, cfg)
     study = optuna.create_study(storage=storage, study_name=cfg.study.name, sampler=sampler,
                                 direction="minimize", load_if_exists=True)
-    stored = study.system_attrs.get(RUN_CONFIG_ATTR)
+    stored = _study_system_attrs(study).get(RUN_CONFIG_ATTR)
     mine = cfg.to_json()
     if stored is not None and json.loads(stored).get("design") != json.loads(mine).get("design"):
         raise CommandError(
             f"study {cfg.study.name!r} in {redact_url(url)} was started with another [design]; "
             "use a new [study] name, or restore the original design."
         )
-    study.set_system_attr(RUN_CONFIG_ATTR, mine)
+    study._storage.set_study_system_attr(study._study_id, RUN_CONFIG_ATTR, mine)
     print(f"study {cfg.study.name!r} on {redact_url(url)}: {len(domains)} domains, budgets "
           f"{', '.join(f'{b:.3g}' for b in cfg.design.budgets)} tokens, {workers} worker(s)", flush=True)
     procs = []
@@ -585,6 +590,7 @@ def write_report(study: optuna.Study, out: str | Path, *, targets: Sequence[floa
     from optuna_autoscale.storage import redact_text
 
     res, why = vis.load_result(study)
+    res = vis.CachedResult(res) if res is not None else None
     parts = [f"<h1>AutoScale report: {html.escape(study.study_name)}</h1>",
              f"<p>Generated {html.escape(time.strftime('%Y-%m-%d %H:%M:%S %Z'))}.</p>"]
     try:
@@ -635,7 +641,7 @@ def write_report(study: optuna.Study, out: str | Path, *, targets: Sequence[floa
             keys = [k for k in rows[0] if not isinstance(rows[0][k], (dict, list))]
             parts.append("<h2>Verification</h2>")
             parts.append(_html_table(keys, [[r.get(k) for k in keys] for r in rows]))
-    figs = dash.figures(study, result=res, targets=targets)
+    figs = dash.figures(study, result=res if res is not None else vis.NO_FIT, targets=targets)
     parts.append("<h2>Figures</h2>")
     first = True
     for name, fig in figs.items():

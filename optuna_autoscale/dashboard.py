@@ -73,6 +73,7 @@ def figures(study: optuna.Study, *, result: Any = None, targets: Sequence[float]
     from optuna_autoscale import visualization as vis
 
     res, _ = vis.load_result(study, result)
+    res = res if res is not None else (result if result is not None else vis.NO_FIT)
     return {
         "progress": vis.plot_design_progress(study),
         "weights": vis.plot_mixture_weights(study, result=res, targets=targets),
@@ -156,8 +157,10 @@ def summary_markdown(study: optuna.Study, *, result: Any = None, targets: Sequen
                 lines.append(f"| {d} | " + " | ".join(f"{ext[c][d]:.4f}" for c in cols) + " |")
             lines.append("")
     noise = getattr(res, "noise", None)
-    if noise is not None and not callable(noise):
-        lines += [f"Noise estimate: {_fmt(noise if isinstance(noise, (int, float)) else None) if not isinstance(noise, dict) else noise}", ""]
+    if isinstance(noise, (int, float)):
+        lines += [f"Noise estimate (sd of the objective): {_fmt(float(noise))} from {getattr(res, 'noise_source', None) or '?'}.", ""]
+    else:
+        lines += ["No noise estimate: no base replicates and no spare degrees of freedom in the fits.", ""]
     try:
         rows = list(res.verification())
     except (ValueError, RuntimeError):
@@ -190,6 +193,7 @@ def refresh(study: optuna.Study, *, targets: Sequence[float] = ()) -> list[str]:
     from optuna_autoscale import visualization as vis
 
     res, _ = vis.load_result(study)
+    res = vis.CachedResult(res) if res is not None else vis.NO_FIT
     ids = save_figures(study, result=res, targets=targets)
     save_summary_note(study, result=res, targets=targets)
     return ids
@@ -198,15 +202,18 @@ def refresh(study: optuna.Study, *, targets: Sequence[float] = ()) -> list[str]:
 class DashboardCallback:
     """An Optuna callback that refreshes the dashboard figures and note as trials finish.
 
-    It refreshes after every ``every``-th finished trial (any state) and whenever a trial
-    completes the design, so the last refresh shows the final result. Errors while refreshing
-    are logged as warnings and never stop the study.
+    After every ``every``-th finished trial (any state) it saves the design-progress figure and
+    the note. The figures that need fits (weights, per-domain fits, verification) are refitted
+    only when what they depend on changed (a budget's design completed, a replicate or a
+    verification run finished), and always when the design completes, so the last refresh
+    shows the final result. Errors while refreshing are logged as warnings and never stop the
+    study.
 
     Args:
         every: Refresh after this many finished trials (>= 1).
         targets: Budgets (tokens) to mark and extrapolate to in the figures and note.
         min_interval: Seconds to wait at least between two refreshes by this callback (the
-            final refresh always runs).
+            refits and the final refresh always run).
 
     Example:
         .. code-block:: python
@@ -217,7 +224,7 @@ class DashboardCallback:
     def __init__(self, every: int = 1, *, targets: Sequence[float] = (), min_interval: float = 0.0) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive integer, got {every!r}.")
-        if not isinstance(min_interval, (int, float)) or min_interval < 0:
+        if isinstance(min_interval, bool) or not isinstance(min_interval, (int, float)) or min_interval < 0:
             raise ValueError(f"min_interval must be a non-negative number of seconds, got {min_interval!r}.")
         self.every = every
         self.targets = tuple(float(t) for t in targets)
@@ -225,24 +232,43 @@ class DashboardCallback:
         self._seen = 0
         self._last = -math.inf
         self._lock = threading.Lock()
+        self._fingerprint: tuple[Any, Any] = (None, None)
+        self._result: Any = None
+        self._cache: dict[Any, Any] = {}
         self.refreshes = 0
+        self.refits = 0
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        from optuna_dashboard import save_plotly_graph_object
+
+        from optuna_autoscale import visualization as vis
+
         with self._lock:
             self._seen += 1
-            final = False
-            sampler = getattr(study, "sampler", None)
-            is_complete = getattr(sampler, "is_complete", None)
-            if callable(is_complete):
-                try:
-                    final = bool(is_complete(study))
-                except Exception:  # pragma: no cover - never break the study
-                    final = False
-            due = self._seen % self.every == 0 and time.monotonic() - self._last >= self.min_interval
-            if not (due or final):
-                return
             try:
-                refresh(study, targets=self.targets)
+                fits_fp, verify_fp = vis.fit_fingerprint(study)
+                refit = fits_fp != self._fingerprint[0]
+                reverify = verify_fp != self._fingerprint[1]
+                due = self._seen % self.every == 0 and time.monotonic() - self._last >= self.min_interval
+                if not (due or refit or reverify):
+                    return
+                if refit or reverify:
+                    if refit:
+                        self._cache = {}
+                    res, _ = vis.load_result(study)
+                    self._result = vis.CachedResult(res, self._cache) if res is not None else None
+                    self._fingerprint = (fits_fp, verify_fp)
+                    self.refits += 1
+                arg = self._result if self._result is not None else vis.NO_FIT
+                if refit:
+                    save_figures(study, result=arg, targets=self.targets)
+                else:
+                    save_plotly_graph_object(study, vis.plot_design_progress(study), graph_object_id=FIGURE_IDS["progress"])
+                    if reverify:
+                        save_plotly_graph_object(
+                            study, vis.plot_verification(study, result=arg), graph_object_id=FIGURE_IDS["verification"]
+                        )
+                save_summary_note(study, result=arg, targets=self.targets)
                 self.refreshes += 1
             except Exception as e:  # noqa: BLE001 - the dashboard must never stop a study
                 from optuna_autoscale.storage import redact_text

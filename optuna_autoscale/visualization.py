@@ -97,13 +97,20 @@ def _fmt_tokens(t: float) -> str:
     return f"{mant:.3g}e{exp}" if abs(mant - round(mant)) > 1e-9 else f"{int(round(mant))}e{exp}"
 
 
+NO_FIT = object()
+"""Pass as ``result=`` to draw the figures without fitting (they then show "no fit yet")."""
+
+
 def load_result(study: optuna.Study, result: Any = None) -> tuple[Any, str | None]:
     """``(result, None)`` or ``(None, why)`` when the study cannot be fitted yet.
 
     Args:
         study: The study.
-        result: A precomputed :class:`~optuna_autoscale.AutoScaleResult` (returned as is).
+        result: A precomputed :class:`~optuna_autoscale.AutoScaleResult` (returned as is), or
+            :data:`NO_FIT` to skip fitting.
     """
+    if result is NO_FIT:
+        return None, "no completed budget to fit"
     if result is not None:
         return result, None
     try:
@@ -116,12 +123,17 @@ def load_result(study: optuna.Study, result: Any = None) -> tuple[Any, str | Non
         return None, str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
+def _study_system_attrs(study: optuna.Study) -> dict[str, Any]:
+    """The study's system attrs (``Study.system_attrs`` is gone in Optuna 5)."""
+    return study._storage.get_study_system_attrs(study._study_id)
+
+
 def _design_and_ledger(study: optuna.Study) -> tuple[Any, Any]:
     from optuna_autoscale.design import CONFIG_ATTR
     from optuna_autoscale.design import Design
     from optuna_autoscale.design import Ledger
 
-    raw = study.system_attrs.get(CONFIG_ATTR)
+    raw = _study_system_attrs(study).get(CONFIG_ATTR)
     if raw is None:
         raise ValueError(
             f"Study {study.study_name!r} has no AutoScale design (system attr {CONFIG_ATTR!r}); "
@@ -231,6 +243,62 @@ def plot_design_progress(study: optuna.Study) -> go.Figure:
     return fig
 
 
+def fit_fingerprint(study: optuna.Study) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """What the fits depend on, and what the verification table depends on.
+
+    Returns ``(fits, verification)``: the completed runs (key, trial numbers) of completed
+    budgets' designs, and those of verification runs. Equal values give equal fits (and
+    verification rows), so a caller may reuse its last result (the dashboard callback does).
+    """
+    try:
+        design, ledger = _design_and_ledger(study)
+    except ValueError:
+        return (), ()
+    complete = {i for i in range(len(design.budgets)) if ledger.budget_done(i)}
+    fits, verify = [], []
+    for key, runs in ledger.done.items():
+        pt = ledger.points.get(key)
+        if pt is None:
+            continue
+        item = (key, tuple(sorted(n for n, _ in runs)))
+        if pt.role.startswith("verify"):
+            verify.append(item)
+        elif pt.budget_index in complete:
+            fits.append(item)
+    return tuple(sorted(fits)), tuple(sorted(verify))
+
+
+class CachedResult:
+    """An :class:`~optuna_autoscale.AutoScaleResult` whose ``extrapolate`` calls are memoised.
+
+    Figures and notes ask for the same extrapolations; the joint law's robust solve is not
+    free. Every other attribute is the wrapped result's.
+
+    Args:
+        result: The result.
+        cache: A dict shared by wrappers of results with the same fits (optional).
+    """
+
+    def __init__(self, result: Any, cache: dict[Any, Any] | None = None) -> None:
+        self._result = result
+        self._cache: dict[Any, Any] = {} if cache is None else cache
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._result, name)
+
+    def extrapolate(self, tokens: float, method: str = "joint", caps: Any = None) -> Any:
+        key = (float(tokens), method, None if caps is None else tuple(sorted(dict(caps).items())))
+        if key not in self._cache:
+            try:
+                self._cache[key] = self._result.extrapolate(tokens, method=method, caps=caps)
+            except (ValueError, RuntimeError) as e:
+                self._cache[key] = e
+        hit = self._cache[key]
+        if isinstance(hit, Exception):
+            raise hit
+        return hit
+
+
 def _budget_grid(budgets: Sequence[float], targets: Sequence[float], n_points: int) -> np.ndarray:
     lo = min(budgets)
     hi = max(list(budgets) + list(targets) + [10.0 * max(budgets)])
@@ -244,7 +312,7 @@ def plot_mixture_weights(
     result: Any = None,
     method: str = "joint",
     targets: Sequence[float] = (),
-    n_points: int = 12,
+    n_points: int = 8,
 ) -> go.Figure:
     """Optimal weight of each domain against the training budget (log x).
 
@@ -476,7 +544,7 @@ def plot_verification(study: optuna.Study, *, result: Any = None) -> go.Figure:
         obs = _row_number(row, "observed", "observed_loss", "observed_value", "value")
         if pred is None or obs is None:
             continue
-        label = str(row.get("role") or row.get("key") or row.get("kind") or "run")
+        label = str(row.get("check") or row.get("role") or row.get("key") or "run")
         tokens = _row_number(row, "tokens", "budget")
         pts.append((pred, obs, label, tokens))
     if not pts:
