@@ -589,9 +589,11 @@ def _write_tokens(path: Path, tok: Tokenizer, texts: Sequence[str], eos_id: int,
     h = hashlib.sha256()
     n = 0
     eos = np.array([eos_id], dtype=dtype)
+    # encode_batch_fast (tokenizers >= 0.21) skips offset tracking, which we do not need.
+    encode = getattr(tok, "encode_batch_fast", None) or tok.encode_batch
     with open(path, "wb") as fh:
         for start in range(0, len(texts), 512):
-            batch = tok.encode_batch(list(texts[start : start + 512]), add_special_tokens=False)
+            batch = encode(list(texts[start : start + 512]), add_special_tokens=False)
             parts: list[np.ndarray] = []
             for enc in batch:
                 parts.append(np.asarray(enc.ids, dtype=dtype))
