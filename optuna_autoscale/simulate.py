@@ -84,7 +84,7 @@ REDPAJAMA_DOMAINS: tuple[str, ...] = (
     "stackexchange",
     "arxiv",
 )
-"""Default domain names for ``m <= 7`` (the paper's RedPajama domains, in its order)."""
+"""The paper's seven RedPajama domains, in its order (e.g. ``separable(domains=REDPAJAMA_DOMAINS)``)."""
 
 REFERENCE_TOKENS = 1e8
 """Reference budget (tokens) at which the random landscapes are calibrated."""
@@ -99,13 +99,10 @@ _KEY_DIGITS = 10  # significant digits of token counts that identify an allocati
 
 
 def default_domains(m: int) -> tuple[str, ...]:
-    """Domain names used when none are given: the RedPajama names for ``m <= 7``, else ``d00, d01, ...``."""
+    """Domain names used when none are given: ``d0, d1, ..., d{m-1}``."""
     if not isinstance(m, (int, np.integer)) or isinstance(m, bool) or m < 2:
         raise ValueError(f"m (the number of domains) must be an integer >= 2, got {m!r}.")
-    if m <= len(REDPAJAMA_DOMAINS):
-        return REDPAJAMA_DOMAINS[:m]
-    width = len(str(m - 1))
-    return tuple(f"d{i:0{width}d}" for i in range(m))
+    return tuple(f"d{i}" for i in range(int(m)))
 
 
 def _resolve_domains(m: int | None, domains: Sequence[str] | None) -> tuple[str, ...]:
@@ -796,7 +793,7 @@ def separable(
 
     Args:
         m: Number of domains (default 7); or give ``domains``.
-        domains: Domain names (default: :func:`default_domains`).
+        domains: Domain names (default: ``d0, d1, ...``; see :func:`default_domains`).
         seed: Seed of the parameters and of the noise.
         noise: Per-run noise sigma (loss units).
         seed_noise: Seed-shared noise sigma (loss units).

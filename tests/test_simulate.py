@@ -210,9 +210,9 @@ def test_mean_ppl_metric() -> None:
 
 
 def test_params_and_default_domains() -> None:
-    assert separable().domains == simulate.REDPAJAMA_DOMAINS
-    assert separable(3).domains == simulate.REDPAJAMA_DOMAINS[:3]
-    assert separable(12).domains[0] == "d00"
+    assert separable().domains == tuple(f"d{i}" for i in range(7))
+    assert separable(12).domains[-1] == "d11"
+    assert separable(domains=simulate.REDPAJAMA_DOMAINS).m == 7
     assert separable(domains=["a", "b"]).domains == ("a", "b")
     for family in FAMILIES:
         land = family(4, seed=5)
@@ -226,11 +226,11 @@ def test_bad_inputs() -> None:
     land = separable(3)
     a = _uniform(land, 1e8)
     with pytest.raises(ValueError, match="missing"):
-        land.true_loss({"common_crawl": 1.0, "github": 1.0})
+        land.true_loss({"d0": 1.0, "d1": 1.0})
     with pytest.raises(ValueError, match="unknown"):
         land.true_loss({**a, "nope": 1.0})
     with pytest.raises(ValueError, match=">= 0"):
-        land.true_loss({**a, "github": -1.0})
+        land.true_loss({**a, "d1": -1.0})
     with pytest.raises(TypeError, match="mapping"):
         land.true_loss([1.0, 2.0, 3.0])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="lower bounds sum"):
@@ -249,3 +249,25 @@ def test_bad_inputs() -> None:
         separable(3, noise=-1.0)
     with pytest.raises(ValueError, match="beta"):
         simulate.SeparableLandscape(("a", "b"), (2.0, 2.0), (1.0, -1.0), (0.0, 0.0), (0.5, 0.5))
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::UserWarning")  # noisy DDO fits may warn; not what this test checks
+def test_objective_under_autoscale_sampler() -> None:
+    from optuna_autoscale.sampler import AutoScaleSampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    land = separable(3, seed=0, noise=0.01, seed_noise=0.02)
+    sampler = AutoScaleSampler(land.domains, [1e8, 4e8], seed=0)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(land.objective(), n_trials=60)
+    assert sampler.is_complete(study)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert {t.user_attrs["tokens"] for t in done} >= {1e8, 4e8}
+    for t in done:
+        alloc = {d: t.user_attrs[f"weight_{d}"] * t.user_attrs["tokens"] for d in land.domains}
+        assert t.value == pytest.approx(land.loss(alloc, seed=t.user_attrs["seed"]), rel=1e-9)
+    # tokens= is an error under AutoScaleSampler, which chooses budgets itself.
+    other = optuna.create_study(sampler=AutoScaleSampler(land.domains, [1e8, 4e8], seed=0))
+    with pytest.raises(ValueError, match="tokens"):
+        other.optimize(land.objective(tokens=1e8), n_trials=1, catch=())
