@@ -196,18 +196,19 @@ class AutoScaleSampler(BaseSampler):
             self._parsed[raw] = pt
         return pt
 
-    def _trials(self, study: Study) -> list[FrozenTrial]:
-        return study._get_trials(deepcopy=False, use_cache=True)
+    def _trials(self, study: Study, *, use_cache: bool = False) -> list[FrozenTrial]:
+        # Optuna's per-trial cache is fresh only right after ``ask`` (``before_trial``); anywhere
+        # else it may hold a stale snapshot, so it is used there only.
+        return study._get_trials(deepcopy=False, use_cache=use_cache)
 
     def _ledger(
         self,
         study: Study,
         override: tuple[int, TrialState, float | None] | None = None,
-        trials: list[FrozenTrial] | None = None,
+        *,
+        use_cache: bool = False,
     ) -> Ledger:
-        return Ledger(
-            self._design, self._trials(study) if trials is None else trials, parse=self._parse, override=override
-        )
+        return Ledger(self._design, self._trials(study, use_cache=use_cache), parse=self._parse, override=override)
 
     @staticmethod
     def _study_key(study: Study) -> tuple[int, int]:
@@ -218,7 +219,7 @@ class AutoScaleSampler(BaseSampler):
             raise ValueError(_MULTI_OBJECTIVE_MESSAGE)
 
     # ----------------------------------------------------------------------------- checks
-    def _check_study(self, study: Study) -> None:
+    def _check_study(self, study: Study, *, use_cache: bool = False) -> None:
         """Refuse a study run with other domains (stored config or the trials' parameters)."""
         key = self._study_key(study)
         if key not in self._checked_config:
@@ -243,7 +244,7 @@ class AutoScaleSampler(BaseSampler):
             self._checked_config.add(key)
         checked = self._checked_trials.setdefault(key, set())
         mine_names = set(self._search_space)
-        for t in self._trials(study):
+        for t in self._trials(study, use_cache=use_cache):
             if t.number in checked or not t.state.is_finished():
                 continue
             names = {
@@ -269,9 +270,9 @@ class AutoScaleSampler(BaseSampler):
                 trial.system_attrs[POINT_ATTR] = raw
         return None if raw is None else self._parse(raw)
 
-    def _assign(self, study: Study, trial: FrozenTrial) -> DesignPoint:
+    def _assign(self, study: Study, trial: FrozenTrial, *, use_cache: bool = False) -> DesignPoint:
         """Choose ``trial``'s point from storage and write it to the trial's system attrs."""
-        ledger = self._ledger(study)
+        ledger = self._ledger(study, use_cache=use_cache)
         key = ledger.next_key(trial.number)
         if key is None:
             point = self._design.filler(trial.number)
@@ -312,8 +313,8 @@ class AutoScaleSampler(BaseSampler):
         if trial.system_attrs.get(POINT_ATTR) is not None:
             return  # A retried copy or an enqueued trial that already holds its point.
         try:
-            self._check_study(study)
-            self._assign(study, trial)
+            self._check_study(study, use_cache=True)
+            self._assign(study, trial, use_cache=True)
         except Exception as e:  # noqa: BLE001
             # Raising here would leave a RUNNING trial behind; sample_relative raises instead,
             # inside the objective, where Optuna fails the trial cleanly.
