@@ -475,6 +475,12 @@ class SimulateConfig:
                 raise ConfigError(f"{s}.domains", f"needs at least 2 domains, got {self.domains}")
         else:
             self.domains = _string_list(f"{s}.domains", self.domains)
+            from optuna_autoscale.mixture import validate_domains
+
+            try:
+                validate_domains(self.domains)
+            except ValueError as e:
+                raise ConfigError(f"{s}.domains", str(e)) from None
         self.seed = _integer(f"{s}.seed", self.seed, minimum=0)  # type: ignore[assignment]
         self.noise = _number(f"{s}.noise", self.noise, nonneg=True)
         self.seed_noise = _number(f"{s}.seed_noise", self.seed_noise, nonneg=True)
@@ -585,6 +591,19 @@ class RunConfig:
                 raise ConfigError("corpus.tokenizer", f"unknown tokenizer {tok!r}: neither \"bpe\" nor an existing "
                                   "tokenizer.json path", allowed=("bpe", "path to a tokenizer.json or its folder"))
 
+        doms = self.domain_names_or_none()
+        if doms is not None:
+            known = set(doms)
+            for what, table in (("design.bounds", self.design.bounds), ("design.base", self.design.base or {}),
+                                ("design.max_epochs", self.design.max_epochs if isinstance(self.design.max_epochs, Mapping) else {}),
+                                ("study.metric", self.study.metric if isinstance(self.study.metric, Mapping) else {})):
+                for d in table:
+                    if d not in known:
+                        raise ConfigError(f"{what}.{d}", "is not a configured domain", allowed=doms)
+            if self.design.base is not None and set(self.design.base) != known:
+                raise ConfigError("design.base", f"must give a share for every domain; missing {sorted(known - set(self.design.base))}",
+                                  allowed=doms)
+
     def proxy_config(self) -> Any:
         """The :class:`~optuna_autoscale.proxy.train.ProxyConfig` of ``[proxy]`` (imports torch).
 
@@ -616,18 +635,6 @@ class RunConfig:
             tokenizer=self.corpus.tokenizer, vocab_size=self.corpus.vocab_size,
             cache_dir=self.corpus.cache_dir, val_fraction=self.corpus.val_fraction, max_docs=self.corpus.max_docs,
         )
-        doms = self.domain_names_or_none()
-        if doms is not None:
-            known = set(doms)
-            for what, table in (("design.bounds", self.design.bounds), ("design.base", self.design.base or {}),
-                                ("design.max_epochs", self.design.max_epochs if isinstance(self.design.max_epochs, Mapping) else {}),
-                                ("study.metric", self.study.metric if isinstance(self.study.metric, Mapping) else {})):
-                for d in table:
-                    if d not in known:
-                        raise ConfigError(f"{what}.{d}", "is not a configured domain", allowed=doms)
-            if self.design.base is not None and set(self.design.base) != known:
-                raise ConfigError("design.base", f"must give a share for every domain; missing {sorted(known - set(self.design.base))}",
-                                  allowed=doms)
 
     def domain_names_or_none(self) -> tuple[str, ...] | None:
         """The domain names when they are known without building a corpus."""

@@ -1,0 +1,89 @@
+"""Helpers shared by the CLI / dashboard / storage / scale-out tests (not a test module).
+
+A *completed* simulated AutoScale study (3 domains, budgets 1e8 and 4e8 tokens, verification
+on) is built once per session in a SQLite file and reused read-only by the tests that only
+read it (figures, dashboard, CLI output).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import subprocess
+import sys
+import uuid
+
+import optuna
+import pytest
+
+
+REPO = Path(__file__).resolve().parents[1]
+DOMAINS = ("web", "code", "books")
+BUDGETS = (1e8, 4e8)
+POSTGRES_URL = os.environ.get("AUTOSCALE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("AUTOSCALE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def unique_name(prefix: str = "t") -> str:
+    """A study name no other test (or concurrent CI run) uses."""
+    return f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:10]}"
+
+
+def sim_config(path: Path, *, storage: str, name: str, workers: int = 1, sleep: float = 0.0,
+               extra_study: str = "", dashboard: bool = False, heartbeat: int = 0, grace: int | None = None,
+               budgets: tuple[float, ...] = BUDGETS, verify: bool = True) -> Path:
+    """Write a simulate-objective run config and return its path."""
+    hb = f"heartbeat_interval = {heartbeat}\n" + (f"grace_period = {grace}\n" if grace else "")
+    path.write_text(
+        f"""
+[study]
+name = "{name}"
+storage = "{storage}"
+objective = "simulate"
+workers = {workers}
+dashboard = {str(dashboard).lower()}
+{hb}{extra_study}
+[design]
+budgets = [{", ".join(repr(float(b)) for b in budgets)}]
+verify = {str(verify).lower()}
+
+[simulate]
+domains = [{", ".join(f'"{d}"' for d in DOMAINS)}]
+sleep = {sleep}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
+    """Run ``python -m optuna_autoscale.commands ARGS`` and capture its output."""
+    full_env = dict(os.environ)
+    full_env.pop("OPTUNA_AUTOSCALE_STORAGE", None)
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "optuna_autoscale.commands", *args], cwd=REPO, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"command {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def run_sim_study(storage: object, name: str) -> optuna.Study:
+    """Run a complete simulated AutoScale study in-process."""
+    from optuna_autoscale import AutoScaleSampler
+    from optuna_autoscale.simulate import separable
+
+    land = separable(domains=list(DOMAINS), seed=0)
+    study = optuna.create_study(storage=storage, study_name=name,
+                                sampler=AutoScaleSampler(land.domains, list(BUDGETS), seed=0))
+    study.optimize(land.objective())
+    return study
+
+
+@pytest.fixture(scope="session")
+def completed_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """``(storage URL, study name)`` of a completed simulated study in SQLite."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    db = tmp_path_factory.mktemp("completed") / "study.db"
+    url = f"sqlite:///{db}"
+    run_sim_study(url, "completed")
+    return url, "completed"
