@@ -37,6 +37,7 @@ from typing import Any
 import warnings
 
 import numpy as np
+from scipy.optimize import brentq
 from scipy.optimize import least_squares
 
 from optuna_autoscale.allocation import solve_separable
@@ -131,15 +132,25 @@ def _bound_vector(
     return np.full(len(domains), float(bound))
 
 
+def _pl_jac(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        z = x + t[0]
+        p = z ** (-t[1])
+        j = np.column_stack([-t[1] * p / z, -p * np.log(z), np.ones_like(x)])
+    return np.where(np.isfinite(j), j, 0.0)
+
+
 def _fit_three(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, bool]:
     """The authors' root: unbounded LM least squares from (1, 1, 1). Returns (params, ok)."""
 
     def res(t: np.ndarray) -> np.ndarray:
         with np.errstate(all="ignore"):
-            return (x + t[0]) ** (-t[1]) + t[2] - y
+            r = (x + t[0]) ** (-t[1]) + t[2] - y
+        return np.where(np.isfinite(r), r, 1e6)
 
     try:
-        sol = least_squares(res, np.ones(3), method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=20000)
+        sol = least_squares(res, np.ones(3), jac=lambda t: _pl_jac(x, t), method="lm", xtol=1e-14, ftol=1e-14,
+                            gtol=1e-14, max_nfev=400)
     except (ValueError, FloatingPointError):
         return np.ones(3), False
     t = sol.x
@@ -162,16 +173,19 @@ def _fit_bounded(x: np.ndarray, y: np.ndarray) -> np.ndarray:
             r = (x + t[0]) ** (-t[1]) + t[2] - y
         return np.where(np.isfinite(r), r, 1e6)
 
+    def jac(t: np.ndarray) -> np.ndarray:
+        return _pl_jac(x, t)
+
     lo = np.array([amin, 1e-6, -np.inf])
-    hi = np.array([np.inf, 50.0, np.inf])
+    hi = np.array([1e4, 50.0, np.inf])
     best: np.ndarray | None = None
     best_cost = math.inf
-    for a0, b0 in ((1.0, 1.0), (0.1, 0.5), (3.0, 2.0), (10.0, 1.0), (0.5, 3.0)):
+    for a0, b0 in ((1.0, 1.0), (0.1, 0.5), (5.0, 2.0)):
         a0 = max(a0, amin + 1e-3)
         c0 = float(np.min(y)) - (float(np.max(x)) + a0) ** (-b0)
         try:
-            sol = least_squares(res, [a0, b0, c0], bounds=(lo, hi), method="trf", xtol=1e-14, ftol=1e-14, gtol=1e-14,
-                                max_nfev=5000)
+            sol = least_squares(res, [a0, b0, c0], jac=jac, bounds=(lo, hi), method="trf", xtol=1e-12, ftol=1e-13,
+                                gtol=1e-12, max_nfev=100)
         except ValueError:
             continue
         if sol.cost < best_cost:
@@ -414,4 +428,603 @@ def fit_power_laws(observations: Sequence[Observation], base: Mapping[str, float
         residuals=resid,
         warnings=tuple(warns),
         noise=noise,
+    )
+
+
+# =====================================================================================
+# The joint separable law
+# =====================================================================================
+
+JointObservation = tuple[Mapping[str, float], float, str]
+"""``(allocation in tokens per domain, objective value, group key)``."""
+
+_PRIOR_LOG_GAMMA = (math.log(0.5), 0.7)  # prior on log gamma: mean, sd (data exponents of LM scaling laws)
+_PRIOR_LOG_N0 = (math.log(2.0), 1.5)  # prior on log(N0 / scale), scale = mean base share: mean, sd
+_BOUNDS = {"lb": (-60.0, 60.0), "lu": (math.log(1e-5), math.log(1e3)), "lg": (math.log(0.03), math.log(3.0))}
+DEFAULT_RISK = 1.0
+"""Default risk aversion ``kappa`` of the robust allocation (mean + kappa * sd of the loss change)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Model:
+    """Internal parameterisation: theta = [log beta' (m), log u0 (m), log gamma (m or 1)], u = N / scale."""
+
+    m: int
+    shared_gamma: bool
+
+    @property
+    def n_params(self) -> int:
+        return 2 * self.m + (1 if self.shared_gamma else self.m)
+
+    def unpack(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """theta (..., p) -> beta' (..., m), u0 (..., m), gamma (..., m)."""
+        m = self.m
+        lb, lu, lg = theta[..., :m], theta[..., m : 2 * m], theta[..., 2 * m :]
+        if self.shared_gamma:
+            lg = np.broadcast_to(lg, lb.shape)
+        return np.exp(lb), np.exp(lu), np.exp(lg)
+
+    def f_and_jac(self, theta: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        beta, u0, g = self.unpack(theta)
+        z = u + u0  # (n, m)
+        t = beta * z ** (-g)
+        f = t.sum(axis=1)
+        jb = t
+        ju = -g * t * u0 / z
+        jg = -t * np.log(z) * g
+        if self.shared_gamma:
+            jg = jg.sum(axis=1, keepdims=True)
+        return f, np.hstack([jb, ju, jg])
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        m = self.m
+        ng = 1 if self.shared_gamma else m
+        lo = np.r_[np.full(m, _BOUNDS["lb"][0]), np.full(m, _BOUNDS["lu"][0]), np.full(ng, _BOUNDS["lg"][0])]
+        hi = np.r_[np.full(m, _BOUNDS["lb"][1]), np.full(m, _BOUNDS["lu"][1]), np.full(ng, _BOUNDS["lg"][1])]
+        return lo, hi
+
+    def prior(self) -> tuple[np.ndarray, np.ndarray]:
+        """Prior mean and precision (0 = flat) per parameter."""
+        m = self.m
+        ng = 1 if self.shared_gamma else m
+        mu = np.r_[np.zeros(m), np.full(m, _PRIOR_LOG_N0[0]), np.full(ng, _PRIOR_LOG_GAMMA[0])]
+        prec = np.r_[np.zeros(m), np.full(m, _PRIOR_LOG_N0[1] ** -2), np.full(ng, _PRIOR_LOG_GAMMA[1] ** -2)]
+        return mu, prec
+
+
+def _center(v: np.ndarray, gidx: np.ndarray, ng: int) -> np.ndarray:
+    """Subtract group means (rows of v)."""
+    counts = np.bincount(gidx, minlength=ng).astype(float)
+    if v.ndim == 1:
+        means = np.bincount(gidx, weights=v, minlength=ng) / counts
+        return v - means[gidx]
+    means = np.zeros((ng, v.shape[1]))
+    np.add.at(means, gidx, v)
+    means /= counts[:, None]
+    return v - means[gidx]
+
+
+def _project_box_total(v: np.ndarray, total: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Scale ``v`` to ``total`` and, if that breaks the bounds, move it (Euclidean) into them."""
+    x = v * (total / v.sum())
+    if np.all(x >= lo) and np.all(x <= hi):
+        return x
+
+    def s(tau: float) -> float:
+        return float(np.clip(x - tau, lo, hi).sum())
+
+    a = float(np.min(x - np.where(np.isfinite(hi), hi, x + total))) - 1.0
+    b = float(np.max(x - lo)) + 1.0
+    for _ in range(200):
+        mid = 0.5 * (a + b)
+        if s(mid) > total:
+            a = mid
+        else:
+            b = mid
+    return np.clip(x - 0.5 * (a + b), lo, hi)
+
+
+@dataclasses.dataclass(frozen=True)
+class SeparableLaw:
+    """A joint separable scaling law ``L(N) = E_g + sum_i beta_i (N_i + N0_i)^(-gamma_i)``.
+
+    Tokens ``N_i`` are absolute. One offset ``E_g`` per group (a budget's design sharing one
+    seed) absorbs the shared seed noise, so the law predicts loss *differences* between mixtures
+    at any budget; absolute losses are predicted up to the offset.
+
+    Attributes:
+        domains: Domain names.
+        params: Per domain ``{"beta", "n0", "gamma"}`` (``n0`` in tokens, ``beta`` in loss x tokens^gamma).
+        offsets: ``E_g`` per group key.
+        noise: Residual standard deviation (loss units); ``None`` when the fit has no spare degree of
+            freedom (and no noise was given to :func:`fit_separable`).
+        stderr: Per-parameter standard errors from the Jacobian (``nan`` where not identifiable),
+            ``None`` without a noise estimate.
+        scale: Internal token unit (tokens).
+        budgets: Nominal budget (median total tokens) per group.
+        shared_gamma: Whether one exponent is shared by all domains.
+        n_obs: Number of observations fitted.
+        dof: Spare degrees of freedom (observations minus parameters minus offsets).
+        risk: Default risk aversion ``kappa`` of the robust allocation.
+    """
+
+    domains: tuple[str, ...]
+    params: dict[str, dict[str, float]]
+    offsets: dict[str, float]
+    noise: float | None
+    stderr: dict[str, dict[str, float]] | None
+    scale: float
+    budgets: dict[str, float]
+    shared_gamma: bool = False
+    n_obs: int = 0
+    dof: int = 0
+    risk: float = DEFAULT_RISK
+    theta: tuple[float, ...] = dataclasses.field(default=(), repr=False)
+    samples: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+    sample_weights: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    # ----------------------------------------------------------------- evaluation
+    @property
+    def _model(self) -> _Model:
+        return _Model(len(self.domains), self.shared_gamma)
+
+    def _vec(self, allocation: Mapping[str, float]) -> np.ndarray:
+        return _check_allocation(allocation, self.domains, "allocation")
+
+    def predict(self, allocation: Mapping[str, float], group: str | None = None) -> float:
+        """Predicted objective of an allocation (tokens per domain).
+
+        Args:
+            allocation: Domain -> tokens.
+            group: The group whose offset ``E_g`` to use; ``None`` uses the mean offset.
+
+        Returns:
+            The predicted objective (absolute up to the offset; differences are what the law knows).
+        """
+        x = self._vec(allocation)
+        if group is None:
+            e = float(np.mean(list(self.offsets.values())))
+        else:
+            if str(group) not in self.offsets:
+                raise ValueError(f"Unknown group {group!r}; the groups are {list(self.offsets)!r}.")
+            e = self.offsets[str(group)]
+        p = self.params
+        return e + float(
+            sum(p[d]["beta"] * (xi + p[d]["n0"]) ** (-p[d]["gamma"]) for d, xi in zip(self.domains, x))
+        )
+
+    def _arrays(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._model.unpack(theta)
+
+    def _bounds(
+        self, total: float, lower: float | Mapping[str, float] | None, upper: float | Mapping[str, float] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        m = len(self.domains)
+        lo = _bound_vector(lower, self.domains, np.zeros(m), "lower")
+        hi = _bound_vector(upper, self.domains, np.full(m, np.inf), "upper")
+        if np.any(~np.isfinite(lo)) or np.any(lo < 0) or np.any(np.isnan(hi)):
+            raise ValueError(f"lower must be finite and >= 0 tokens, upper not NaN; got lower={lo}, upper={hi}.")
+        if np.any(lo > hi):
+            raise ValueError(f"lower > upper for {[d for d, a, b in zip(self.domains, lo, hi) if a > b]!r}.")
+        if lo.sum() > total * (1 + 1e-12):
+            raise ValueError(
+                f"Infeasible bounds: the lower bounds sum to {lo.sum():.6g} tokens > total {total:.6g}; lower them."
+            )
+        if hi.sum() < total * (1 - 1e-12):
+            raise ValueError(
+                f"Infeasible bounds: the upper bounds sum to {hi.sum():.6g} tokens < total {total:.6g}; raise them."
+            )
+        return lo, hi
+
+    def _point_optimum(self, theta: np.ndarray, total: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        beta, u0, g = self._arrays(theta)
+        s = total / self.scale
+        # in units of the total: coef = beta' * s^-g, offset = u0 / s
+        return solve_separable(beta * s ** (-g), u0 / s, g, 1.0, lo / total, hi / total) * total
+
+    def _expected_optimum(self, samples: np.ndarray, total: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """argmin_N mean_s L_s(N) s.t. sum N = total, lo <= N <= hi (separable: nested water-filling)."""
+        wts = self._weights(len(samples))
+        keep = wts > 1e-6 * wts.max()  # negligible importance weights do not move the optimum
+        samples, wts = samples[keep], wts[keep] / wts[keep].sum()
+        beta, u0, g = self._arrays(samples)  # (S, m)
+        s = total / self.scale
+        c = beta * s ** (-g) * g  # marginal benefit  c (x + o)^-(g+1), x in units of the total
+        o = u0 / s
+        xlo = lo / total
+        xhi = np.minimum(hi / total, 1.0)
+
+        def benefit(x: np.ndarray) -> np.ndarray:  # x: (m,) -> (m,)
+            return wts @ (c * (x + o) ** (-(g + 1)))
+
+        def alloc(loglam: float) -> np.ndarray:
+            a, b = xlo.copy(), xhi.copy()
+            lam = math.exp(loglam)
+            for _ in range(60):
+                mid = 0.5 * (a + b)
+                more = benefit(mid) > lam
+                a = np.where(more, mid, a)
+                b = np.where(more, b, mid)
+            return 0.5 * (a + b)
+
+        la, lb = -200.0, 200.0
+        # bracket on log lambda: sum decreasing in lambda
+        ben_lo = benefit(np.maximum(xlo, 1e-300))
+        ben_hi = benefit(xhi)
+        la = float(np.log(np.min(ben_hi[ben_hi > 0]))) - 1.0 if np.any(ben_hi > 0) else -200.0
+        lb = float(np.log(np.max(ben_lo[np.isfinite(ben_lo)]))) + 1.0 if np.any(np.isfinite(ben_lo)) else 200.0
+        for _ in range(60):  # widen until bracketed (normally immediate)
+            if alloc(la).sum() >= 1.0:
+                break
+            la -= 5.0
+        for _ in range(60):
+            if alloc(lb).sum() <= 1.0:
+                break
+            lb += 5.0
+        x = alloc(brentq(lambda ll: float(alloc(ll).sum()) - 1.0, la, lb, xtol=1e-9))
+        return _project_box_total(np.maximum(x, 1e-300), 1.0, xlo, np.minimum(hi / total, np.inf)) * total
+
+    def _weights(self, n: int) -> np.ndarray:
+        if self.sample_weights is None or len(self.sample_weights) != n:
+            return np.full(n, 1.0 / n)
+        return self.sample_weights
+
+    def _losses(self, samples: np.ndarray, allocations: np.ndarray) -> np.ndarray:
+        """Loss (without offsets) of each sample at each allocation: (S, K)."""
+        beta, u0, g = self._arrays(samples)
+        u = allocations / self.scale  # (K, m)
+        return np.einsum(
+            "skm->sk", beta[:, None, :] * (u[None, :, :] + u0[:, None, :]) ** (-g[:, None, :])
+        )
+
+    def optimal_allocation(
+        self,
+        total: float,
+        *,
+        lower: float | Mapping[str, float] | None = None,
+        upper: float | Mapping[str, float] | None = None,
+        robust: bool = True,
+        anchor: Mapping[str, float] | None = None,
+        risk: float | None = None,
+    ) -> dict[str, float]:
+        """The law's optimal allocation at a total of ``total`` tokens, solved directly there.
+
+        With ``robust=False`` this is the exact bounded optimum of the fitted law
+        (:func:`~optuna_autoscale.allocation.solve_separable`).
+
+        With ``robust=True`` (default) it accounts for parameter uncertainty:
+
+        1. ``Q`` = the allocation minimising the *expected* loss over the posterior samples of the
+           law's parameters (Laplace approximation, drawn at fit time);
+        2. the anchor ``A`` = ``anchor`` rescaled to ``total`` (e.g. the largest budget's DDO
+           optimum: direct transfer), default: the expected-loss optimum at the largest fitted
+           budget, rescaled;
+        3. along ``A + t (Q - A)``, ``t`` in [0, 1], pick ``t`` minimising
+           ``mean_s dL_s(t) + risk * sd_s dL_s(t)``, ``dL_s(t)`` being sample ``s``'s loss change
+           from ``A``. The shift away from the anchor is thus kept only as far as the data support
+           it; with no noise the samples collapse and the result is the law's optimum.
+
+        Args:
+            total: Total tokens at the target budget.
+            lower: Lower bounds in tokens (scalar or per domain; default 0).
+            upper: Upper bounds in tokens (default none), e.g. unique tokens x epochs.
+            robust: Use the posterior (see above). Without samples (no noise estimate) the
+                point optimum is returned.
+            anchor: Allocation (tokens or weights; only its shares matter) to shrink toward.
+            risk: Risk aversion ``kappa`` (default: :attr:`risk`).
+
+        Returns:
+            Domain -> tokens, summing to ``total``.
+        """
+        total = _check_value(total, "total")
+        if total <= 0:
+            raise ValueError(f"total must be > 0 tokens, got {total!r}.")
+        lo, hi = self._bounds(total, lower, upper)
+        theta = np.asarray(self.theta, dtype=float)
+        point = self._point_optimum(theta, total, lo, hi)
+        if not robust or self.samples is None or len(self.samples) < 2:
+            return dict(zip(self.domains, point.tolist()))
+        kappa = self.risk if risk is None else float(risk)
+        samples = self.samples
+        q = self._expected_optimum(samples, total, lo, hi)
+        if anchor is None:
+            bmax = max(self.budgets.values())
+            lo_b = np.minimum(lo * bmax / total, bmax / len(self.domains))
+            a_vec = self._point_optimum(theta, bmax, lo_b, np.full(len(self.domains), np.inf))
+        else:
+            a_vec = self._vec(anchor)
+            if a_vec.sum() <= 0:
+                raise ValueError("anchor must have a positive total.")
+        a_vec = _project_box_total(a_vec, total, lo, hi)
+        ts = np.linspace(0.0, 1.0, 41)
+        cands = a_vec[None, :] + ts[:, None] * (q - a_vec)[None, :]
+        losses = self._losses(samples, cands)  # (S, T)
+        d = losses - losses[:, :1]
+        wts = self._weights(len(samples))
+        mean = wts @ d
+        sd = np.sqrt(np.maximum(wts @ (d - mean) ** 2, 0.0))
+        crit = mean + kappa * sd
+        best = cands[int(np.argmin(crit))]
+        best = np.clip(best, lo, hi)
+        best *= total / best.sum()
+        return dict(zip(self.domains, best.tolist()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready representation (posterior samples omitted)."""
+        return {
+            "domains": list(self.domains),
+            "params": {d: dict(v) for d, v in self.params.items()},
+            "offsets": dict(self.offsets),
+            "noise": self.noise,
+            "stderr": None if self.stderr is None else {d: dict(v) for d, v in self.stderr.items()},
+            "scale": self.scale,
+            "budgets": dict(self.budgets),
+            "shared_gamma": self.shared_gamma,
+            "n_obs": self.n_obs,
+            "dof": self.dof,
+            "risk": self.risk,
+        }
+
+
+def _group_starts(
+    x: np.ndarray, y: np.ndarray, gidx: np.ndarray, ng: int, domains: tuple[str, ...], scale: float
+) -> list[np.ndarray]:
+    """Per-group DDO fits converted to (log beta', log u0, log gamma) starts."""
+    starts = []
+    # Only the largest group (budget) is used: its DDO fit is the closest to the target.
+    sizes = [float(np.median(x[gidx == g].sum(axis=1))) for g in range(ng)]
+    for g in [int(np.argmax(sizes))]:
+        rows = np.flatnonzero(gidx == g)
+        xs = x[rows]
+        # base = the most frequent allocation of the group
+        keys = [tuple(np.round(r / r.sum(), 9)) + (round(float(r.sum()), -3),) for r in xs]
+        counts: dict[tuple, int] = {}
+        for k in keys:
+            counts[k] = counts.get(k, 0) + 1
+        base_key = max(counts, key=lambda k: counts[k])
+        base_row = xs[keys.index(base_key)]
+        obs = [({d: float(v) for d, v in zip(domains, r)}, float(y[i])) for r, i in zip(xs, rows)]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fit = fit_power_laws(obs, {d: float(v) for d, v in zip(domains, base_row)})
+        except (ValueError, TypeError):
+            continue
+        V = fit.base_value
+        lb, lu, lg = [], [], []
+        for i, d in enumerate(domains):
+            p = fit.params[d]
+            bi = base_row[i] / scale
+            gam = float(np.clip(p.b, 0.02, 4.0))
+            lg.append(math.log(gam))
+            lu.append(math.log(float(np.clip(p.a * bi, 1e-5, 1e3))))
+            lb.append(math.log(abs(V)) + gam * math.log(bi))
+        starts.append(np.array(lb + lu + lg))
+    return starts
+
+
+def fit_separable(
+    observations: Sequence[JointObservation],
+    *,
+    shared_gamma: bool = False,
+    n_bootstrap: int = 200,
+    seed: int | None = 0,
+    noise: float | None = None,
+    risk: float = DEFAULT_RISK,
+) -> SeparableLaw:
+    """Fit the joint separable law to runs at any number of budgets/groups.
+
+    ``L = E_g + sum_i beta_i (N_i + N0_i)^(-gamma_i)``. The offsets ``E_g`` are profiled out
+    (within-group centring), the rest is fitted in log-parameters by
+    :func:`scipy.optimize.least_squares` from several starts (each group's DDO fit converted to
+    absolute tokens, plus generic ones) with weak priors on ``log gamma`` and ``log N0`` that only
+    matter where the data are silent. Parameter uncertainty: a Laplace posterior
+    ``N(theta_hat, (J^T J / sigma^2 + prior precision)^-1)`` from which ``n_bootstrap`` samples
+    are drawn for :meth:`SeparableLaw.optimal_allocation` (``robust=True``).
+
+    Args:
+        observations: ``(allocation tokens per domain, objective, group key)`` triples. A group is
+            one budget's design run with one seed (common random numbers); ``(allocation,
+            objective)`` pairs all go to one group.
+        shared_gamma: Share one exponent across domains (a prior that buys signal under noise).
+        n_bootstrap: Number of posterior samples (0 disables the robust mode).
+        seed: Seed of the posterior samples.
+        noise: Known run-to-run noise sd (loss units), e.g. from base replicates. Default: the
+            residual estimate (needs spare degrees of freedom).
+        risk: Default risk aversion of the robust allocation.
+
+    Returns:
+        A :class:`SeparableLaw`.
+
+    Example:
+        >>> import numpy as np
+        >>> true = lambda n: 2.0 + sum(b * (x + n0) ** -g for b, x, n0, g in zip((30.0, 60.0), n, (1e6, 3e6), (0.3, 0.35)))
+        >>> obs = []
+        >>> for B in (1e7, 4e7):
+        ...     base = np.array([B / 2, B / 2])
+        ...     for i, mult in [(None, 1.0), (0, 0.2), (0, 3.0), (1, 0.2), (1, 3.0)]:
+        ...         n = base.copy()
+        ...         if i is not None:
+        ...             n[i] *= mult
+        ...         obs.append(({"a": n[0], "b": n[1]}, true(n), f"B{B:.0e}"))
+        >>> law = fit_separable(obs)
+        >>> sorted(law.optimal_allocation(4e8))
+        ['a', 'b']
+    """
+    if isinstance(observations, (str, bytes)) or not isinstance(observations, Sequence) or len(observations) == 0:
+        raise TypeError("observations must be a non-empty sequence of (allocation, objective, group) triples.")
+    first = observations[0]
+    if not isinstance(first, (tuple, list)) or not isinstance(first[0], Mapping):
+        raise TypeError(f"observation 0 must be an (allocation, objective, group) triple, got {first!r}.")
+    domains = tuple(first[0])
+    if len(domains) < 2:
+        raise ValueError("The joint law needs at least 2 domains.")
+    m = len(domains)
+    rows, ys, groups = [], [], []
+    for k, obs in enumerate(observations):
+        if not isinstance(obs, (tuple, list)) or len(obs) not in (2, 3):
+            raise TypeError(f"observation {k} must be an (allocation, objective, group) triple, got {obs!r}.")
+        rows.append(_check_allocation(obs[0], domains, f"observation {k}"))
+        ys.append(_check_value(obs[1], f"observation {k}'s objective"))
+        groups.append(str(obs[2]) if len(obs) == 3 else "default")
+    x = np.array(rows)
+    y = np.array(ys)
+    if np.any(x.sum(axis=1) <= 0):
+        raise ValueError("Every observation needs a positive total number of tokens.")
+    gnames = list(dict.fromkeys(groups))
+    gidx = np.array([gnames.index(g) for g in groups])
+    ng = len(gnames)
+    if n_bootstrap < 0:
+        raise ValueError(f"n_bootstrap must be >= 0, got {n_bootstrap}.")
+    if noise is not None and (not math.isfinite(float(noise)) or float(noise) < 0):
+        raise ValueError(f"noise must be a finite sd >= 0 (loss units), got {noise!r}.")
+    model = _Model(m, bool(shared_gamma))
+    p = model.n_params
+    n = len(y)
+    dof = n - p - ng
+    # Each domain must vary within some group, else its law is not identified.
+    varies = np.zeros(m, dtype=bool)
+    for g in range(ng):
+        xs = x[gidx == g]
+        if len(xs) > 1:
+            varies |= np.ptp(xs, axis=0) > 1e-9 * np.maximum(np.abs(xs).max(axis=0), 1.0)
+    if not np.all(varies):
+        raise ValueError(
+            f"Domains {[d for d, v in zip(domains, varies) if not v]!r} never change within a group, so their "
+            "effect cannot be separated from the group offsets; add runs that vary them (a DDO design)."
+        )
+    budgets = {g: float(np.median(x[gidx == i].sum(axis=1))) for i, g in enumerate(gnames)}
+    scale = float(np.exp(np.mean(np.log(np.array(list(budgets.values())) / m))))
+    u = x / scale
+    yc = _center(y, gidx, ng)
+    ysd = float(np.std(yc)) or 1.0
+    mu, prec = model.prior()
+    lo_b, hi_b = model.bounds()
+    # The priors enter as extra residuals sigma * (theta - mu) / tau (MAP under Gaussian noise);
+    # sigma is first guessed, then re-estimated from the residuals and the fit polished.
+    sig_box = [0.1 * ysd]
+
+    def resid(theta: np.ndarray) -> np.ndarray:
+        f, _ = model.f_and_jac(theta, u)
+        return np.r_[_center(f - y, gidx, ng), sig_box[0] * np.sqrt(prec) * (theta - mu)]
+
+    def jac(theta: np.ndarray) -> np.ndarray:
+        _, j = model.f_and_jac(theta, u)
+        return np.vstack([_center(j, gidx, ng), np.diag(sig_box[0] * np.sqrt(prec))])
+
+    def relinearise_beta(theta: np.ndarray) -> np.ndarray:
+        """Given u0, gamma: least-squares beta' (kept positive) for a consistent start."""
+        _, u0, gam = model.unpack(theta)
+        h = (u + u0) ** (-gam)
+        hc = _center(h, gidx, ng)
+        coef, *_ = np.linalg.lstsq(hc, yc, rcond=None)
+        coef = np.where(coef > 0, coef, np.abs(coef) * 0.1 + 1e-12)
+        out = theta.copy()
+        out[:m] = np.log(coef)
+        return out
+
+    def solve(start: np.ndarray, nfev: int) -> Any:
+        return least_squares(resid, start, jac=jac, bounds=(lo_b, hi_b), method="trf",
+                             xtol=1e-10, ftol=1e-12, gtol=1e-12, max_nfev=nfev)
+
+    starts = _group_starts(x, y, gidx, ng, domains, scale)
+    shares = np.median(x / x.sum(axis=1, keepdims=True), axis=0)
+    starts.append(np.r_[np.zeros(m), np.full(m, _PRIOR_LOG_N0[0]) + np.log(shares * m), np.full(m, _PRIOR_LOG_GAMMA[0])])
+    best: np.ndarray | None = None
+    best_cost = math.inf
+    for st in starts:
+        if shared_gamma:
+            st = np.r_[st[: 2 * m], [float(np.median(st[2 * m :]))]]
+        st = np.clip(relinearise_beta(np.clip(st, lo_b + 1e-6, hi_b - 1e-6)), lo_b + 1e-6, hi_b - 1e-6)
+        try:
+            sol = solve(st, 100)
+        except (ValueError, FloatingPointError):
+            continue
+        if np.isfinite(sol.cost) and sol.cost < best_cost:
+            best_cost, best = float(sol.cost), sol.x
+    if best is None:
+        raise ValueError("The joint law could not be fitted (every start failed); check the observations.")
+    for _ in range(2):
+        f0, _ = model.f_and_jac(best, u)
+        r0 = _center(f0 - y, gidx, ng)
+        if noise is not None:
+            sig_box[0] = max(float(noise), 1e-12 * ysd)
+        else:
+            sig_box[0] = max(math.sqrt(float(r0 @ r0) / max(dof, 1)), 1e-9 * ysd)
+        best = solve(best, 200).x
+    theta = best
+    f, j = model.f_and_jac(theta, u)
+    r = _center(f - y, gidx, ng)
+    offsets = {g: float(np.mean((y - f)[gidx == i])) for i, g in enumerate(gnames)}
+    rss = float(r @ r)
+    if noise is not None:
+        sigma: float | None = float(noise)
+    elif dof > 0:
+        sigma = math.sqrt(rss / dof)
+    else:
+        sigma = None
+    jc = _center(j, gidx, ng)
+    beta, u0, gam = model.unpack(theta)
+    params = {
+        d: {"beta": float(beta[i] * scale ** gam[i]), "n0": float(u0[i] * scale), "gamma": float(gam[i])}
+        for i, d in enumerate(domains)
+    }
+    stderr = None
+    samples = None
+    sample_weights = None
+    if sigma is not None:
+        jtj = jc.T @ jc
+        cov_ml = np.linalg.pinv(jtj, rcond=1e-10) * sigma**2
+        null = np.diag(np.eye(p) - np.linalg.pinv(jtj, rcond=1e-10) @ jtj)
+        se = np.sqrt(np.maximum(np.diag(cov_ml), 0.0))
+        se[null > 1e-6] = np.nan
+        stderr = {}
+        logs = math.log(scale)
+        for i, d in enumerate(domains):
+            ig = 2 * m + (0 if shared_gamma else i)
+            # log beta_abs = log beta' + gamma log(scale): delta method with the covariance
+            gvec = np.zeros(p)
+            gvec[i] = 1.0
+            gvec[ig] = gam[i] * logs
+            var_lb = float(gvec @ cov_ml @ gvec)
+            stderr[d] = {
+                "beta": params[d]["beta"] * math.sqrt(max(var_lb, 0.0)) if np.all(np.isfinite(se[[i, ig]])) else math.nan,
+                "n0": params[d]["n0"] * float(se[m + i]),
+                "gamma": params[d]["gamma"] * float(se[ig]),
+            }
+        if n_bootstrap > 0 and sigma > 0:
+            precision = jtj / sigma**2 + np.diag(prec)
+            w, v = np.linalg.eigh(precision)
+            w = np.maximum(w, 1e-12 * max(float(w.max()), 1e-300))
+            rng = np.random.default_rng(seed)
+            z = rng.standard_normal((n_bootstrap, p))
+            samples = theta + (z / np.sqrt(w)) @ v.T
+            samples = np.clip(samples, lo_b, hi_b)
+            # Importance weights correct the Gaussian proposal towards the true posterior
+            # (the law is far from linear in its parameters where the data are weak).
+            fs = np.stack([model.f_and_jac(t, u)[0] for t in samples])  # (S, n)
+            rs = np.stack([_center(fr - y, gidx, ng) for fr in fs])
+            log_post = -0.5 * (np.sum(rs**2, axis=1) / sigma**2 + np.sum(prec * (samples - mu) ** 2, axis=1))
+            log_prop = -0.5 * np.sum(z**2, axis=1)
+            lw = log_post - log_prop
+            lw = np.where(np.isfinite(lw), lw, -np.inf)
+            wts = np.exp(lw - np.max(lw))
+            sample_weights = wts / wts.sum()
+        elif n_bootstrap > 0:
+            samples = np.repeat(theta[None, :], 2, axis=0)
+    return SeparableLaw(
+        domains=domains,
+        params=params,
+        offsets=offsets,
+        noise=sigma,
+        stderr=stderr,
+        scale=scale,
+        budgets=budgets,
+        shared_gamma=bool(shared_gamma),
+        n_obs=n,
+        dof=dof,
+        risk=float(risk),
+        theta=tuple(float(t) for t in theta),
+        samples=samples,
+        sample_weights=sample_weights,
     )
