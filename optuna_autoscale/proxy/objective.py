@@ -1,0 +1,179 @@
+"""A ready Optuna objective: suggest a mixture, train a GPT-2 proxy on it, return a loss.
+
+torch loads on the first trial, not when this module is imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
+import dataclasses
+import logging
+import math
+from typing import Any
+from typing import TYPE_CHECKING
+
+from optuna_autoscale.mixture import LOSS_PREFIX
+from optuna_autoscale.mixture import suggest_mixture
+from optuna_autoscale.mixture import validate_domains
+
+
+if TYPE_CHECKING:
+    import optuna
+
+    from optuna_autoscale.proxy.train import CorpusLike
+    from optuna_autoscale.proxy.train import ProxyConfig
+
+
+_logger = logging.getLogger(__name__)
+
+PPL_PREFIX = "ppl_"
+"""Prefix of the per-domain validation-perplexity user attrs (``ppl_<domain>``)."""
+METRICS = ("mean_loss", "mean_ppl")
+"""Named metrics; a mapping of domain -> weight is also accepted."""
+
+
+def make_objective(
+    corpus: CorpusLike,
+    config: ProxyConfig | None = None,
+    metric: str | Mapping[str, float] = "mean_loss",
+    *,
+    domains: Sequence[str] | None = None,
+    tokens: float | None = None,
+    progress: bool = False,
+) -> Callable[[optuna.Trial], float]:
+    """An objective for ``study.optimize`` that trains a proxy on each trial's mixture.
+
+    Each trial calls :func:`~optuna_autoscale.suggest_mixture` (under
+    :class:`~optuna_autoscale.AutoScaleSampler` the sampler chooses weights, budget and seed),
+    trains with :func:`~optuna_autoscale.proxy.train_proxy` and stores numeric user attrs:
+    ``loss_<d>`` and ``ppl_<d>`` per evaluated domain, ``mean_loss``, ``mean_ppl``,
+    ``tokens_seen``, ``tokens_per_second``, ``train_seconds``, ``steps``, ``n_params`` and
+    ``epochs_<d>`` per trained domain. A non-finite result is logged, recorded in the user attr
+    ``fail_reason`` and returned as NaN, so Optuna marks the trial FAIL and the study goes on.
+
+    Args:
+        corpus: The tokenised corpus (:class:`~optuna_autoscale.proxy.corpus.Corpus` or any
+            :class:`~optuna_autoscale.proxy.train.CorpusLike`).
+        config: Training configuration; default ``ProxyConfig()``.
+        metric: What the trial returns (lower is better):
+            ``"mean_loss"``: mean of the per-domain validation losses (nats/token; the default);
+            ``"mean_ppl"``: mean of the per-domain perplexities (the AutoScale paper's objective);
+            a mapping domain -> non-negative weight: the weighted mean loss over those target
+            domains (they are evaluated even if they are not trained on).
+        domains: The mixture's domains; default all of ``corpus.domains``. Under AutoScaleSampler
+            they must be the sampler's domains.
+        tokens: Training budget in tokens, for samplers other than AutoScaleSampler (which choose
+            none); must be None under AutoScaleSampler.
+        progress: Show a progress bar per trial.
+
+    Returns:
+        ``objective(trial) -> float``.
+
+    Raises:
+        ValueError: for an unknown metric, bad target weights, or domains not in the corpus.
+
+    Example:
+        .. code-block:: python
+
+            import optuna
+            from optuna_autoscale.proxy import ProxyConfig, make_objective
+
+            corpus = ...  # a built Corpus
+            objective = make_objective(corpus, ProxyConfig(preset="tiny"), "mean_ppl", tokens=1e6)
+            study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+            study.optimize(objective, n_trials=4)
+            print(study.best_trial.user_attrs)
+    """
+    from optuna_autoscale.proxy.train import ProxyConfig
+
+    config = ProxyConfig() if config is None else config
+    if not isinstance(config, ProxyConfig):
+        raise TypeError(f"config must be a ProxyConfig, got {type(config).__name__}.")
+    known = tuple(corpus.domains)
+    doms = validate_domains(known if domains is None else domains)
+    missing = [d for d in doms if d not in known]
+    if missing:
+        raise ValueError(f"Domain(s) {missing} are not in the corpus, whose domains are {list(known)}.")
+    score, targets = _make_score(metric, known)
+    if targets is not None:
+        # Evaluate the target domains too (they may carry no training weight).
+        evaluated = tuple(config.eval_domains or doms)
+        extra = tuple(d for d in targets if d not in evaluated)
+        if extra:
+            config = dataclasses.replace(config, eval_domains=evaluated + extra)
+
+    def objective(trial: optuna.Trial) -> float:
+        from optuna_autoscale.proxy.train import train_proxy
+
+        mixture = suggest_mixture(trial, doms, tokens=tokens)
+        result = train_proxy(corpus, mixture, config, trial=trial, progress=progress, metric=score)
+        for d, loss in result.losses.items():
+            trial.set_user_attr(f"{LOSS_PREFIX}{d}", _finite_or_none(loss))
+        for d, ppl in result.perplexities.items():
+            trial.set_user_attr(f"{PPL_PREFIX}{d}", _finite_or_none(ppl))
+        for d, ep in result.epochs.items():
+            trial.set_user_attr(f"epochs_{d}", float(ep))
+        for key in ("mean_loss", "mean_ppl", "tokens_per_second", "train_seconds", "train_loss", "mfu"):
+            trial.set_user_attr(key, _finite_or_none(getattr(result, key)))
+        trial.set_user_attr("tokens_seen", int(result.tokens_seen))
+        trial.set_user_attr("steps", int(result.steps))
+        trial.set_user_attr("n_params", int(result.n_params))
+        value = float(score(result.losses))
+        if not math.isfinite(value):
+            reason = (
+                f"The proxy's validation metric is {value} (losses {result.losses}); the run diverged. "
+                f"Lower the learning rate (peak {config.peak_lr:g}) or check the data."
+            )
+            _logger.warning("Trial %d: %s", trial.number, reason)
+            trial.set_user_attr("fail_reason", reason)
+            return float("nan")  # Optuna marks the trial FAIL and goes on
+        return value
+
+    return objective
+
+
+def _make_score(
+    metric: str | Mapping[str, float], known: Sequence[str]
+) -> tuple[Callable[[Mapping[str, float]], float], tuple[str, ...] | None]:
+    """The reduction of per-domain losses to one value, and the target domains (if a mapping)."""
+    if isinstance(metric, str):
+        if metric == "mean_loss":
+            return _mean_loss, None
+        if metric == "mean_ppl":
+            return _mean_ppl, None
+        raise ValueError(f"Unknown metric {metric!r}; use one of {METRICS} or a mapping domain -> weight.")
+    if not isinstance(metric, Mapping):
+        raise TypeError(f"metric must be one of {METRICS} or a mapping domain -> weight, got {metric!r}.")
+    weights: dict[str, float] = {}
+    for d, w in metric.items():
+        if d not in known:
+            raise ValueError(f"Target domain {d!r} is not in the corpus, whose domains are {list(known)}.")
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            raise ValueError(f"Target weight of {d!r} must be a finite, non-negative number, got {w!r}.")
+        weights[d] = float(w)
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError(f"Target weights must have a positive sum, got {dict(metric)!r}.")
+    normalised = {d: w / total for d, w in weights.items()}
+
+    def weighted(losses: Mapping[str, float]) -> float:
+        return float(sum(w * losses[d] for d, w in normalised.items()))
+
+    return weighted, tuple(normalised)
+
+
+def _mean_loss(losses: Mapping[str, float]) -> float:
+    return float(sum(losses.values()) / len(losses))
+
+
+def _mean_ppl(losses: Mapping[str, float]) -> float:
+    return float(sum(math.exp(min(v, 700.0)) for v in losses.values()) / len(losses))
+
+
+def _finite_or_none(x: Any) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
