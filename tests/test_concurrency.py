@@ -1,0 +1,153 @@
+"""Concurrent workers share one design: no point is run twice, none is lost."""
+
+from __future__ import annotations
+
+from collections import Counter
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+
+import optuna
+from optuna.trial import TrialState
+import pytest
+
+from optuna_autoscale import AutoScaleResult
+from optuna_autoscale import AutoScaleSampler
+from optuna_autoscale.design import Design
+from optuna_autoscale.design import DesignPoint
+from optuna_autoscale.design import POINT_ATTR
+
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+DOMS = ["web", "code", "books", "news"]
+BUDGETS = [1e8, 4e8]
+ARGS = dict(replicates=1, seed=3)
+
+_WORKER = textwrap.dedent(
+    """
+    import sys, time, zlib
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from optuna_autoscale import AutoScaleSampler, suggest_mixture
+    from optuna_autoscale.simulate import separable
+
+    url, name, worker = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    land = separable(domains={doms!r}, seed=1)
+    sampler = AutoScaleSampler(land.domains, {budgets!r}, **{args!r})
+    study = optuna.load_study(study_name=name, storage=url, sampler=sampler)
+
+    def objective(trial):
+        mix = suggest_mixture(trial, land.domains)
+        time.sleep((zlib.crc32(repr(mix.allocation).encode()) % 20) / 1000)  # uneven run times
+        return land.loss(mix.allocation, seed=mix.seed)
+
+    study.optimize(objective, n_trials=200)
+    """
+).format(doms=DOMS, budgets=BUDGETS, args=ARGS)
+
+
+def _check_no_collision(study: optuna.Study) -> None:
+    design = Design(DOMS, BUDGETS, **ARGS)
+    wanted = {p.key for p in design.points} | set(design.dynamic_keys)
+    done = Counter(
+        DesignPoint.from_json(t.system_attrs[POINT_ATTR]).key
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    )
+    duplicated = {k: n for k, n in done.items() if n > 1}
+    missing = wanted - set(done)
+    assert duplicated == {} and missing == set()
+    assert all("/replicate/t" in k for k in set(done) - wanted)  # only fresh-seed fillers beyond the design
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    result = AutoScaleResult.from_study(study, write_summary=False)
+    assert set(result.optima) == set(BUDGETS)
+
+
+def _run_workers(url: str, name: str, n: int = 2) -> None:
+    env = dict(os.environ)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WORKER, url, name, str(i)], env=env, stderr=subprocess.PIPE)
+        for i in range(n)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err.decode()[-3000:]
+
+
+@pytest.mark.parametrize("n_jobs", [2, 4])
+def test_threads_share_the_design(n_jobs: int) -> None:
+    from optuna_autoscale.simulate import separable
+
+    land = separable(domains=DOMS, seed=1)
+    sampler = AutoScaleSampler(DOMS, BUDGETS, **ARGS)
+    study = optuna.create_study(sampler=sampler)
+
+    def objective(trial: optuna.Trial) -> float:
+        import time
+
+        from optuna_autoscale import suggest_mixture
+
+        mix = suggest_mixture(trial, DOMS)
+        time.sleep(0.002 * (trial.number % 5))
+        return land.loss(mix.allocation, seed=mix.seed)
+
+    study.optimize(objective, n_trials=300, n_jobs=n_jobs)
+    assert sampler.is_complete(study)
+    _check_no_collision(study)
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_sqlite_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    optuna.create_study(study_name="shared", storage=url)
+    _run_workers(url, "shared")
+    _check_no_collision(optuna.load_study(study_name="shared", storage=url))
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_journal_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = str(tmp_path / "journal.log")
+    optuna.create_study(study_name="journal", storage=JournalStorage(JournalFileBackend(path)))
+    worker = _WORKER.replace(
+        "study = optuna.load_study(study_name=name, storage=url, sampler=sampler)",
+        "from optuna.storages import JournalStorage\n"
+        "from optuna.storages.journal import JournalFileBackend\n"
+        "study = optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(url)), sampler=sampler)",
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", worker, path, "journal", str(i)], stderr=subprocess.PIPE) for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err.decode()[-3000:]
+    _check_no_collision(optuna.load_study(study_name="journal", storage=JournalStorage(JournalFileBackend(path))))
+
+
+PG_URL = os.environ.get("AUTOSCALE_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_available() -> bool:
+    try:
+        import psycopg2
+
+        psycopg2.connect(PG_URL.replace("+psycopg2", ""), connect_timeout=3).close()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_two_processes_share_postgresql() -> None:
+    if not _postgres_available():
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+    name = f"autoscale-concurrency-{uuid.uuid4().hex[:8]}"
+    optuna.create_study(study_name=name, storage=PG_URL)
+    try:
+        _run_workers(PG_URL, name)
+        _check_no_collision(optuna.load_study(study_name=name, storage=PG_URL))
+    finally:
+        optuna.delete_study(study_name=name, storage=PG_URL)
