@@ -60,7 +60,10 @@ def fit_budget(design: Design, ledger: Ledger, index: int) -> DDOFit:
 def _lower_for(design: Design, fit: DDOFit, total: float) -> dict[str, float]:
     """The paper's lower bound (smallest multiplier tested x base tokens) joined with ``bounds``."""
     user = design.lower_bounds()
-    paper = {d: max(user[d], min(fit.multipliers[d]) * fit.base[d] * total / fit.total) for d in design.domains}
+    hi = design.upper_bounds()
+    paper = {
+        d: min(hi[d], max(user[d], min(fit.multipliers[d]) * fit.base[d] * total / fit.total)) for d in design.domains
+    }
     return paper if sum(paper.values()) <= total * (1 - 1e-9) else user
 
 
