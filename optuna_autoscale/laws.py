@@ -180,12 +180,17 @@ def _fit_bounded(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     hi = np.array([1e4, 50.0, np.inf])
     best: np.ndarray | None = None
     best_cost = math.inf
+    starts = []
+    t_lm, _ = _fit_three(x, y)  # the unbounded (authors') solution, if it is admissible
+    if np.all(np.isfinite(t_lm)) and lo[0] < t_lm[0] < hi[0] and lo[1] < t_lm[1] < hi[1]:
+        starts.append(tuple(t_lm))
     for a0, b0 in ((1.0, 1.0), (0.1, 0.5), (5.0, 2.0)):
         a0 = max(a0, amin + 1e-3)
-        c0 = float(np.min(y)) - (float(np.max(x)) + a0) ** (-b0)
+        starts.append((a0, b0, float(np.min(y)) - (float(np.max(x)) + a0) ** (-b0)))
+    for start in starts:
         try:
-            sol = least_squares(res, [a0, b0, c0], jac=jac, bounds=(lo, hi), method="trf", xtol=1e-12, ftol=1e-13,
-                                gtol=1e-12, max_nfev=100)
+            sol = least_squares(res, start, jac=jac, bounds=(lo, hi), method="trf", xtol=1e-12, ftol=1e-13,
+                                gtol=1e-12, max_nfev=200)
         except ValueError:
             continue
         if sol.cost < best_cost:
