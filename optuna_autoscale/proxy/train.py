@@ -375,6 +375,7 @@ def train_proxy(
         raise TypeError(f"mixture must be an optuna_autoscale.Mixture, got {type(mixture).__name__}.")
     metric = _mean if metric is None else metric
     ctx = config.context
+    _check_domains(corpus, mixture.domains, what="mixture")
     eval_domains = config.eval_domains if config.eval_domains is not None else tuple(mixture.domains)
     _check_domains(corpus, eval_domains, what="eval_domains")
 
