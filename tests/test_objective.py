@@ -1,0 +1,192 @@
+"""make_objective: real study.optimize with tiny proxies, metrics, user attrs, failure handling."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+import pytest
+
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from optuna_autoscale.proxy import objective as obj_mod  # noqa: E402
+from optuna_autoscale.proxy.objective import make_objective  # noqa: E402
+from optuna_autoscale.proxy.train import ProxyConfig  # noqa: E402
+from optuna_autoscale.proxy.train import ProxyResult  # noqa: E402
+
+
+pytestmark = pytest.mark.torch
+
+VOCAB = 64
+CTX = 16
+
+
+@dataclasses.dataclass
+class ArrayCorpus:
+    """A tiny in-memory corpus with the Corpus duck type."""
+
+    train: dict[str, np.ndarray]
+    val: dict[str, np.ndarray]
+    vocab_size: int = VOCAB
+    eos_id: int = 0
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return tuple(self.train)
+
+    def train_tokens(self, domain: str) -> np.ndarray:
+        return self.train[domain]
+
+    def val_tokens(self, domain: str) -> np.ndarray:
+        return self.val[domain]
+
+    def unique_tokens(self) -> dict[str, int]:
+        return {d: len(a) for d, a in self.train.items()}
+
+
+def make_corpus(domains: tuple[str, ...] = ("a", "b", "c"), n: int = 5000) -> ArrayCorpus:
+    rng = np.random.default_rng(1)
+    train, val = {}, {}
+    for i, d in enumerate(domains):
+        x = (np.arange(n + 800) * (2 * i + 3) + i) % VOCAB
+        noise = rng.random(len(x)) < 0.1
+        x[noise] = rng.integers(0, VOCAB, noise.sum())
+        train[d], val[d] = x[:n].astype(np.uint16), x[n:].astype(np.uint16)
+    return ArrayCorpus(train, val)
+
+
+CONFIG = ProxyConfig(preset="micro", context=CTX, batch_size=8, eval_tokens=128, num_threads=1)
+
+
+@pytest.fixture(scope="module")
+def corpus() -> ArrayCorpus:
+    return make_corpus()
+
+
+def test_random_sampler_study_records_losses(corpus: ArrayCorpus) -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(make_objective(corpus, CONFIG, tokens=2048), n_trials=2)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    for t in study.trials:
+        losses = [t.user_attrs[f"loss_{d}"] for d in corpus.domains]
+        assert t.value == pytest.approx(np.mean(losses))
+        assert t.value == pytest.approx(t.user_attrs["mean_loss"])
+        for d in corpus.domains:
+            assert t.user_attrs[f"ppl_{d}"] == pytest.approx(math.exp(t.user_attrs[f"loss_{d}"]))
+            assert isinstance(t.user_attrs[f"weight_{d}"], float)
+        assert t.user_attrs["tokens"] == 2048.0 and t.user_attrs["autoscale_role"] == "search"
+        assert t.user_attrs["tokens_per_second"] > 0 and t.user_attrs["n_params"] > 0
+        assert abs(t.user_attrs["tokens_seen"] - 2048) <= len(corpus.domains) * CTX
+    assert study.trials[0].value != study.trials[1].value  # different mixtures
+
+
+def test_mean_ppl_and_target_metrics(corpus: ArrayCorpus) -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    study.optimize(make_objective(corpus, CONFIG, "mean_ppl", tokens=1024), n_trials=1)
+    t = study.trials[0]
+    assert t.value == pytest.approx(np.mean([math.exp(t.user_attrs[f"loss_{d}"]) for d in corpus.domains]))
+
+    # Train on a and b only; target c (never trained on) with weight 3 and a with weight 1.
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    objective = make_objective(corpus, CONFIG, {"c": 3.0, "a": 1.0}, domains=("a", "b"), tokens=1024)
+    study.optimize(objective, n_trials=1)
+    t = study.trials[0]
+    assert "weight_c" not in t.params and "loss_c" in t.user_attrs
+    assert t.value == pytest.approx(0.75 * t.user_attrs["loss_c"] + 0.25 * t.user_attrs["loss_a"])
+
+
+@pytest.mark.parametrize(
+    ("metric", "err", "match"),
+    [
+        ("median_loss", ValueError, "Unknown metric"),
+        ({"web": 1.0}, ValueError, "Target domain 'web'"),
+        ({"a": -1.0}, ValueError, "non-negative"),
+        ({"a": 0.0}, ValueError, "positive sum"),
+        (3, TypeError, "metric must be"),
+    ],
+)
+def test_bad_metric(corpus: ArrayCorpus, metric: object, err: type, match: str) -> None:
+    with pytest.raises(err, match=match):
+        make_objective(corpus, CONFIG, metric, tokens=1024)  # type: ignore[arg-type]
+
+
+def test_bad_domains_and_config(corpus: ArrayCorpus) -> None:
+    with pytest.raises(ValueError, match=r"\['web'\] are not in the corpus"):
+        make_objective(corpus, CONFIG, domains=("a", "web"), tokens=1024)
+    with pytest.raises(TypeError, match="ProxyConfig"):
+        make_objective(corpus, {"preset": "tiny"}, tokens=1024)  # type: ignore[arg-type]
+    study = optuna.create_study()
+    with pytest.raises(ValueError, match="needs tokens"):
+        study.optimize(make_objective(corpus, CONFIG), n_trials=1)
+
+
+def test_non_finite_loss_fails_the_trial_and_the_study_goes_on(
+    corpus: ArrayCorpus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import optuna_autoscale.proxy.train as tr
+
+    def diverged(corpus_, mixture, config, **kw):  # type: ignore[no-untyped-def]
+        losses = {d: float("nan") for d in mixture.domains}
+        return ProxyResult(losses, float("nan"), 0, 0.0, 0.0, 0.0, {}, {}, 0, 1, float("nan"))
+
+    monkeypatch.setattr(tr, "train_proxy", diverged)
+    study = optuna.create_study()
+    study.optimize(make_objective(corpus, CONFIG, tokens=1024), n_trials=2)
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
+    assert "diverged" in study.trials[0].user_attrs["fail_reason"]
+    assert study.trials[0].user_attrs["loss_a"] is None
+    assert obj_mod.PPL_PREFIX == "ppl_"
+
+
+@pytest.mark.slow
+def test_autoscale_sampler_study_with_tiny_proxies() -> None:
+    sampler_mod = pytest.importorskip("optuna_autoscale.sampler")
+    corpus = make_corpus(("a", "b"), n=8000)
+    sampler = sampler_mod.AutoScaleSampler(corpus.domains, (1024.0, 2048.0), seed=0)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(make_objective(corpus, CONFIG), n_trials=40)
+    assert sampler.is_complete(study)
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) >= 10  # 2 budgets x (base + 2 domains x 2 multipliers), plus verification
+    roles = {t.user_attrs["autoscale_role"] for t in done}
+    assert {"base", "perturb"} <= roles
+    for t in done:
+        assert math.isfinite(t.value)
+        assert t.value == pytest.approx(np.mean([t.user_attrs["loss_a"], t.user_attrs["loss_b"]]))
+        # The sampler chose budget and seed; the proxy trained on that budget.
+        assert abs(t.user_attrs["tokens_seen"] - t.user_attrs["tokens"]) <= 2 * CTX
+
+
+@pytest.mark.slow
+def test_with_a_built_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    corpus_mod = pytest.importorskip("optuna_autoscale.proxy.corpus")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import json
+
+    rng = np.random.default_rng(0)
+    words = {
+        "prose": ["the", "cat", "sat", "on", "a", "mat", "and", "dog"],
+        "code": ["def", "f", "(", ")", ":", "x", "=", "1"],
+    }
+    sources = {}
+    for name, vocab in words.items():
+        rows = [json.dumps({"text": " ".join(rng.choice(vocab, 60))}) for _ in range(300)]
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("\n".join(rows))
+        sources[name] = path
+    corpus = corpus_mod.build_corpus(sources, vocab_size=300, cache_dir=tmp_path / "cache", val_fraction=0.2)
+    assert corpus.vocab_size <= 300 and set(corpus.domains) == {"prose", "code"}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    config = dataclasses.replace(CONFIG, eval_tokens=64)
+    study.optimize(make_objective(corpus, config, tokens=2048), n_trials=1)
+    t = study.trials[0]
+    assert t.state == TrialState.COMPLETE
+    assert {"loss_prose", "loss_code"} <= set(t.user_attrs)
