@@ -255,10 +255,12 @@ class DashboardCallback:
                 if refit or reverify:
                     if refit:
                         self._cache = {}
-                    res, _ = vis.load_result(study)
-                    self._result = vis.CachedResult(res, self._cache) if res is not None else None
+                    self._result = None
+                    if fits_fp or verify_fp:  # something to fit
+                        res, _ = vis.load_result(study)
+                        self._result = vis.CachedResult(res, self._cache) if res is not None else None
+                        self.refits += 1
                     self._fingerprint = (fits_fp, verify_fp)
-                    self.refits += 1
                 arg = self._result if self._result is not None else vis.NO_FIT
                 if refit:
                     save_figures(study, result=arg, targets=self.targets)
