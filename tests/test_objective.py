@@ -133,7 +133,11 @@ def test_non_finite_loss_fails_the_trial_and_the_study_goes_on(
 
     def diverged(corpus_, mixture, config, **kw):  # type: ignore[no-untyped-def]
         losses = {d: float("nan") for d in mixture.domains}
-        return ProxyResult(losses, float("nan"), 0, 0.0, 0.0, 0.0, {}, {}, 0, 1, float("nan"))
+        nan = float("nan")
+        return ProxyResult(
+            losses=losses, mean_loss=nan, tokens_seen=0, seconds=0.0, train_seconds=0.0, tokens_per_second=0.0,
+            steady_tokens_per_second=0.0, sequences={}, epochs={}, steps=0, n_params=1, train_loss=nan,
+        )
 
     monkeypatch.setattr(tr, "train_proxy", diverged)
     study = optuna.create_study()

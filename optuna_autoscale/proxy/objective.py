@@ -115,7 +115,8 @@ def make_objective(
             trial.set_user_attr(f"{PPL_PREFIX}{d}", _finite_or_none(ppl))
         for d, ep in result.epochs.items():
             trial.set_user_attr(f"epochs_{d}", float(ep))
-        for key in ("mean_loss", "mean_ppl", "tokens_per_second", "train_seconds", "train_loss", "mfu"):
+        for key in ("mean_loss", "mean_ppl", "tokens_per_second", "steady_tokens_per_second", "train_seconds",
+                    "train_loss", "mfu"):
             trial.set_user_attr(key, _finite_or_none(getattr(result, key)))
         trial.set_user_attr("tokens_seen", int(result.tokens_seen))
         trial.set_user_attr("steps", int(result.steps))

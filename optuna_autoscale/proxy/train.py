@@ -127,7 +127,9 @@ class ProxyConfig:
     dtype: str = "auto"
     """"auto" (bf16 autocast on CUDA, float32 on CPU), "float32" or "bfloat16"."""
     compile: bool = False
-    """``torch.compile`` the model (worth it on CUDA for runs of more than a few hundred steps)."""
+    """``torch.compile`` the model and its loss (worth it on CUDA for runs of more than a few hundred steps)."""
+    compile_mode: str | None = None
+    """``torch.compile`` mode, e.g. "max-autotune"; None: the default."""
     num_threads: int | None = None
     """CPU threads for torch during the run (restored after); None: torch's default, split
     between the local ranks under ``torchrun``."""
@@ -199,12 +201,14 @@ class ProxyResult:
         seconds: Wall-clock seconds of the whole call (model build, training and evaluation).
         train_seconds: Seconds spent in training steps (intermediate evaluations excluded).
         tokens_per_second: ``tokens_seen / train_seconds``.
+        steady_tokens_per_second: Training throughput after the first ``min(5, steps // 4)`` steps
+            (compilation and allocator warm-up excluded); MFU uses it.
         sequences: Domain -> training sequences drawn (exactly ``round(w * N / context)``).
         epochs: Domain -> passes over its unique training sequences.
         steps: Optimizer steps.
         n_params: Model parameters.
         train_loss: Training loss of the last optimizer step.
-        mfu: Model FLOPs utilisation on a known GPU, else None.
+        mfu: Model FLOPs utilisation (steady state, per device) on a known GPU, else None.
         history: Intermediate evaluations: dicts with ``step``, ``tokens`` and ``mean_loss``.
     """
 
@@ -214,6 +218,7 @@ class ProxyResult:
     seconds: float
     train_seconds: float
     tokens_per_second: float
+    steady_tokens_per_second: float
     sequences: dict[str, int]
     epochs: dict[str, float]
     steps: int
@@ -422,7 +427,9 @@ def train_proxy(
         ).to(device)
         n_params = proxy_model.count_parameters(raw_model)
         optimizer = _make_optimizer(raw_model, config, device)
-        core: Any = torch.compile(raw_model) if config.compile else raw_model
+        core: Any = _LossModel(raw_model)  # model + loss, so that compile fuses the loss in
+        if config.compile:
+            core = torch.compile(core, mode=config.compile_mode)
         model: Any = core
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -446,6 +453,8 @@ def train_proxy(
         tokens_seen = 0
         train_loss = float("nan")
         train_seconds = 0.0
+        warm_steps = min(5, steps // 4)
+        warm_seconds, warm_tokens = 0.0, 0
         bar = _progress_bar(steps, mixture, config, enabled=progress and rank == 0)
         t0 = time.perf_counter()
         for step in range(steps):
@@ -466,8 +475,7 @@ def train_proxy(
                 sync = world == 1 or k == len(chunks) - 1
                 with contextlib.nullcontext() if sync else model.no_sync():
                     with autocast:
-                        logits = model(input_ids=x, use_cache=False).logits  # (b, ctx, vocab)
-                    loss = F.cross_entropy(logits.float().view(-1, vocab), y.reshape(-1), reduction="sum")
+                        loss = model(x, y)  # summed cross-entropy over the b * ctx targets
                     (loss * (weight * world / step_tokens)).backward()  # DDP averages over ranks
                 loss_sum += loss.detach() * weight
             if config.grad_clip > 0:
@@ -475,6 +483,9 @@ def train_proxy(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             tokens_seen += step_tokens
+            if step + 1 == warm_steps:  # throughput after warm-up (compilation, allocator) excludes these
+                _sync(device)
+                warm_seconds, warm_tokens = train_seconds + time.perf_counter() - t0, tokens_seen
 
             if step % 10 == 0 or step == steps - 1:
                 train_loss = _all_reduce_sum(loss_sum, world).item() / step_tokens
@@ -513,10 +524,11 @@ def train_proxy(
             torch.set_num_threads(saved_threads)
 
     tokens_per_second = tokens_seen / max(train_seconds, 1e-9)
+    steady = (tokens_seen - warm_tokens) / max(train_seconds - warm_seconds, 1e-9)
     mfu = None
     if device.type == "cuda":
         mfu = proxy_model.estimate_mfu(
-            raw_model, tokens_per_second / world, context=ctx, device_name=torch.cuda.get_device_name(device)
+            raw_model, steady / world, context=ctx, device_name=torch.cuda.get_device_name(device)
         )
     return ProxyResult(
         losses=losses,
@@ -525,6 +537,7 @@ def train_proxy(
         seconds=time.perf_counter() - t_start,
         train_seconds=train_seconds,
         tokens_per_second=tokens_per_second,
+        steady_tokens_per_second=steady,
         sequences=dict(plan.sequences),
         epochs=dict(plan.epochs),
         steps=steps,
@@ -533,6 +546,18 @@ def train_proxy(
         mfu=mfu,
         history=history,
     )
+
+
+class _LossModel(torch.nn.Module):
+    """A causal LM and its loss in one module: (x, y) -> summed next-token cross-entropy."""
+
+    def __init__(self, lm: torch.nn.Module) -> None:
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits = self.lm(input_ids=x, use_cache=False).logits  # (b, ctx, vocab)
+        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1), reduction="sum")
 
 
 def _make_optimizer(model: torch.nn.Module, config: ProxyConfig, device: torch.device) -> torch.optim.AdamW:
@@ -608,8 +633,7 @@ def _evaluate(
             rows = np.stack([np.zeros(len(mine[i : i + batch]), dtype=np.int64), mine[i : i + batch]], axis=1)
             x, y = _get_batch(arrays, rows, ctx, vocab, device)
             with autocast:
-                logits = model(input_ids=x, use_cache=False).logits
-            total[0] += F.cross_entropy(logits.float().view(-1, vocab), y.reshape(-1), reduction="sum").double()
+                total[0] += model(x, y).double()
             total[1] += y.numel()
         total = _all_reduce_sum(total, world)
         out[d] = float(total[0] / total[1])
