@@ -398,6 +398,9 @@ def load_domain_texts(sources: Mapping[str, SourceLike], *, max_docs: int | None
             if s.domain_field is not None:
                 by_field.setdefault(s.domain_field, {}).setdefault(s.domain_value, []).append(n)
         open_domains = set(names)
+        # Plain-text files: datasets keeps the file's final newline on the last paragraph/document.
+        fp = Path(first.path).expanduser()
+        strip_nl = fp.is_file() and _local_builder(fp) == "text"
         for row in _iter_rows(first):
             targets = list(plain)
             for fld, lookup in by_field.items():
@@ -414,6 +417,8 @@ def load_domain_texts(sources: Mapping[str, SourceLike], *, max_docs: int | None
                         f"Column {s.text_field!r} of {s.describe()} holds {type(text).__name__}, not text; "
                         "pass text_field= naming the text column."
                     )
+                if strip_nl:
+                    text = text.strip("\n")
                 if not text.strip():
                     continue
                 out[n].append(text)

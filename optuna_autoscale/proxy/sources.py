@@ -492,19 +492,25 @@ def parse_dictd(index: str, data: bytes) -> list[tuple[str, str]]:
         return n
 
     seen: dict[tuple[int, int], str] = {}
+    meta: list[tuple[int, int]] = []
     for line in index.splitlines():
         parts = line.split("\t")
-        if len(parts) < 3 or parts[0].startswith("00-database") or parts[0].startswith("00database"):
+        if len(parts) < 3:
             continue
         try:
             key = (dec(parts[1]), dec(parts[2]))
         except KeyError:
             continue
-        seen.setdefault(key, parts[0])
+        if parts[0].startswith(("00-database", "00database")):
+            meta.append(key)
+        else:
+            seen.setdefault(key, parts[0])
     out = []
     for (off, length), head in sorted(seen.items()):
+        if any(m_off <= off < m_off + m_len for m_off, m_len in meta):
+            continue  # an entry inside the database's own description block
         text = data[off : off + length].decode("utf-8", errors="replace")
-        if text.strip() and not head.startswith("00-"):
+        if text.strip():
             out.append((head, text))
     return out
 
@@ -1062,7 +1068,7 @@ def build_default_corpus(
     md, data = attribution(texts, skipped)
     (root / "text" / "ATTRIBUTION.md").write_text(md, encoding="utf-8")
     (root / "text" / "attribution.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
-    sources = {n: DomainSource(str(t.path), streaming=True) for n, t in texts.items()}
+    sources = {n: DomainSource(str(t.path)) for n, t in texts.items()}
     corpus = build_corpus(sources, vocab_size=vocab_size, cache_dir=root / "corpora", val_fraction=val_fraction,
                           extra_manifest={"attribution": data["domains"]})
     for fname, content in (("ATTRIBUTION.md", md), ("attribution.json", json.dumps(data, indent=1))):
