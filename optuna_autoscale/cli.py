@@ -2,9 +2,10 @@
 
 Each subcommand is one :class:`Command` in the :data:`COMMANDS` registry: a name, help texts with
 examples, a function that adds its arguments and a function that runs it and returns the exit status.
-A new subcommand (``demo``, ``run``, ``worker``, ``status``, ``show``, ``extrapolate``, ``report``,
-``dashboard`` ...) is added by writing those two functions and calling :func:`register` (or using the
-:func:`command` decorator) at import time of this module. Heavy imports happen inside the run
+A new subcommand is added by writing those two functions and calling :func:`register` (or using the
+:func:`command` decorator) at import time of this module. Modules listed in :data:`REGISTRARS` (now
+``optuna_autoscale.commands``: ``run``, ``worker``, ``status``, ``show``, ``extrapolate``, ``report``,
+``dashboard``) add theirs through a ``register(subparsers)`` function instead. Heavy imports happen inside the run
 functions, so ``optuna-autoscale --help`` stays fast.
 
 Example:
@@ -16,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -50,6 +52,9 @@ class Command:
 
 #: The registry, in the order shown by ``--help``.
 COMMANDS: list[Command] = []
+#: Modules with a ``register(subparsers)`` function that adds further top-level subcommands (each
+#: setting ``func(args) -> int`` as a parser default), imported when the parser is built.
+REGISTRARS: list[str] = ["optuna_autoscale.commands"]
 #: Help lines of command groups (``corpus`` ...), for nested commands.
 GROUPS: dict[tuple[str, ...], str] = {
     ("corpus",): "build and inspect the embedded multi-domain text corpus",
@@ -138,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
         cmd.add_arguments(sp)
         sp.set_defaults(_run=cmd.run, _parser=sp)
+    for module_name in REGISTRARS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.register(subparsers[()])
     return parser
 
 
@@ -145,13 +158,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``optuna-autoscale`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
+    # optuna-autoscale's own progress messages (INFO) always show; -v adds other libraries' INFO, -vv DEBUG.
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    if args._run is None:
+    own = logging.getLogger("optuna_autoscale")
+    if own.level == logging.NOTSET or own.level > logging.INFO:
+        own.setLevel(min(level, logging.INFO))
+    run = args._run if args._run is not None else getattr(args, "func", None)
+    if run is None:
         args._parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        return int(run(args) or 0)
     except KeyboardInterrupt:  # pragma: no cover - interactive
         print("interrupted", file=sys.stderr)
         return 130
@@ -195,7 +213,6 @@ def _corpus_build(args: argparse.Namespace) -> int:
     if args.cap_mb <= 0:
         raise ValueError(f"--cap-mb must be positive, got {args.cap_mb}.")
     if args.verbose == 0:
-        logging.getLogger("optuna_autoscale").setLevel(logging.INFO)
         _quiet_datasets()
     res = build_default_corpus(
         args.domains, cache_dir=args.cache_dir, vocab_size=args.vocab_size, apt=not args.no_apt,
