@@ -206,8 +206,8 @@ def test_study_resumes_after_every_worker_restarts(tmp_path: Path) -> None:
         os.killpg(first.pid, signal.SIGKILL)  # the run process and its worker process
         first.wait(timeout=30)
         time.sleep(0.5)
-        before = _study(name)
-        n_done_before = sum(t.state == TrialState.COMPLETE for t in before.trials)
+        before = _study(name).trials  # a snapshot: Study.trials reads storage on every access
+        n_done_before = sum(t.state == TrialState.COMPLETE for t in before)
         assert 5 <= n_done_before < 18
 
         second = _spawn("run", str(config), log=log2)  # every worker restarted: the study resumes
@@ -215,9 +215,12 @@ def test_study_resumes_after_every_worker_restarts(tmp_path: Path) -> None:
         study = _study(name)
         _assert_exactly_once(study)
         # the completed work was kept, not redone
-        kept = [t for t in study.trials if t.number < len(before.trials) and t.state == TrialState.COMPLETE]
-        assert len(kept) == n_done_before
-        stale = [t for t in before.trials if t.state == TrialState.RUNNING]
+        after = study.trials
+        for t in before:
+            if t.state == TrialState.COMPLETE:
+                assert after[t.number].state == TrialState.COMPLETE and after[t.number].values == t.values
+        stale = [t for t in before if t.state == TrialState.RUNNING]
+        assert stale, "the kill left running trials behind"
         for t in stale:
             assert study.trials[t.number].state == TrialState.FAIL
         _assert_same_result(study, _reference(config))
