@@ -167,10 +167,17 @@ def design_progress(study: optuna.Study) -> list[dict[str, Any]]:
         keys_by_budget.setdefault(idx, []).append(k)
     state_of: dict[str, str] = {}
     extra: dict[int, int] = {}
+    from optuna_autoscale.design import DesignPoint
+    from optuna_autoscale.design import POINT_ATTR
+
+    parsed: dict[str, Any] = {}
     for t in study.get_trials(deepcopy=False):
-        pt = ledger.trial_points.get(t.number)
-        if pt is None:
+        raw = t.system_attrs.get(POINT_ATTR)
+        if raw is None:
             continue
+        pt = parsed.get(raw)
+        if pt is None:
+            pt = parsed[raw] = DesignPoint.from_json(raw)
         if design.point(pt.key) is None and pt.key not in design.dynamic_keys:
             extra[pt.budget_index] = extra.get(pt.budget_index, 0) + 1
             continue
