@@ -22,9 +22,9 @@ with one offset ``E_g`` per group (a group is one budget's design sharing one se
 random numbers, so ``E_g`` absorbs the shared seed noise). The law predicts loss differences at
 any budget and its bounded optimum is solved directly at the target by
 :func:`~optuna_autoscale.allocation.solve_separable`. Parameter uncertainty is quantified by a
-Laplace (Gaussian) posterior over the log-parameters; :meth:`SeparableLaw.optimal_allocation`
-with ``robust=True`` picks the mixture minimising the posterior expected loss and shrinks the
-shift away from an anchor (the small-scale optimum) to what the data support.
+Laplace (Gaussian) posterior over the log-parameters (weak priors on the exponents and offsets);
+:meth:`SeparableLaw.optimal_allocation` with ``robust=True`` shrinks the shift away from an anchor
+(the small-scale optimum) to what that posterior supports.
 """
 
 from __future__ import annotations
@@ -447,7 +447,8 @@ _PRIOR_LOG_GAMMA = (math.log(0.5), 0.7)  # prior on log gamma: mean, sd (data ex
 _PRIOR_LOG_N0 = (math.log(2.0), 1.5)  # prior on log(N0 / scale), scale = mean base share: mean, sd
 _BOUNDS = {"lb": (-60.0, 60.0), "lu": (math.log(1e-5), math.log(1e3)), "lg": (math.log(0.03), math.log(3.0))}
 DEFAULT_RISK = 1.0
-"""Default risk aversion ``kappa`` of the robust allocation (mean + kappa * sd of the loss change)."""
+"""Default risk aversion of the robust allocation (mean + risk * sd of the loss change), chosen with
+``benchmarks/simulated_extrapolation.py`` (see ``benchmarks/RESULTS.md``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -550,7 +551,11 @@ class SeparableLaw:
         shared_gamma: Whether one exponent is shared by all domains.
         n_obs: Number of observations fitted.
         dof: Spare degrees of freedom (observations minus parameters minus offsets).
-        risk: Default risk aversion ``kappa`` of the robust allocation.
+        risk: Default risk aversion of the robust allocation (posterior sds of loss change).
+        theta: The fitted internal log-parameters ``[log beta', log N0/scale, log gamma]``.
+        samples: ``n_bootstrap`` draws of ``theta`` from the Laplace posterior (for uncertainty
+            bands; ``None`` without a noise estimate).
+        covariance: Laplace posterior covariance of ``theta`` (``None`` without a noise estimate).
     """
 
     domains: tuple[str, ...]
@@ -566,7 +571,7 @@ class SeparableLaw:
     risk: float = DEFAULT_RISK
     theta: tuple[float, ...] = dataclasses.field(default=(), repr=False)
     samples: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
-    sample_weights: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+    covariance: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
     # ----------------------------------------------------------------- evaluation
     @property
@@ -627,61 +632,6 @@ class SeparableLaw:
         # in units of the total: coef = beta' * s^-g, offset = u0 / s
         return solve_separable(beta * s ** (-g), u0 / s, g, 1.0, lo / total, hi / total) * total
 
-    def _expected_optimum(self, samples: np.ndarray, total: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """argmin_N mean_s L_s(N) s.t. sum N = total, lo <= N <= hi (separable: nested water-filling)."""
-        wts = self._weights(len(samples))
-        keep = wts > 1e-6 * wts.max()  # negligible importance weights do not move the optimum
-        samples, wts = samples[keep], wts[keep] / wts[keep].sum()
-        beta, u0, g = self._arrays(samples)  # (S, m)
-        s = total / self.scale
-        c = beta * s ** (-g) * g  # marginal benefit  c (x + o)^-(g+1), x in units of the total
-        o = u0 / s
-        xlo = lo / total
-        xhi = np.minimum(hi / total, 1.0)
-
-        def benefit(x: np.ndarray) -> np.ndarray:  # x: (m,) -> (m,)
-            return wts @ (c * (x + o) ** (-(g + 1)))
-
-        def alloc(loglam: float) -> np.ndarray:
-            a, b = xlo.copy(), xhi.copy()
-            lam = math.exp(loglam)
-            for _ in range(60):
-                mid = 0.5 * (a + b)
-                more = benefit(mid) > lam
-                a = np.where(more, mid, a)
-                b = np.where(more, b, mid)
-            return 0.5 * (a + b)
-
-        la, lb = -200.0, 200.0
-        # bracket on log lambda: sum decreasing in lambda
-        ben_lo = benefit(np.maximum(xlo, 1e-300))
-        ben_hi = benefit(xhi)
-        la = float(np.log(np.min(ben_hi[ben_hi > 0]))) - 1.0 if np.any(ben_hi > 0) else -200.0
-        lb = float(np.log(np.max(ben_lo[np.isfinite(ben_lo)]))) + 1.0 if np.any(np.isfinite(ben_lo)) else 200.0
-        for _ in range(60):  # widen until bracketed (normally immediate)
-            if alloc(la).sum() >= 1.0:
-                break
-            la -= 5.0
-        for _ in range(60):
-            if alloc(lb).sum() <= 1.0:
-                break
-            lb += 5.0
-        x = alloc(brentq(lambda ll: float(alloc(ll).sum()) - 1.0, la, lb, xtol=1e-9))
-        return _project_box_total(np.maximum(x, 1e-300), 1.0, xlo, np.minimum(hi / total, np.inf)) * total
-
-    def _weights(self, n: int) -> np.ndarray:
-        if self.sample_weights is None or len(self.sample_weights) != n:
-            return np.full(n, 1.0 / n)
-        return self.sample_weights
-
-    def _losses(self, samples: np.ndarray, allocations: np.ndarray) -> np.ndarray:
-        """Loss (without offsets) of each sample at each allocation: (S, K)."""
-        beta, u0, g = self._arrays(samples)
-        u = allocations / self.scale  # (K, m)
-        return np.einsum(
-            "skm->sk", beta[:, None, :] * (u[None, :, :] + u0[:, None, :]) ** (-g[:, None, :])
-        )
-
     def optimal_allocation(
         self,
         total: float,
@@ -694,32 +644,41 @@ class SeparableLaw:
     ) -> dict[str, float]:
         """The law's optimal allocation at a total of ``total`` tokens, solved directly there.
 
-        With ``robust=False`` this is the exact bounded optimum of the fitted law
+        With ``robust=False`` this is ``P``, the exact bounded optimum of the fitted law
         (:func:`~optuna_autoscale.allocation.solve_separable`).
 
-        With ``robust=True`` (default) it accounts for parameter uncertainty:
+        With ``robust=True`` (default) the shift away from an anchor ``A`` is shrunk to what the
+        data support. ``A`` is ``anchor`` rescaled to ``total`` (direct transfer of the
+        small-scale optimum; :class:`~optuna_autoscale.results.AutoScaleResult` passes the
+        largest budget's DDO optimum), by default the law's own optimum at its largest fitted
+        budget, rescaled. Along ``A + t (P - A)``, ``t`` in [0, 1], it picks the ``t``
+        minimising ``E[dL(t)] + risk * sd[dL(t)]``, where ``dL(t)`` is the loss change from
+        ``A`` at the target under the Laplace posterior of the law's parameters (linearised:
+        mean and sd from the parameter covariance; :attr:`covariance`). ``t = 0`` has
+        ``dL = 0``, so the choice is never predicted to be worse than the anchor, and it moves
+        only as far as the expected gain outweighs ``risk`` standard deviations. With no noise
+        the covariance vanishes and the result is ``P``. Without a noise estimate (no spare
+        degree of freedom and no ``noise=`` given to :func:`fit_separable`) it warns and
+        returns ``P``.
 
-        1. ``Q`` = the allocation minimising the *expected* loss over the posterior samples of the
-           law's parameters (Laplace approximation, drawn at fit time);
-        2. the anchor ``A`` = ``anchor`` rescaled to ``total`` (e.g. the largest budget's DDO
-           optimum: direct transfer), default: the expected-loss optimum at the largest fitted
-           budget, rescaled;
-        3. along ``A + t (Q - A)``, ``t`` in [0, 1], pick ``t`` minimising
-           ``mean_s dL_s(t) + risk * sd_s dL_s(t)``, ``dL_s(t)`` being sample ``s``'s loss change
-           from ``A``. The shift away from the anchor is thus kept only as far as the data support
-           it; with no noise the samples collapse and the result is the law's optimum.
+        (Choosing the expected-loss optimum over posterior samples was tried and measured
+        worse in ``benchmarks/simulated_extrapolation.py``: with about 20 parameters the
+        Laplace samples wander into regions the data exclude and importance re-weighting
+        degenerates to a handful of samples.)
 
         Args:
             total: Total tokens at the target budget.
             lower: Lower bounds in tokens (scalar or per domain; default 0).
             upper: Upper bounds in tokens (default none), e.g. unique tokens x epochs.
-            robust: Use the posterior (see above). Without samples (no noise estimate) the
-                point optimum is returned.
+            robust: Shrink toward the anchor as above.
             anchor: Allocation (tokens or weights; only its shares matter) to shrink toward.
-            risk: Risk aversion ``kappa`` (default: :attr:`risk`).
+            risk: Risk aversion (default :attr:`risk`, set by :func:`fit_separable`).
 
         Returns:
             Domain -> tokens, summing to ``total``.
+
+        Raises:
+            ValueError: for a non-positive total, infeasible bounds or a bad ``risk``/``anchor``.
         """
         total = _check_value(total, "total")
         if total <= 0:
@@ -727,11 +686,19 @@ class SeparableLaw:
         lo, hi = self._bounds(total, lower, upper)
         theta = np.asarray(self.theta, dtype=float)
         point = self._point_optimum(theta, total, lo, hi)
-        if not robust or self.samples is None or len(self.samples) < 2:
+        if robust and self.covariance is None:
+            warnings.warn(
+                "The joint law has no noise estimate (no spare degree of freedom and no noise= given), so the "
+                "robust allocation cannot weigh the evidence; returning the law's point optimum. Add replicates, "
+                "multipliers or a budget, or pass noise= (e.g. the seed-to-seed sd of base runs) to fit_separable.",
+                UserWarning,
+                stacklevel=2,
+            )
+        if not robust or self.covariance is None:
             return dict(zip(self.domains, point.tolist()))
         kappa = self.risk if risk is None else float(risk)
-        samples = self.samples
-        q = self._expected_optimum(samples, total, lo, hi)
+        if not math.isfinite(kappa) or kappa < 0:
+            raise ValueError(f"risk must be a finite number >= 0, got {risk!r}.")
         if anchor is None:
             bmax = max(self.budgets.values())
             lo_b = np.minimum(lo * bmax / total, bmax / len(self.domains))
@@ -741,18 +708,22 @@ class SeparableLaw:
             if a_vec.sum() <= 0:
                 raise ValueError("anchor must have a positive total.")
         a_vec = _project_box_total(a_vec, total, lo, hi)
-        ts = np.linspace(0.0, 1.0, 41)
-        cands = a_vec[None, :] + ts[:, None] * (q - a_vec)[None, :]
-        losses = self._losses(samples, cands)  # (S, T)
-        d = losses - losses[:, :1]
-        wts = self._weights(len(samples))
-        mean = wts @ d
-        sd = np.sqrt(np.maximum(wts @ (d - mean) ** 2, 0.0))
-        crit = mean + kappa * sd
-        best = cands[int(np.argmin(crit))]
+        best = self._lcb_path(a_vec, point, kappa)
         best = np.clip(best, lo, hi)
         best *= total / best.sum()
         return dict(zip(self.domains, best.tolist()))
+
+    def _lcb_path(self, a_vec: np.ndarray, b_vec: np.ndarray, kappa: float) -> np.ndarray:
+        """On A + t (B - A): minimise the linearised posterior mean + kappa sd of the loss change from A."""
+        theta = np.asarray(self.theta, dtype=float)
+        ts = np.linspace(0.0, 1.0, 41)
+        cands = a_vec[None, :] + ts[:, None] * (b_vec - a_vec)[None, :]
+        f, j = self._model.f_and_jac(theta, cands / self.scale)
+        d = f - f[0]
+        g = j - j[0]
+        cov = self.covariance if self.covariance is not None else np.zeros((len(theta), len(theta)))
+        sd = np.sqrt(np.maximum(np.einsum("tp,pq,tq->t", g, cov, g), 0.0))
+        return cands[int(np.argmin(d + kappa * sd))]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready representation (posterior samples omitted)."""
@@ -822,17 +793,19 @@ def fit_separable(
     ``L = E_g + sum_i beta_i (N_i + N0_i)^(-gamma_i)``. The offsets ``E_g`` are profiled out
     (within-group centring), the rest is fitted in log-parameters by
     :func:`scipy.optimize.least_squares` from several starts (each group's DDO fit converted to
-    absolute tokens, plus generic ones) with weak priors on ``log gamma`` and ``log N0`` that only
-    matter where the data are silent. Parameter uncertainty: a Laplace posterior
-    ``N(theta_hat, (J^T J / sigma^2 + prior precision)^-1)`` from which ``n_bootstrap`` samples
-    are drawn for :meth:`SeparableLaw.optimal_allocation` (``robust=True``).
+    absolute tokens, plus a generic one), as a MAP fit with priors ``log gamma ~ N(log 0.5, 0.7)``
+    and ``log(N0 / s) ~ N(log 2, 1.5)`` (``s`` the mean base share) whose weight scales with
+    the residual noise, so they matter only where the data are silent. Parameter uncertainty:
+    the Laplace posterior ``N(theta_hat, (J^T J / sigma^2 + prior precision)^-1)``, used by
+    :meth:`SeparableLaw.optimal_allocation` (``robust=True``); ``n_bootstrap`` draws from it
+    are kept in :attr:`SeparableLaw.samples`.
 
     Args:
         observations: ``(allocation tokens per domain, objective, group key)`` triples. A group is
             one budget's design run with one seed (common random numbers); ``(allocation,
             objective)`` pairs all go to one group.
         shared_gamma: Share one exponent across domains (a prior that buys signal under noise).
-        n_bootstrap: Number of posterior samples (0 disables the robust mode).
+        n_bootstrap: Number of Laplace posterior draws kept in ``samples`` (0: none).
         seed: Seed of the posterior samples.
         noise: Known run-to-run noise sd (loss units), e.g. from base replicates. Default: the
             residual estimate (needs spare degrees of freedom).
@@ -976,7 +949,7 @@ def fit_separable(
     }
     stderr = None
     samples = None
-    sample_weights = None
+    covariance = None
     if sigma is not None:
         jtj = jc.T @ jc
         cov_ml = np.linalg.pinv(jtj, rcond=1e-10) * sigma**2
@@ -997,26 +970,18 @@ def fit_separable(
                 "n0": params[d]["n0"] * float(se[m + i]),
                 "gamma": params[d]["gamma"] * float(se[ig]),
             }
-        if n_bootstrap > 0 and sigma > 0:
+        if sigma > 0:
             precision = jtj / sigma**2 + np.diag(prec)
             w, v = np.linalg.eigh(precision)
             w = np.maximum(w, 1e-12 * max(float(w.max()), 1e-300))
+            covariance = (v / w) @ v.T
+        if sigma > 0 and n_bootstrap > 0:
             rng = np.random.default_rng(seed)
             z = rng.standard_normal((n_bootstrap, p))
             samples = theta + (z / np.sqrt(w)) @ v.T
             samples = np.clip(samples, lo_b, hi_b)
-            # Importance weights correct the Gaussian proposal towards the true posterior
-            # (the law is far from linear in its parameters where the data are weak).
-            fs = np.stack([model.f_and_jac(t, u)[0] for t in samples])  # (S, n)
-            rs = np.stack([_center(fr - y, gidx, ng) for fr in fs])
-            log_post = -0.5 * (np.sum(rs**2, axis=1) / sigma**2 + np.sum(prec * (samples - mu) ** 2, axis=1))
-            log_prop = -0.5 * np.sum(z**2, axis=1)
-            lw = log_post - log_prop
-            lw = np.where(np.isfinite(lw), lw, -np.inf)
-            wts = np.exp(lw - np.max(lw))
-            sample_weights = wts / wts.sum()
-        elif n_bootstrap > 0:
-            samples = np.repeat(theta[None, :], 2, axis=0)
+        elif sigma == 0:
+            covariance = np.zeros((p, p))
     return SeparableLaw(
         domains=domains,
         params=params,
@@ -1031,5 +996,5 @@ def fit_separable(
         risk=float(risk),
         theta=tuple(float(t) for t in theta),
         samples=samples,
-        sample_weights=sample_weights,
+        covariance=covariance,
     )
