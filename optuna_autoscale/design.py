@@ -539,33 +539,48 @@ class Ledger:
         override: Optional ``(number, state, value)`` for a trial whose state is being told
             right now (``after_trial`` sees the trial before storage does).
         now: The current time, for the age of un-attributed RUNNING trials.
+        base: A ledger of finished trials to start from (see :meth:`absorb_finished`); its
+            trials are skipped, so building a ledger per trial costs only the new trials.
     """
 
     def __init__(
         self,
         design: Design,
-        trials: Sequence[FrozenTrial],
+        trials: Sequence[FrozenTrial] = (),
         *,
         parse: Any = DesignPoint.from_json,
         override: tuple[int, TrialState, float | None] | None = None,
         now: datetime.datetime | None = None,
+        base: Ledger | None = None,
     ) -> None:
         self.design = design
-        self.taken: set[str] = set()
-        self.done: dict[str, list[tuple[int, float]]] = {}
-        self.points: dict[str, DesignPoint] = {}
-        self.trial_points: dict[int, DesignPoint] = {}
+        self._parse = parse
+        if base is None:
+            self.taken: set[str] = set()
+            self.done: dict[str, list[tuple[int, float]]] = {}
+            self.points: dict[str, DesignPoint] = {}
+            self.failed: dict[str, int] = {}
+            self.seen: set[int] = set()
+        else:
+            self.taken = set(base.taken)
+            self.done = dict(base.done)
+            self.points = dict(base.points)
+            self.failed = dict(base.failed)
+            self.seen = base.seen  # read only here
         self.unattributed: list[int] = []  # numbers of young RUNNING trials without a point
-        self.failed: dict[str, int] = {}
         now = now or datetime.datetime.now()
         grace = datetime.timedelta(seconds=UNATTRIBUTED_GRACE_SECONDS)
+        seen = self.seen
         for t in trials:
+            if t.number in seen:
+                continue
             state = t.state
-            value = _finite_value(t)
             if override is not None and t.number == override[0]:
                 state, value = override[1], override[2]
-                if state == TrialState.COMPLETE and value is None:
-                    state = TrialState.FAIL
+                if state == TrialState.COMPLETE and (value is None or not math.isfinite(value)):
+                    state, value = TrialState.FAIL, None
+            else:
+                value = _finite_value(t) if state == TrialState.COMPLETE else None
             raw = t.system_attrs.get(POINT_ATTR)
             if raw is None:
                 if (
@@ -576,17 +591,34 @@ class Ledger:
                 ):
                     self.unattributed.append(t.number)
                 continue
-            pt = parse(raw)
-            self.trial_points[t.number] = pt
-            self.points.setdefault(pt.key, pt)
-            if state == TrialState.COMPLETE and value is not None:
-                self.taken.add(pt.key)
-                self.done.setdefault(pt.key, []).append((t.number, value))
-            elif state in (TrialState.RUNNING, TrialState.WAITING):
-                self.taken.add(pt.key)
-            else:  # FAIL, PRUNED, or COMPLETE with a non-finite value: the point re-opens.
-                self.failed[pt.key] = self.failed.get(pt.key, 0) + 1
+            self._record(t.number, state, value, parse(raw))
         self.unattributed.sort()
+
+    def _record(self, number: int, state: TrialState, value: float | None, pt: DesignPoint) -> None:
+        self.points.setdefault(pt.key, pt)
+        if state == TrialState.COMPLETE and value is not None:
+            self.taken.add(pt.key)
+            runs = self.done.get(pt.key)
+            # Copy on write: a list may be shared with the base ledger.
+            self.done[pt.key] = [(number, value)] if runs is None else runs + [(number, value)]
+        elif state in (TrialState.RUNNING, TrialState.WAITING):
+            self.taken.add(pt.key)
+        else:  # FAIL, PRUNED, or COMPLETE with a non-finite value: the point re-opens.
+            self.failed[pt.key] = self.failed.get(pt.key, 0) + 1
+
+    def absorb_finished(self, trials: Sequence[FrozenTrial]) -> None:
+        """Add the finished trials not seen yet (finished trials never change in storage).
+
+        A ledger fed only this way holds no transient claims and serves as ``base`` for the
+        per-trial ledgers of one study.
+        """
+        for t in trials:
+            if t.number in self.seen or not t.state.is_finished():
+                continue
+            self.seen.add(t.number)
+            raw = t.system_attrs.get(POINT_ATTR)
+            if raw is not None:
+                self._record(t.number, t.state, _finite_value(t), self._parse(raw))
 
     # ----------------------------------------------------------------------------- queries
     def is_done(self, key: str) -> bool:

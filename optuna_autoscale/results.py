@@ -123,17 +123,32 @@ def _anchor(design: Design, optima: Mapping[float, Mixture], tokens: float) -> d
     return {d: top.weights[d] * tokens for d in design.domains}
 
 
-def verification_allocation(design: Design, ledger: Ledger, key: str) -> dict[str, float]:
-    """The allocation of verification point ``key``, fitted from the ledger's runs (tokens)."""
+def verification_allocation(
+    design: Design, ledger: Ledger, key: str, cache: dict[Any, Any] | None = None
+) -> dict[str, float]:
+    """The allocation of verification point ``key``, fitted from the ledger's runs (tokens).
+
+    ``cache`` (optional) keeps per-budget optima keyed by the runs they were fitted on.
+    """
+    cache = {} if cache is None else cache
+
+    def optimum(i: int) -> dict[str, float]:
+        runs = tuple(
+            sorted((k, tuple(v for _, v in ledger.done.get(k, ()))) for k in design.budget_keys(i))
+        )
+        ck = ("ddo", i, runs)
+        if ck not in cache:
+            cache[ck] = ddo_optimum(design, fit_budget(design, ledger, i), i)
+        return cache[ck]
+
     if key.endswith("/verify_optimum"):
-        i = int(key.split("/")[0][1:])
-        return ddo_optimum(design, fit_budget(design, ledger, i), i)
+        return optimum(int(key.split("/")[0][1:]))
     if key.endswith("/verify_predicted"):
         assert design.heldout is not None
         optima = {}
         for i, n in enumerate(design.budgets):
             try:
-                optima[n] = Mixture.from_allocation(ddo_optimum(design, fit_budget(design, ledger, i), i))
+                optima[n] = Mixture.from_allocation(optimum(i))
             except (ValueError, RuntimeError):
                 continue
         law = fit_joint(design, ledger)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from collections.abc import Sequence
+import dataclasses
 import json
 import logging
-import math
 import threading
+import weakref
 from typing import Any
 from typing import TYPE_CHECKING
 
@@ -50,6 +51,14 @@ _MULTI_OBJECTIVE_MESSAGE = (
     "one scalar loss. Create the study with a single direction (e.g. direction='minimize') and "
     "return one number, such as the mean validation loss, from the objective."
 )
+
+
+@dataclasses.dataclass
+class _StudyState:
+    storage: Any  # weakref.ref to the study's storage
+    finished: Ledger  # finished trials only (they never change in storage)
+    config_checked: bool = False
+    checked_trials: set[int] = dataclasses.field(default_factory=set)
 
 
 class AutoScaleSampler(BaseSampler):
@@ -152,12 +161,12 @@ class AutoScaleSampler(BaseSampler):
         self._lock = threading.RLock()
         self._parsed: dict[str, DesignPoint] = {}
         self._fit_cache: dict[Any, DesignPoint] = {}
-        self._checked_config: set[tuple[int, int]] = set()
-        self._checked_trials: dict[tuple[int, int], set[int]] = {}
+        self._states: dict[tuple[int, int], _StudyState] = {}
+        self._optima_cache: dict[Any, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for k in ("_lock", "_parsed", "_fit_cache", "_checked_config", "_checked_trials"):
+        for k in ("_lock", "_parsed", "_fit_cache", "_states", "_optima_cache"):
             state.pop(k, None)
         return state
 
@@ -208,7 +217,23 @@ class AutoScaleSampler(BaseSampler):
         *,
         use_cache: bool = False,
     ) -> Ledger:
-        return Ledger(self._design, self._trials(study, use_cache=use_cache), parse=self._parse, override=override)
+        trials = self._trials(study, use_cache=use_cache)
+        with self._lock:
+            base = self._state(study).finished
+            base.absorb_finished(trials)
+            return Ledger(self._design, trials, parse=self._parse, override=override, base=base)
+
+    def _state(self, study: Study) -> _StudyState:
+        """Per-study caches, guarded by a weak reference to the storage (ids get reused)."""
+        key = self._study_key(study)
+        entry = self._states.get(key)
+        if entry is not None and entry.storage() is study._storage:
+            return entry
+        entry = _StudyState(weakref.ref(study._storage), Ledger(self._design, parse=self._parse))
+        if len(self._states) > 16:
+            self._states.clear()
+        self._states[key] = entry
+        return entry
 
     @staticmethod
     def _study_key(study: Study) -> tuple[int, int]:
@@ -221,8 +246,9 @@ class AutoScaleSampler(BaseSampler):
     # ----------------------------------------------------------------------------- checks
     def _check_study(self, study: Study, *, use_cache: bool = False) -> None:
         """Refuse a study run with other domains (stored config or the trials' parameters)."""
-        key = self._study_key(study)
-        if key not in self._checked_config:
+        with self._lock:
+            state = self._state(study)
+        if not state.config_checked:
             attrs = study._storage.get_study_system_attrs(study._study_id)
             cfg = attrs.get(CONFIG_ATTR)
             mine = self._design.to_config()
@@ -241,8 +267,8 @@ class AutoScaleSampler(BaseSampler):
                         json.dumps(cfg, sort_keys=True),
                         json.dumps(mine, sort_keys=True),
                     )
-            self._checked_config.add(key)
-        checked = self._checked_trials.setdefault(key, set())
+            state.config_checked = True
+        checked = state.checked_trials
         mine_names = set(self._search_space)
         for t in self._trials(study, use_cache=use_cache):
             if t.number in checked or not t.state.is_finished():
@@ -292,10 +318,12 @@ class AutoScaleSampler(BaseSampler):
             cached = self._fit_cache.get((key, data))
             if cached is not None:
                 return cached
-            alloc = _results.verification_allocation(self._design, ledger, key)
+            alloc = _results.verification_allocation(self._design, ledger, key, self._optima_cache)
             point = self._design.dynamic_point(key, alloc)
             if len(self._fit_cache) > 64:
                 self._fit_cache.clear()
+            if len(self._optima_cache) > 64:
+                self._optima_cache.clear()
             self._fit_cache[(key, data)] = point
             return point
 
@@ -442,6 +470,3 @@ class AutoScaleSampler(BaseSampler):
         raw = trial.system_attrs.get(POINT_ATTR)
         return None if raw is None else self._parse(raw)
 
-
-def _is_finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)
