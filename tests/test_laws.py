@@ -280,3 +280,16 @@ def test_joint_law_bounds_and_errors() -> None:
         fit_separable([])
     with pytest.raises(ValueError, match="noise"):
         fit_separable(obs, noise=-1.0)
+
+
+def test_joint_law_without_spare_dof_warns_and_returns_point_optimum() -> None:
+    doms = tuple(TRUE)
+    obs = _design(_true_loss, doms, 1e8, "g1")  # 9 runs, 12 parameters + 1 offset: no spare dof
+    law = fit_separable(obs)
+    assert law.dof < 0 and law.noise is None and law.stderr is None and law.covariance is None
+    with pytest.warns(UserWarning, match="no noise estimate"):
+        robust = law.optimal_allocation(1e9)
+    assert robust == law.optimal_allocation(1e9, robust=False)
+    # a known noise makes it usable
+    law2 = fit_separable(obs, noise=0.01)
+    assert law2.noise == 0.01 and law2.covariance is not None
