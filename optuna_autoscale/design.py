@@ -439,9 +439,13 @@ class Design:
         """Keys of budget ``index``'s design runs (base, perturbations, replicates)."""
         return self._budget_keys[index]
 
-    def dynamic_point(self, key: str, allocation: Mapping[str, float]) -> DesignPoint:
-        """The verification point ``key`` at ``allocation`` (tokens per domain)."""
-        alloc = {d: float(allocation[d]) for d in self.domains}
+    def dynamic_point(self, key: str, allocation: Mapping[str, float] | None) -> DesignPoint:
+        """The verification point ``key`` at ``allocation`` (tokens per domain).
+
+        With ``allocation=None`` it is a *reservation*: the claim a worker stores before it
+        fits the laws that give the allocation, so that other workers see the point taken.
+        """
+        alloc = None if allocation is None else {d: float(allocation[d]) for d in self.domains}
         if key == f"{_HELDOUT}/verify_predicted":
             assert self.heldout is not None
             return DesignPoint(
@@ -595,8 +599,14 @@ class Ledger:
         self.unattributed.sort()
 
     def _record(self, number: int, state: TrialState, value: float | None, pt: DesignPoint) -> None:
-        self.points.setdefault(pt.key, pt)
-        if state == TrialState.COMPLETE and value is not None:
+        completed = state == TrialState.COMPLETE and value is not None
+        cur = self.points.get(pt.key)
+        # The point of the first completed run wins; a reservation (no allocation) never does.
+        if cur is None or (cur.allocation is None and pt.allocation is not None) or (
+            completed and pt.key not in self.done and pt.allocation is not None
+        ):
+            self.points[pt.key] = pt
+        if completed:
             self.taken.add(pt.key)
             runs = self.done.get(pt.key)
             # Copy on write: a list may be shared with the base ledger.

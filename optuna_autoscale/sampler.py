@@ -303,12 +303,20 @@ class AutoScaleSampler(BaseSampler):
         if key is None:
             point = self._design.filler(trial.number)
         else:
-            point = self._design.point(key) or self._verification_point(key, ledger)
+            point = self._design.point(key)
+            if point is None:
+                # Claim the verification point first: its fits may take a while, and other
+                # workers must see it taken meanwhile.
+                self._store(study, trial, self._design.dynamic_point(key, None))
+                point = self._verification_point(key, ledger)
+        self._store(study, trial, point)
+        return point
+
+    def _store(self, study: Study, trial: FrozenTrial, point: DesignPoint) -> None:
         raw = point.to_json()
         study._storage.set_trial_system_attr(trial._trial_id, POINT_ATTR, raw)
         trial.system_attrs[POINT_ATTR] = raw
         self._parsed.setdefault(raw, point)
-        return point
 
     def _verification_point(self, key: str, ledger: Ledger) -> DesignPoint:
         from optuna_autoscale import results as _results
@@ -331,6 +339,9 @@ class AutoScaleSampler(BaseSampler):
         point = self._stored_point(study, trial)
         if point is None:
             point = self._assign(study, trial)
+        elif point.allocation is None:  # A reservation whose fit failed in before_trial: retry here.
+            point = self._verification_point(point.key, self._ledger(study))
+            self._store(study, trial, point)
         return point
 
     # ----------------------------------------------------------------------------- BaseSampler
