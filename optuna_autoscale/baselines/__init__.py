@@ -29,7 +29,6 @@ from optuna_autoscale.baselines.simple import unimax
 
 __all__ = [
     "DataMixingLaw",
-    "DoReMiConfig",
     "DoReMiResult",
     "RegMixSampler",
     "dirichlet_swarm",
@@ -44,7 +43,7 @@ __all__ = [
     "unimax",
 ]
 
-_DOREMI_NAMES = ("DoReMiConfig", "DoReMiResult", "doremi_step", "run_doremi")
+_DOREMI_NAMES = ("DoReMiResult", "doremi_step", "run_doremi")
 
 
 def __getattr__(name: str) -> Any:
