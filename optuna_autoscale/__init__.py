@@ -4,9 +4,25 @@ Public names: :class:`Mixture`, :func:`suggest_mixture`, :func:`enqueue_mixture`
 :class:`AutoScaleSampler`, :class:`AutoScaleResult`, :func:`fit_power_laws`,
 :func:`fit_separable`, :func:`extrapolate`, :func:`solve_separable`. Importing the package loads
 only optuna, numpy and scipy (no torch).
+
+Example:
+    .. code-block:: python
+
+        import optuna
+        from optuna_autoscale import AutoScaleResult, AutoScaleSampler
+        from optuna_autoscale.simulate import separable
+
+        land = separable(3)
+        study = optuna.create_study(sampler=AutoScaleSampler(land.domains, [1e8, 4e8]))
+        study.optimize(land.objective(), n_trials=100)  # stops when the design is complete
+        print(AutoScaleResult.from_study(study).extrapolate(4e9).weights)
 """
 from __future__ import annotations
 
+from optuna_autoscale.allocation import solve_separable
+from optuna_autoscale.extrapolation import extrapolate
+from optuna_autoscale.laws import fit_power_laws
+from optuna_autoscale.laws import fit_separable
 from optuna_autoscale.mixture import enqueue_mixture
 from optuna_autoscale.mixture import Mixture
 from optuna_autoscale.mixture import suggest_mixture
@@ -21,31 +37,9 @@ __all__ = [
     "AutoScaleSampler",
     "Mixture",
     "enqueue_mixture",
+    "extrapolate",
+    "fit_power_laws",
+    "fit_separable",
+    "solve_separable",
     "suggest_mixture",
 ]
-
-# Modules written in parallel: export what exists.
-try:
-    from optuna_autoscale.allocation import solve_separable  # noqa: F401
-
-    __all__.append("solve_separable")
-except ImportError:  # pragma: no cover
-    pass
-try:
-    from optuna_autoscale.laws import fit_power_laws  # noqa: F401
-
-    __all__.append("fit_power_laws")
-except ImportError:  # pragma: no cover
-    pass
-try:
-    from optuna_autoscale.laws import fit_separable  # noqa: F401
-
-    __all__.append("fit_separable")
-except ImportError:  # pragma: no cover
-    pass
-try:
-    from optuna_autoscale.extrapolation import extrapolate  # noqa: F401
-
-    __all__.append("extrapolate")
-except ImportError:  # pragma: no cover
-    pass

@@ -420,3 +420,17 @@ def test_failed_verification_fit_fails_the_trial_cleanly_and_reopens(monkeypatch
 
     rows = AutoScaleResult.from_study(study, write_summary=False).verification()
     assert len(rows) == 3 and all(r["predicted"] is not None for r in rows)
+
+
+def test_import_is_light() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, optuna_autoscale as oa; "
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'; "
+        "print(sorted(oa.__all__))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    for name in ("AutoScaleResult", "AutoScaleSampler", "Mixture", "enqueue_mixture", "suggest_mixture"):
+        assert name in out
