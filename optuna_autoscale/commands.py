@@ -285,17 +285,20 @@ def _callbacks(cfg: RunConfig) -> list[Any]:
 
 def _work(study: optuna.Study, objective: Callable[[Any], float], cfg: RunConfig, n_trials: int | None) -> int:
     """Run trials until the design is complete (or ``n_trials``); returns the trials run here."""
-    import optuna
 
     sampler = study.sampler
     if getattr(sampler, "is_complete", None) is not None and sampler.is_complete(study):
         return 0
-    before = len(study.get_trials(deepcopy=False))
     callbacks = _callbacks(cfg)
+    ran = [0]
+
+    def count(study: optuna.Study, trial: Any) -> None:
+        ran[0] += 1
+
     study.optimize(
         objective,
         n_trials=n_trials,
-        callbacks=callbacks,
+        callbacks=[count] + callbacks,
         catch=(),
         gc_after_trial=False,
     )
@@ -305,7 +308,7 @@ def _work(study: optuna.Study, objective: Callable[[Any], float], cfg: RunConfig
             from optuna_autoscale.dashboard import refresh
 
             refresh(study)
-    return len(study.get_trials(deepcopy=False)) - before if optuna else 0
+    return ran[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,7 +359,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if bad:
         print(f"warning: {len(bad)} worker process(es) exited with status {bad}", file=sys.stderr)
     print(f"this process ran {ran} trial(s); design complete: {sampler.is_complete(study)}", flush=True)
-    _print_show(study, fmt="table", budget=None, cfg=cfg)
+    _print_show(study, fmt="table", budget=None, cfg=cfg, tolerant=True)
     return 0 if not bad else 1
 
 
@@ -512,12 +515,15 @@ def _result(study: optuna.Study) -> Any:
         raise CommandError(f"study {study.study_name!r} cannot be fitted yet: {e}") from None
 
 
-def _print_show(study: optuna.Study, *, fmt: str, budget: float | None, cfg: RunConfig | None) -> None:
+def _print_show(study: optuna.Study, *, fmt: str, budget: float | None, cfg: RunConfig | None,
+                tolerant: bool = False) -> None:
     from optuna_autoscale.visualization import _fmt_tokens
 
     try:
         res = _result(study)
     except CommandError as e:
+        if not tolerant:
+            raise
         print(str(e))
         return
     optima = dict(res.optima)

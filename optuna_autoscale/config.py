@@ -630,6 +630,14 @@ class RunConfig:
                 self.corpus.embedded_domains, cache_dir=self.corpus.cache_dir, vocab_size=self.corpus.vocab_size,
                 apt=self.corpus.apt, val_fraction=self.corpus.val_fraction, min_domains=2,
             ).corpus
+        for d in self.domains:
+            p = Path(d.path).expanduser()
+            if p.is_file() and p.stat().st_size == 0:
+                raise ConfigError(f"domains.{d.name}.path", f"the file {str(p)!r} is empty; a domain needs documents",
+                                  file=self.path)
+            if p.is_dir() and not any(p.iterdir()):
+                raise ConfigError(f"domains.{d.name}.path", f"the folder {str(p)!r} is empty; a domain needs documents",
+                                  file=self.path)
         return corpus_mod.build_corpus(
             {d.name: d.source() for d in self.domains},
             tokenizer=self.corpus.tokenizer, vocab_size=self.corpus.vocab_size,
