@@ -322,18 +322,20 @@ class AutoScaleSampler(BaseSampler):
         from optuna_autoscale import results as _results
 
         data = tuple(sorted((k, tuple(v for _, v in runs)) for k, runs in ledger.done.items()))
+        cached = self._fit_cache.get((key, data))
+        if cached is not None:
+            return cached
+        # No lock while fitting: other workers' threads keep sampling (the caches are
+        # content-addressed, so a concurrent duplicate fit only costs time).
+        alloc = _results.verification_allocation(self._design, ledger, key, self._optima_cache)
+        point = self._design.dynamic_point(key, alloc)
         with self._lock:
-            cached = self._fit_cache.get((key, data))
-            if cached is not None:
-                return cached
-            alloc = _results.verification_allocation(self._design, ledger, key, self._optima_cache)
-            point = self._design.dynamic_point(key, alloc)
             if len(self._fit_cache) > 64:
                 self._fit_cache.clear()
             if len(self._optima_cache) > 64:
                 self._optima_cache.clear()
             self._fit_cache[(key, data)] = point
-            return point
+        return point
 
     def _point_for(self, study: Study, trial: FrozenTrial) -> DesignPoint:
         point = self._stored_point(study, trial)
