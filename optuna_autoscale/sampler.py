@@ -81,8 +81,10 @@ class AutoScaleSampler(BaseSampler):
     ``autoscale:point`` holds each trial's design point as JSON) and its own arguments, so
     ``n_jobs > 1`` and several processes on one RDB storage share the design without
     collisions. A FAIL, PRUNED or NaN trial re-opens its point; a ``WAITING`` copy made by
-    :class:`~optuna.storages.RetryFailedTrialCallback` keeps it; a point that ran twice is
-    averaged, never lost or double-counted. When every open point is running or waits on a fit,
+    :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback` (``RetryFailedTrialCallback``
+    before Optuna 4.9) carries the point's system attr, keeps the claim and reruns the same
+    point; a point that ran twice (possible only after a failure) is averaged as one
+    observation, never lost or double-counted. When every open point is running or waits on a fit,
     the sampler proposes an extra base run with a fresh seed instead of blocking. Under
     :meth:`~optuna.study.Study.optimize` the study stops once :meth:`is_complete`.
 
