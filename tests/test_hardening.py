@@ -311,22 +311,18 @@ def test_objective_exception_propagates_and_the_point_is_rerun() -> None:
     assert study.trials[1].system_attrs["autoscale:point"] == study.trials[0].system_attrs["autoscale:point"]
 
 
-def test_cli_never_prints_the_password(tmp_path: Path) -> None:
-    db = tmp_path / "s.db"
-    cfg = sim_config(tmp_path / "run.toml", storage=f"sqlite:///{db}", name="pw", budgets=(1e8,), verify=False)
-    assert cli("run", str(cfg)).returncode == 0
+def test_cli_never_prints_the_password() -> None:
     secret_url = "postgresql://admin:TopSecret123@127.0.0.1:1/optuna"
     outputs = []
-    for args in (["status", "--study", "pw"], ["show", "--study", "pw"], ["worker", "--study", "pw"],
-                 ["report", "--study", "pw", "--out", str(tmp_path / "r.html")]):
+    for args in (["status", "--study", "pw"], ["worker", "--study", "pw"]):
         proc = cli(*args, env={"OPTUNA_AUTOSCALE_STORAGE": secret_url})
         outputs.append(proc.stdout + proc.stderr)
         assert proc.returncode == 2
-    proc = cli("status", "--storage", secret_url, "--study", "pw")
+    proc = cli("show", "--storage", secret_url, "--study", "pw")
     outputs.append(proc.stdout + proc.stderr)
     joined = "\n".join(outputs)
     assert "TopSecret123" not in joined
-    assert "admin:***@" in joined
+    assert joined.count("admin:***@") == 3
 
 
 def render_table() -> str:
