@@ -120,12 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"optuna-autoscale {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     parser.set_defaults(_run=None, _parser=parser)
-    subparsers: dict[tuple[str, ...], argparse._SubParsersAction] = {
+    subparsers: dict[tuple[str, ...], argparse._SubParsersAction[argparse.ArgumentParser]] = {
         (): parser.add_subparsers(title="commands", metavar="COMMAND")
     }
     parsers: dict[tuple[str, ...], argparse.ArgumentParser] = {(): parser}
 
-    def group(path: tuple[str, ...]) -> argparse._SubParsersAction:
+    def group(path: tuple[str, ...]) -> argparse._SubParsersAction[argparse.ArgumentParser]:
         if path in subparsers:
             return subparsers[path]
         parent = group(path[:-1])

@@ -122,6 +122,8 @@ def test_domain_column_flat_and_mixed_with_plain(tmp_path: Path) -> None:
 def test_hub_name_offline_gives_clear_error() -> None:
     with pytest.raises(ValueError, match="not a local file or directory.*OFFLINE"):
         load_domain_texts({"x": "no-such-org/no-such-dataset-autoscale"})
+    with pytest.raises(ValueError, match="name the domains' values"):
+        domain_sources_from_column("cerebras/SlimPajama-627B", "meta.redpajama_set_name")
 
 
 # ------------------------------------------------------------------------------------------------

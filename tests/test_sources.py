@@ -181,7 +181,8 @@ def test_extract_wikipedia_summaries(tmp_path: Path) -> None:
     _write(tmp_path / "pkg" / "data" / "summaries_en-us.json", json.dumps(data))
     _write(tmp_path / "pkg" / "data" / "summaries_fr-fr.json", json.dumps({"Pomme": {"extract": "Une pomme."}}))
     docs = extract_wikipedia_summaries(tmp_path)
-    assert docs == [("wiki/Apple", "Apple\n\nAn apple is a fruit."), ("wiki/Zebra", "Zebra\n\nZebras are African equines.")]
+    assert docs == [("wiki/Apple", "Apple\n\nAn apple is a fruit."),
+                    ("wiki/Zebra", "Zebra\n\nZebras are African equines.")]
     with pytest.raises(FileNotFoundError):
         extract_wikipedia_summaries(tmp_path / "pkg" / "nothing")
 
@@ -212,7 +213,8 @@ def test_parse_kjv() -> None:
           "Ge2:1 Thus the heavens were finished.\n\nRe22:21 The grace of our Lord Jesus Christ be with you all. Amen.\n"
     docs = parse_kjv(out)
     assert [i for i, _ in docs] == ["kjv/0000-Ge001", "kjv/0001-Ge002", "kjv/0002-Re022"]
-    assert docs[0][1] == "Ge 1:1 In the beginning God created the heaven and the earth.\nGe 1:2 And the earth was without form."
+    assert docs[0][1] == ("Ge 1:1 In the beginning God created the heaven and the earth.\n"
+                          "Ge 1:2 And the earth was without form.")
 
 
 def _tar_xz(path: Path, files: dict[str, str]) -> Path:

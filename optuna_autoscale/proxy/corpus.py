@@ -195,7 +195,7 @@ class DomainSource:
         return out
 
 
-SourceLike = Union[DomainSource, str, os.PathLike]
+SourceLike = Union[DomainSource, str, "os.PathLike[str]"]
 
 
 def _as_source(value: SourceLike, *, max_docs: int | None) -> DomainSource:
@@ -214,7 +214,7 @@ def _as_source(value: SourceLike, *, max_docs: int | None) -> DomainSource:
 
 
 def domain_sources_from_column(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     field: str,
     *,
     values: Mapping[str, Any] | Sequence[Any] | None = None,
@@ -245,6 +245,11 @@ def domain_sources_from_column(
     path = os.fspath(path)
     if values is None:
         probe = DomainSource(path, **kwargs)
+        if not probe.is_local:
+            raise ValueError(
+                f"{path!r} is not a local dataset: name the domains' values of {field!r} (values={{name: value}}) "
+                "instead of scanning a hub dataset for them."
+            )
         found: set[Any] = set()
         for row in _iter_rows(probe):
             found.add(_get_field(row, field, probe))
@@ -326,6 +331,8 @@ def _load_dataset(src: DomainSource) -> Any:
 
     # Not a local path: a dataset on the hub.
     streaming = True if src.streaming is None else src.streaming
+    if streaming and src.max_docs is None:
+        _logger.warning("reading all of hub dataset %s (no max_docs); this may take very long", src.describe())
     kwargs = {"split": src.split, "streaming": streaming}
     if src.revision is not None:
         kwargs["revision"] = src.revision
@@ -546,7 +553,7 @@ def train_bpe_tokenizer(
     return tok
 
 
-def _load_tokenizer_file(path: str | os.PathLike) -> tuple[Tokenizer, Path]:
+def _load_tokenizer_file(path: str | os.PathLike[str]) -> tuple[Tokenizer, Path]:
     from tokenizers import Tokenizer
 
     p = Path(path).expanduser()
@@ -658,14 +665,14 @@ class Corpus:
     vocab_size: int
     eos_id: int
     dtype: np.dtype
-    manifest: dict[str, Any]
+    manifest: dict[str, Any] = field(repr=False)
     cache_hit: bool = False
     _tokenizer: Any = field(default=None, repr=False)
     _arrays: dict[tuple[str, str], np.memmap] = field(default_factory=dict, repr=False)
 
     # -- opening ----------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | os.PathLike, *, verify: bool = True) -> Corpus:
+    def load(cls, path: str | os.PathLike[str], *, verify: bool = True) -> Corpus:
         """Open a built corpus directory.
 
         Args:
@@ -727,7 +734,7 @@ class Corpus:
     def _domain_info(self, domain: str) -> dict[str, Any]:
         for d in self.manifest["domains"]:
             if d["name"] == domain:
-                return d
+                return dict(d)
         raise KeyError(f"Unknown domain {domain!r}; this corpus has {list(self.domains)}.")
 
     def _array(self, domain: str, part: str) -> np.memmap:
@@ -736,7 +743,7 @@ class Corpus:
             info = self._domain_info(domain)[part]
             n = int(info["tokens"])
             if n == 0:
-                self._arrays[key] = np.zeros(0, dtype=self.dtype).view(np.memmap)  # type: ignore[assignment]
+                self._arrays[key] = np.zeros(0, dtype=self.dtype).view(np.memmap)
             else:
                 self._arrays[key] = np.memmap(self.root / info["file"], dtype=self.dtype, mode="r", shape=(n,))
         return self._arrays[key]
@@ -774,7 +781,8 @@ class Corpus:
             from tokenizers import Tokenizer
 
             self._tokenizer = Tokenizer.from_file(str(self.tokenizer_path))
-        return self._tokenizer
+        tok: Tokenizer = self._tokenizer
+        return tok
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` (no eos added)."""
@@ -799,10 +807,10 @@ class Corpus:
 def build_corpus(
     sources: Mapping[str, SourceLike],
     *,
-    tokenizer: str | os.PathLike | Tokenizer = "bpe",
+    tokenizer: str | os.PathLike[str] | Tokenizer = "bpe",
     vocab_size: int = 8192,
     eos_token: str = EOS_TOKEN,
-    cache_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
     val_fraction: float = 0.05,
     max_docs: int | None = None,
     tokenizer_sample_chars: int = 1_000_000,
@@ -863,7 +871,7 @@ def build_corpus(
         if isinstance(tokenizer, (str, os.PathLike)):
             given_tok, _ = _load_tokenizer_file(tokenizer)
         elif hasattr(tokenizer, "to_str") and hasattr(tokenizer, "encode_batch"):
-            given_tok = tokenizer  # type: ignore[assignment]
+            given_tok = tokenizer
         else:
             raise TypeError(
                 f"tokenizer must be 'bpe', a path to tokenizer.json or a tokenizers.Tokenizer, got {tokenizer!r}."

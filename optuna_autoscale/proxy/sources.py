@@ -86,7 +86,7 @@ _logger = logging.getLogger(__name__)
 #: Per-domain cap on UTF-8 bytes of text.
 DEFAULT_CAP_BYTES = 12_000_000
 #: Bumped when any extraction rule changes (re-extracts cached domain texts).
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 Document = tuple[str, str]  # (stable id, text)
 Extractor = Callable[[Mapping[str, Path]], list[Document]]
@@ -131,7 +131,7 @@ def chunk_paragraphs(text: str, target_chars: int) -> list[str]:
 
     Example:
         >>> from optuna_autoscale.proxy.sources import chunk_paragraphs
-        >>> chunk_paragraphs("aa\\n\\nbb\\n\\ncc", 5)
+        >>> chunk_paragraphs("aa\\n\\nbb\\n\\ncc", 6)
         ['aa\\n\\nbb', 'cc']
     """
     if target_chars < 1:
@@ -141,11 +141,11 @@ def chunk_paragraphs(text: str, target_chars: int) -> list[str]:
     cur: list[str] = []
     size = 0
     for p in paras:
-        if cur and size + len(p) + 2 > target_chars:
+        if cur and size + 2 + len(p) > target_chars:
             out.append("\n\n".join(cur))
             cur, size = [], 0
+        size += len(p) + (2 if cur else 0)  # == len("\n\n".join(cur)) after the append
         cur.append(p)
-        size += len(p) + 2
     if cur:
         out.append("\n\n".join(cur))
     return out
@@ -870,12 +870,12 @@ def _recipe_fingerprint(recipe: DomainRecipe, cap_bytes: int, stdlib_root: Path 
 def build_domain_texts(
     domains: Sequence[str] | None = None,
     *,
-    cache_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
     apt: bool = True,
     apt_update: bool | None = None,
     cap_bytes: int = DEFAULT_CAP_BYTES,
     rebuild: bool = False,
-    stdlib_root: str | os.PathLike | None = None,
+    stdlib_root: str | os.PathLike[str] | None = None,
 ) -> tuple[dict[str, DomainText], dict[str, str]]:
     """Fetch, unpack and extract the text of the embedded domains (cached per domain).
 
@@ -1023,7 +1023,7 @@ def attribution(texts: Mapping[str, DomainText], skipped: Mapping[str, str]) -> 
 def build_default_corpus(
     domains: Sequence[str] | None = None,
     *,
-    cache_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
     vocab_size: int = 8192,
     apt: bool = True,
     apt_update: bool | None = None,
@@ -1054,7 +1054,8 @@ def build_default_corpus(
 
     Example:
         >>> from optuna_autoscale.proxy.sources import build_default_corpus
-        >>> res = build_default_corpus(["code_python", "encyclopedia", "legal", "literature"], apt=False)  # doctest: +SKIP
+        >>> four = ["code_python", "encyclopedia", "legal", "literature"]
+        >>> res = build_default_corpus(four, apt=False)  # doctest: +SKIP
         >>> print(res.report())  # doctest: +SKIP
     """
     t0 = time.perf_counter()
