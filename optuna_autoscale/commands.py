@@ -269,8 +269,8 @@ def _storage_for(url: str, cfg: RunConfig | None) -> Any:
                           max_retry=cfg.study.max_retry)
 
 
-def _callbacks(cfg: RunConfig) -> list[Any]:
-    if not cfg.study.dashboard:
+def _callbacks(cfg: RunConfig, *, dashboard: bool = True) -> list[Any]:
+    if not (cfg.study.dashboard and dashboard):
         return []
     try:
         import optuna_dashboard  # noqa: F401
@@ -283,13 +283,14 @@ def _callbacks(cfg: RunConfig) -> list[Any]:
     return [DashboardCallback(every=1, min_interval=5.0)]
 
 
-def _work(study: optuna.Study, objective: Callable[[Any], float], cfg: RunConfig, n_trials: int | None) -> int:
+def _work(study: optuna.Study, objective: Callable[[Any], float], cfg: RunConfig, n_trials: int | None,
+          *, dashboard: bool = True) -> int:
     """Run trials until the design is complete (or ``n_trials``); returns the trials run here."""
 
     sampler = study.sampler
     if getattr(sampler, "is_complete", None) is not None and sampler.is_complete(study):
         return 0
-    callbacks = _callbacks(cfg)
+    callbacks = _callbacks(cfg, dashboard=dashboard)
     ran = [0]
 
     def count(study: optuna.Study, trial: Any) -> None:
@@ -347,7 +348,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     env[STORAGE_ENV] = url
     for _ in range(workers - 1):
-        cmd = [sys.executable, "-m", "optuna_autoscale.commands", "worker", "--study", cfg.study.name]
+        # The local workers leave the dashboard figures to this process.
+        cmd = [sys.executable, "-m", "optuna_autoscale.commands", "worker", "--study", cfg.study.name, "--no-dashboard"]
         if args.n_trials:
             cmd += ["--n-trials", str(args.n_trials)]
         procs.append(subprocess.Popen(cmd, env=env))
@@ -376,7 +378,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     objective, domains, unique = build_objective(cfg)
     sampler = build_sampler(cfg, domains, unique_tokens=unique)
     study = optuna.load_study(study_name=name, storage=_storage_for(url, cfg), sampler=sampler)
-    ran = _work(study, objective, cfg, args.n_trials or cfg.study.n_trials)
+    ran = _work(study, objective, cfg, args.n_trials or cfg.study.n_trials, dashboard=not args.no_dashboard)
     print(f"worker {os.getpid()}: ran {ran} trial(s); design complete: {sampler.is_complete(study)}", flush=True)
     return 0
 
@@ -749,6 +751,7 @@ def register(subparsers: Any) -> None:
              """)
     _add_study_args(p)
     p.add_argument("--n-trials", type=int, metavar="N", help="stop after N trials")
+    p.add_argument("--no-dashboard", action="store_true", help="do not refresh the dashboard figures from this worker")
     p.set_defaults(func=_handler(_cmd_worker), command="worker")
 
     p = _sub(subparsers, "status", "show the design's progress per budget",
