@@ -429,3 +429,18 @@ def test_real_stdlib_domain_builds(tmp_path: Path) -> None:
     assert tokens > 30_000
     text = res.corpus.decode(res.corpus.train_tokens("code_python")[:2000])
     assert "def " in text or "import " in text
+
+
+def test_render_roff_fills_paragraphs_and_keeps_no_fill_blocks() -> None:
+    page = ".TH X 1\n.SH DESCRIPTION\nThe\n.B x\nprogram\nreads input.\n.PP\nSecond paragraph.\n" \
+           ".EX\nline one\n  line two\n.EE\nAfter.\n"
+    out = render_roff(page)
+    assert "The x program reads input.\n\nSecond paragraph." in out
+    assert "line one\n  line two" in out and out.endswith("After.")
+    cont = render_roff('.TH A 2\n.nf\n.BI "int f(int " a \\\n", int " b );\n')
+    assert cont.endswith("int f(int a, int b);")
+
+
+def test_latin1_files_are_decoded_not_mangled(tmp_path: Path) -> None:
+    _write(tmp_path / "doc.tex", "Stra\u00dfe und M\u00fcnchen\n".encode("latin-1"))
+    assert extract_latex(tmp_path)[0][1] == "Stra\u00dfe und M\u00fcnchen"

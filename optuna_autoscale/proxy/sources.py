@@ -192,14 +192,7 @@ _ROFF_CHARS = {
     "Fo": "\u00ab", "Fc": "\u00bb", "pc": "\u00b7", "R": "\u00ae", "Tm": "\u2122",
 }
 _ROFF_ALT = {"BR", "RB", "BI", "IB", "IR", "RI"}
-_ROFF_BREAK = {"PP", "LP", "P", "sp", "HP", "RS", "RE", "SY", "YS", "EX", "EE", "TQ", "in", "ti"}
-_ROFF_IGNORE = {
-    "br", "nf", "fi", "ad", "na", "ne", "ft", "ps", "ce", "ta", "hy", "nh", "ll", "PD", "DT", "UC",
-    "ds", "nr", "de", "ig", "ie", "if", "el", "rm", "so", "tr", "ss", "cs", "bp", "pl", "lt", "mk",
-    "rt", "vs", "ev", "ec", "eo", "fam", "UE", "ME", "LINKSTYLE", "AT", "ns", "rs", "\\\"", "cu",
-    "ul", "wh", "ch", "em", "it", "lf", "pc", "po", "tl", "fc", "lc", "kern", "c2", "cc", "mso",
-    "Ee", "Ex", "SM"
-}
+_ROFF_BREAK = {"PP", "LP", "P", "sp", "HP", "RS", "RE", "SY", "YS", "in", "ti"}
 
 
 def _roff_inline(s: str) -> str:
@@ -227,31 +220,60 @@ def _roff_args(rest: str) -> list[str]:
 def render_roff(source: str) -> str:
     """Render a man page (roff with the ``man`` macros) to plain text, without groff.
 
-    Handles the common requests and escapes (sections, fonts, alternating-font macros, tables,
-    named characters); formatting-only requests are dropped. Pages that only ``.so``-include
-    another page render to the empty string.
+    Handles the common requests and escapes (sections, fonts, alternating-font macros, tagged
+    paragraphs, fill/no-fill, tables, named characters); filled text is joined into one line per
+    paragraph, no-fill blocks (``.nf``/``.EX``) keep their lines, and formatting-only requests are
+    dropped. Pages that only ``.so``-include another page render to the empty string.
 
     Example:
         >>> from optuna_autoscale.proxy.sources import render_roff
-        >>> print(render_roff('.TH LS 1\\n.SH NAME\\nls \\\\- list\\n.SH OPTIONS\\n.BR \\\\-a ", " \\\\-\\\\-all\\n'))
+        >>> page = ('.TH LS 1\\n.SH NAME\\nls \\\\- list\\n.SH OPTIONS\\n.TP\\n'
+        ...         '.BR \\\\-a ", " \\\\-\\\\-all\\ndo not ignore\\n.B entries\\nstarting with .\\n')
+        >>> print(render_roff(page))
         LS(1)
         <BLANKLINE>
         NAME
         ls - list
         <BLANKLINE>
         OPTIONS
+        <BLANKLINE>
         -a, --all
+        do not ignore entries starting with .
     """
-    lines = source.replace("\r\n", "\n").split("\n")
-    if all(not ln.strip() or ln.startswith(('.so ', '.\\"', "'\\\"")) for ln in lines):
+    # a line ending in a single backslash continues on the next one
+    source = re.sub(r"(?<!\\)((?:\\\\)*)\\\n", r"\1", source.replace("\r\n", "\n"))
+    lines = source.split("\n")
+    if all(not ln.strip() or ln.startswith((".so ", '.\\"', "'\\\"")) for ln in lines):
         return ""
     out: list[str] = []
+    para: list[str] = []
+    fill = True
+    tag_next = False
     in_table = False
     table_spec = False
 
+    def flush() -> None:
+        if para:
+            out.append(" ".join(para))
+            para.clear()
+
     def blank() -> None:
+        flush()
         if out and out[-1] != "":
             out.append("")
+
+    def emit(text: str) -> None:
+        nonlocal tag_next
+        if not text:
+            return
+        if tag_next:  # the tag line of .TP stands on its own line
+            flush()
+            out.append(text)
+            tag_next = False
+        elif fill:
+            para.append(text.strip())
+        else:
+            out.append(text)
 
     for raw in lines:
         if in_table:
@@ -279,43 +301,54 @@ def render_roff(source: str) -> str:
             if req == "TH":
                 args = _roff_args(rest)
                 if args:
+                    flush()
                     out.append(f"{_roff_inline(args[0])}({args[1] if len(args) > 1 else ''})")
                     out.append("")
             elif req in ("SH", "SS"):
                 blank()
                 title = _roff_inline(" ".join(_roff_args(rest)))
                 out.append(title.upper() if req == "SH" else title)
-            elif req in ("B", "I", "SB"):
-                text = _roff_inline(" ".join(_roff_args(rest)))
-                if text:
-                    out.append(text)
+                tag_next = False
+            elif req in ("B", "I", "SB", "SM"):
+                emit(_roff_inline(" ".join(_roff_args(rest))))
             elif req in _ROFF_ALT:
-                text = _roff_inline("".join(_roff_args(rest)))
-                if text:
-                    out.append(text)
+                emit(_roff_inline("".join(_roff_args(rest))))
             elif req == "IP":
                 blank()
                 args = _roff_args(rest)
                 if args and args[0]:
                     out.append(_roff_inline(args[0]))
-            elif req == "TP":
+            elif req in ("TP", "TQ"):
                 blank()
+                tag_next = True
             elif req in ("UR", "MT"):
                 args = _roff_args(rest)
                 if args:
-                    out.append(_roff_inline(args[0]))
+                    emit(_roff_inline(args[0]))
             elif req == "TS":
+                flush()
                 in_table = True
                 table_spec = True
-            elif req in _ROFF_BREAK:
-                blank()
-            # everything else (formatting, macros definitions, conditionals) is dropped
+            elif req in ("nf", "EX"):
+                flush()
+                fill = False
+            elif req in ("fi", "EE"):
+                fill = True
+            elif req in ("br", "sp") or req in _ROFF_BREAK:
+                if req == "br":
+                    flush()
+                else:
+                    blank()
+            # everything else (formatting, macro definitions, conditionals) is dropped
             continue
-        text = _roff_inline(raw)
         if not raw.strip():
-            blank()
+            if fill:
+                blank()
+            else:
+                out.append("")
         else:
-            out.append(text)
+            emit(_roff_inline(raw))
+    flush()
     return clean_text(re.sub(r"\n{3,}", "\n\n", "\n".join(out)))
 
 
@@ -324,11 +357,19 @@ def render_roff(source: str) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+def _decode(data: bytes) -> str:
+    """UTF-8, or Latin-1 for the older files that are not valid UTF-8 (never fails)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
 def _read_text(path: Path) -> str:
     data = path.read_bytes()
     if path.name.endswith(".gz"):
         data = gzip.decompress(data)
-    return data.decode("utf-8", errors="replace")
+    return _decode(data)
 
 
 def _files(root: Path, patterns: Iterable[str]) -> list[Path]:
@@ -443,7 +484,7 @@ def extract_c_sources(root: Path, *, max_file_bytes: int = 100_000) -> list[Docu
                 fh = tar.extractfile(member)
                 if fh is None:
                     continue
-                text = clean_text(fh.read().decode("utf-8", errors="replace"))
+                text = clean_text(_decode(fh.read()))
                 if text:
                     docs.append((f"glibc/{'/'.join(parts[1:])}", text))
     if not tarballs:
