@@ -37,7 +37,6 @@ from typing import Any
 import warnings
 
 import numpy as np
-from scipy.optimize import brentq
 from scipy.optimize import least_squares
 
 from optuna_autoscale.allocation import solve_separable
@@ -327,11 +326,13 @@ def fit_power_laws(observations: Sequence[Observation], base: Mapping[str, float
 
     Example:
         >>> base = {"a": 1e6, "b": 1e6}
-        >>> f = lambda na, nb: (na / 1e6 + 2) ** -1.5 + (nb / 1e6 + 3) ** -1.0
+        >>> f = lambda na, nb: 3.0 * (1 + (na / 1e6 + 2) ** -1.5 - 3**-1.5 + (nb / 1e6 + 3) ** -1.0 - 4**-1.0)
         >>> obs = [(base, f(1e6, 1e6))]
         >>> for x in (0.2, 3.0):
         ...     obs += [({"a": x * 1e6, "b": 1e6}, f(x * 1e6, 1e6)), ({"a": 1e6, "b": x * 1e6}, f(1e6, x * 1e6))]
         >>> fit = fit_power_laws(obs, base)
+        >>> round(fit.params["a"].a, 6), round(fit.params["a"].b, 6)
+        (2.0, 1.5)
         >>> sorted(fit.optimal_multipliers())
         ['a', 'b']
     """
