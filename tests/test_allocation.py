@@ -62,12 +62,12 @@ def test_agrees_with_slsqp(p: dict, seed: int) -> None:
     fun = lambda z: separable_objective(z, p["coef"], p["offset"], p["exponent"])  # noqa: E731
     for _ in range(3):
         # A random feasible start: a random point of the box, projected on the total.
-        z0 = lo + rng.uniform(size=lo.size) * (hi_fin - lo)
-        z0 = solve_separable(np.ones_like(lo), 1.0 - lo + 1.0, 1.0, total, lo, hi) if z0.sum() == 0 else z0
-        t = (total - lo.sum()) / (z0 - lo).sum()
-        z0 = lo + t * (z0 - lo)
-        if np.any(z0 > hi):  # fall back to a feasible convex combination
-            z0 = x.copy()
+        # A random feasible start: a random direction inside the box, scaled onto the total
+        # (starts that overshoot an upper bound are skipped).
+        z0 = lo + rng.uniform(0.01, 1.0, size=lo.size) * (hi_fin - lo)
+        z0 = lo + (total - lo.sum()) / (z0 - lo).sum() * (z0 - lo)
+        if np.any(z0 > hi):
+            continue
         res = minimize(
             fun,
             z0,
