@@ -165,7 +165,7 @@ def _free_port() -> int:
 
 def _chromium_args(exe: str, profile: Path) -> list[str]:
     return [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage", "--disable-quic",
             f"--user-data-dir={profile}", "--window-size=1400,2400", "--hide-scrollbars",
             "--virtual-time-budget=20000"]
 
