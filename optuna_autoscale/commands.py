@@ -560,7 +560,10 @@ def _cmd_extrapolate(args: argparse.Namespace) -> int:
         caps = {}
         for item in args.cap:
             d, _, v = item.partition("=")
-            caps[d] = _float_tokens(v)
+            try:
+                caps[d] = _float_tokens(v)
+            except argparse.ArgumentTypeError as e:
+                raise CommandError(f"--cap {item!r}: {e}; write DOMAIN=TOKENS, e.g. code=5e10") from None
     mix = res.extrapolate(args.tokens, method=args.method, caps=caps)
     from optuna_autoscale.visualization import _fmt_tokens
 
