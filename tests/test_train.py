@@ -301,3 +301,64 @@ def test_cuda_request_without_cuda_is_clear(corpus: ArrayCorpus) -> None:
         pytest.skip("CUDA is available here")
     with pytest.raises(ValueError, match="CUDA is not available"):
         train_proxy(corpus, Mixture({"a": 0.5, "b": 0.5}, 5000), cfg(device="cuda"), progress=False)
+
+
+# ------------------------------------------------------------------ torchrun / DDP, benchmark smoke
+
+_DDP_SCRIPT = r"""
+import json, os, sys
+import numpy as np
+sys.path.insert(0, {tests_dir!r})
+from test_train import cfg, make_corpus
+from optuna_autoscale.mixture import Mixture
+from optuna_autoscale.proxy.train import train_proxy
+
+corpus = make_corpus()
+mix = Mixture({{"a": 0.5, "b": 0.3, "c": 0.2}}, tokens=CTX_TOKENS, seed=3)
+res = train_proxy(corpus, mix, cfg(batch_size=8, micro_batch_size=3), progress=False)
+if int(os.environ.get("RANK", "0")) == 0:
+    with open(sys.argv[1], "w") as f:
+        json.dump({{"losses": res.losses, "train_loss": res.train_loss, "tokens": res.tokens_seen}}, f)
+"""
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_matches_single_process(tmp_path: pytest.TempPathFactory) -> None:
+    import json
+    from pathlib import Path
+    import subprocess
+    import sys
+
+    tokens = 8 * CTX * 10 + 5 * CTX  # 10 full steps and a partial one of 5 sequences (split 3 + 2)
+    script = Path(str(tmp_path)) / "ddp_run.py"
+    script.write_text(_DDP_SCRIPT.format(tests_dir=str(Path(__file__).parent)).replace("CTX_TOKENS", str(tokens)))
+    multi = Path(str(tmp_path)) / "multi.json"
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(multi)],
+        check=True,
+        env=env,
+        timeout=300,
+    )
+    mix = Mixture({"a": 0.5, "b": 0.3, "c": 0.2}, tokens=tokens, seed=3)
+    res = train_proxy(make_corpus(), mix, cfg(batch_size=8), progress=False)  # one process, no accumulation
+    a = {"losses": res.losses, "train_loss": res.train_loss, "tokens": res.tokens_seen}
+    b = json.loads(multi.read_text())
+    assert a["tokens"] == b["tokens"] == tokens
+    for d in a["losses"]:
+        assert b["losses"][d] == pytest.approx(a["losses"][d], abs=2e-3)
+    assert b["train_loss"] == pytest.approx(a["train_loss"], abs=2e-3)
+
+
+@pytest.mark.slow
+def test_throughput_benchmark_quick_smoke() -> None:
+    from pathlib import Path
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--quick", "--threads", "1"], capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ratio" in out.stdout and "micro" in out.stdout

@@ -427,9 +427,8 @@ def train_proxy(
         ).to(device)
         n_params = proxy_model.count_parameters(raw_model)
         optimizer = _make_optimizer(raw_model, config, device)
-        core: Any = _LossModel(raw_model)  # model + loss, so that compile fuses the loss in
-        if config.compile:
-            core = torch.compile(core, mode=config.compile_mode)
+        loss_model = _LossModel(raw_model)  # model + loss, so that compile fuses the loss in
+        core: Any = torch.compile(loss_model, mode=config.compile_mode) if config.compile else loss_model
         model: Any = core
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -445,8 +444,8 @@ def train_proxy(
         eval_bs = config.eval_batch_size or 2 * (config.micro_batch_size or max(1, config.batch_size // world))
 
         def evaluate() -> dict[str, float]:
-            # The unwrapped model: evaluation has no collectives but the final all-reduce of sums.
-            return _evaluate(core, corpus, eval_sets, ctx, eval_bs, vocab, device, autocast, rank, world)
+            # Uncompiled and unwrapped: no recompilation for eval mode, no DDP collectives.
+            return _evaluate(loss_model, corpus, eval_sets, ctx, eval_bs, vocab, device, autocast, rank, world)
 
         # ---- training loop
         history: list[dict[str, float]] = []
