@@ -7,11 +7,14 @@ Example:
     .. code-block:: python
 
         import optuna
-        from optuna_autoscale.proxy import Corpus, ProxyConfig, make_objective
+        from optuna_autoscale import AutoScaleSampler
+        from optuna_autoscale.proxy import ProxyConfig, make_objective
+        from optuna_autoscale.proxy.corpus import build_corpus
 
-        corpus = Corpus(...)  # a built corpus: see optuna_autoscale.proxy.corpus
-        objective = make_objective(corpus, ProxyConfig(preset="tiny"), tokens=1e6)
-        optuna.create_study().optimize(objective, n_trials=10)
+        corpus = build_corpus({"code": "code.jsonl", "prose": "prose.jsonl"})
+        sampler = AutoScaleSampler(corpus.domains, budgets=(5e5, 1e6))
+        study = optuna.create_study(sampler=sampler)
+        study.optimize(make_objective(corpus, ProxyConfig(preset="tiny")), n_trials=100)
 """
 
 from __future__ import annotations
