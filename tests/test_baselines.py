@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import math
 
 from hypothesis import given
@@ -239,3 +241,37 @@ def test_regmix_sampler_seed_determinism_and_errors() -> None:
         RegMixSampler(["x", "y"], natural={"x": 1.0})
     with pytest.raises(ValueError, match="at least 3"):
         a.optimum(optuna.create_study(sampler=a))
+
+
+# ---------------------------------------------------------------- benchmark smoke run
+
+
+def _shared_regmix() -> Path | None:
+    import os
+
+    env = os.environ.get("AUTOSCALE_SHARED_DATA")
+    root = Path(env) if env else Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+    path = root / "regmix"
+    return path if (path / "train_mixture_1m.csv").is_file() else None
+
+
+@pytest.mark.slow
+def test_regmix_offline_benchmark_quick(tmp_path: Path) -> None:
+    import importlib.util
+
+    data = _shared_regmix()
+    if data is None:
+        pytest.skip("RegMix data (../shared/data/regmix) is absent")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "regmix_offline.py"
+    spec = importlib.util.spec_from_file_location("regmix_offline", script)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    result = mod.main([str(data), "--quick", "--out", str(tmp_path)])
+    rows = {(r["target"], r["model"]): r for r in result["rows"]}
+    law = rows[("pile_cc", "AutoScale transfer law (K=2)")]
+    assert law["spearman_1M"] > 0.95 and law["r2_1M"] > 0.8
+    assert {"spearman_60M", "spearman_1B"} <= set(law)
+    assert rows[("pile_cc", "Data Mixing Law")]["spearman_1M"] > 0.9
+    assert (tmp_path / "regmix_offline_quick.json").is_file()
+    assert (tmp_path / "regmix_offline_spearman_quick.html").is_file()
