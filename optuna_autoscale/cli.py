@@ -20,6 +20,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -206,6 +207,10 @@ def _corpus_build_args(p: argparse.ArgumentParser) -> None:
 
 
 def _corpus_build(args: argparse.Namespace) -> int:
+    # The embedded corpus is built from local files only: keep HF datasets from reaching for the network
+    # (set before datasets is imported; a user's explicit setting wins).
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from optuna_autoscale.proxy.sources import build_default_corpus
 
     if args.vocab_size < 258:

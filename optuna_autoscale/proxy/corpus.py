@@ -885,6 +885,7 @@ def build_corpus(
     t0 = time.perf_counter()
     texts = load_domain_texts(sources, max_docs=max_docs)
     key = _fingerprint(texts, tok_config, val_fraction)
+    _logger.debug("corpus: read %d domains and hashed them in %.1fs", len(texts), time.perf_counter() - t0)
     base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir() / "corpora"
     entry = base / key
 
@@ -908,9 +909,11 @@ def build_corpus(
     try:
         splits = {name: _split_documents(name, docs, val_fraction) for name, docs in texts.items()}
         if given_tok is None:
+            t1 = time.perf_counter()
             tok = train_bpe_tokenizer(
                 {n: s[0] for n, s in splits.items()}, vocab_size=vocab_size, sample_chars=tokenizer_sample_chars,
             )
+            _logger.info("corpus: trained a %d-token BPE in %.1fs", tok.get_vocab_size(), time.perf_counter() - t1)
         else:
             tok = given_tok
         eos_id = _eos_id(tok, eos_token)
@@ -926,6 +929,8 @@ def build_corpus(
                 meta[part] = {"file": fname, "tokens": n, "docs": len(docs), "sha256": digest,
                               "chars": sum(len(d) for d in docs)}
             domains_meta.append(meta)
+            _logger.info("corpus: domain %s: %d train + %d validation tokens", name, meta["train"]["tokens"],
+                         meta["val"]["tokens"])
         manifest = {
             "format": CACHE_FORMAT,
             "key": key,
