@@ -501,14 +501,13 @@ class _Model:
 
 def _center(v: np.ndarray, gidx: np.ndarray, ng: int) -> np.ndarray:
     """Subtract group means (rows of v)."""
-    counts = np.bincount(gidx, minlength=ng).astype(float)
-    if v.ndim == 1:
-        means = np.bincount(gidx, weights=v, minlength=ng) / counts
-        return v - means[gidx]
-    means = np.zeros((ng, v.shape[1]))
-    np.add.at(means, gidx, v)
-    means /= counts[:, None]
-    return v - means[gidx]
+    if ng == 1:
+        return v - v.mean(axis=0)
+    out = np.array(v, dtype=float, copy=True)
+    for g in range(ng):
+        rows = gidx == g
+        out[rows] -= v[rows].mean(axis=0)
+    return out
 
 
 def _project_box_total(v: np.ndarray, total: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -909,12 +908,20 @@ def fit_separable(
     starts = _group_starts(x, y, gidx, ng, domains, scale)
     shares = np.median(x / x.sum(axis=1, keepdims=True), axis=0)
     starts.append(np.r_[np.zeros(m), np.full(m, _PRIOR_LOG_N0[0]) + np.log(shares * m), np.full(m, _PRIOR_LOG_GAMMA[0])])
-    best: np.ndarray | None = None
-    best_cost = math.inf
+    prepared = []
     for st in starts:
         if shared_gamma:
             st = np.r_[st[: 2 * m], [float(np.median(st[2 * m :]))]]
         st = np.clip(relinearise_beta(np.clip(st, lo_b + 1e-6, hi_b - 1e-6)), lo_b + 1e-6, hi_b - 1e-6)
+        r0 = resid(st)
+        prepared.append((float(r0 @ r0) if np.all(np.isfinite(r0)) else math.inf, st))
+    prepared.sort(key=lambda item: item[0])
+    # Large problems (many domains) refine only the most promising start: each trust-region step
+    # is an SVD of the (runs + parameters) x parameters Jacobian.
+    n_refine = len(prepared) if p <= 60 else 1
+    best: np.ndarray | None = None
+    best_cost = math.inf
+    for _, st in prepared[:n_refine]:
         try:
             sol = solve(st, 100)
         except (ValueError, FloatingPointError):
@@ -923,7 +930,7 @@ def fit_separable(
             best_cost, best = float(sol.cost), sol.x
     if best is None:
         raise ValueError("The joint law could not be fitted (every start failed); check the observations.")
-    for _ in range(2):
+    for _ in range(2 if p <= 60 else 1):
         f0, _ = model.f_and_jac(best, u)
         r0 = _center(f0 - y, gidx, ng)
         if noise is not None:
