@@ -134,7 +134,8 @@ def plain_loop(
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
         ix = rng.integers(0, len(data) - t - 1, b)
-        xy = torch.stack([data[i : i + t + 1] for i in ix]).to(device)
+        xy = torch.stack([data[i : i + t + 1] for i in ix])  # (b, t + 1)
+        xy = xy.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else xy
         x, y = xy[:, :-1], xy[:, 1:]
         for group in opt.param_groups:
             group["lr"] = config.peak_lr
