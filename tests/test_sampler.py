@@ -5,6 +5,10 @@ import math
 import pickle
 import warnings
 
+from hypothesis import given
+from hypothesis import HealthCheck
+from hypothesis import settings
+from hypothesis import strategies as st
 import numpy as np
 import optuna
 from optuna.distributions import FloatDistribution
@@ -434,3 +438,38 @@ def test_import_is_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     for name in ("AutoScaleResult", "AutoScaleSampler", "Mixture", "enqueue_mixture", "suggest_mixture"):
         assert name in out
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=st.lists(st.tuples(st.sampled_from(["ask", "ask", "complete", "fail", "nan"]), st.integers(0, 10**6)), max_size=60))
+def test_interleaved_ask_tell_never_double_claims(ops: list[tuple[str, int]]) -> None:
+    """Any interleaving of asks, completions, failures and NaNs: no point is held twice."""
+    sampler = AutoScaleSampler(DOMS, BUDGETS, seed=0)
+    study = optuna.create_study(sampler=sampler)
+    running: list[tuple[optuna.Trial, Mixture]] = []
+
+    def held() -> Counter:
+        return _keys(study, (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING))
+
+    for op, pick in ops:
+        if op == "ask" or not running:
+            trial = study.ask()
+            running.append((trial, suggest_mixture(trial, DOMS)))
+        else:
+            trial, mix = running.pop(pick % len(running))
+            if op == "complete":
+                study.tell(trial, _loss(mix))
+            elif op == "fail":
+                study.tell(trial, state=TrialState.FAIL)
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # "The value nan is not acceptable"
+                    study.tell(trial, float("nan"))
+        counts = held()
+        assert all(n == 1 for k, n in counts.items() if "/replicate/t" not in k)
+    for trial, mix in running:
+        study.tell(trial, _loss(mix))
+    study.optimize(objective, n_trials=100)
+    keys = _keys(study)
+    assert set(_design_keys(sampler)) <= set(keys)
+    assert all(keys[k] == 1 for k in _design_keys(sampler))
