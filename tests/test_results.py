@@ -153,3 +153,19 @@ def test_single_budget_and_incomplete_designs() -> None:
     assert any("design incomplete" in w for w in part.warnings)
     assert math.isfinite(json.loads(part.to_json())["n_trials"])
     assert np.isclose(part.n_trials, 5)
+
+
+def test_nonuniform_base() -> None:
+    land = separable(3, seed=6)
+    base = dict(zip(land.domains, (0.5, 0.3, 0.2)))
+    study = _run(land, base=base)
+    first = study.trials[0]
+    assert first.user_attrs["autoscale_role"] == "base"
+    for d, w in base.items():
+        assert first.user_attrs[f"weight_{d}"] == pytest.approx(w)
+    result = AutoScaleResult.from_study(study, write_summary=False)
+    rows = result.verification()
+    assert [r["reference"] for r in rows] == ["base", "base", "uniform"]
+    for mix in result.optima.values():  # the paper's lower bound scales with the base share
+        for d, w in base.items():
+            assert mix.weights[d] >= 0.2 * w - 1e-9
