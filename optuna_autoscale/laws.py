@@ -792,8 +792,8 @@ def fit_separable(
 
     ``L = E_g + sum_i beta_i (N_i + N0_i)^(-gamma_i)``. The offsets ``E_g`` are profiled out
     (within-group centring), the rest is fitted in log-parameters by
-    :func:`scipy.optimize.least_squares` from several starts (each group's DDO fit converted to
-    absolute tokens, plus a generic one), as a MAP fit with priors ``log gamma ~ N(log 0.5, 0.7)``
+    :func:`scipy.optimize.least_squares` from several starts (the largest group's DDO fit
+    converted to absolute tokens, plus a generic one), as a MAP fit with priors ``log gamma ~ N(log 0.5, 0.7)``
     and ``log(N0 / s) ~ N(log 2, 1.5)`` (``s`` the mean base share) whose weight scales with
     the residual noise, so they matter only where the data are silent. Parameter uncertainty:
     the Laplace posterior ``N(theta_hat, (J^T J / sigma^2 + prior precision)^-1)``, used by
@@ -807,8 +807,10 @@ def fit_separable(
         shared_gamma: Share one exponent across domains (a prior that buys signal under noise).
         n_bootstrap: Number of Laplace posterior draws kept in ``samples`` (0: none).
         seed: Seed of the posterior samples.
-        noise: Known run-to-run noise sd (loss units), e.g. from base replicates. Default: the
-            residual estimate (needs spare degrees of freedom).
+        noise: Known noise sd (loss units) of runs sharing a seed. The seed-to-seed sd of base
+            replicates also contains the seed-shared part, so it over-estimates this and only makes
+            the robust mode more cautious. Default: the residual estimate (needs spare degrees
+            of freedom).
         risk: Default risk aversion of the robust allocation.
 
     Returns:
