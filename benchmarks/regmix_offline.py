@@ -15,7 +15,9 @@ Models (mixture weights ``w``, fixed budget):
 - **AutoScale transfer law** (ours): the AutoScale power law with data transfer between
   domains, ``L = c + sum_k beta_k (sum_j A_kj w_j + n0_k)^(-gamma_k)``, ``A >= 0``, with ``K``
   components. ``K = m`` and ``A = I`` is the separable AutoScale law; each component is a
-  "skill" fed by several domains at different exchange rates.
+  "skill" fed by several domains at different exchange rates. Bounds ``n0 >= 0.01``,
+  ``gamma <= 1``; predictions clipped to the training-loss range +-25% (see
+  :func:`fit_transfer_law`).
 - **AutoScale separable law**: ``L = c + sum_j beta_j (w_j + n0_j)^(-gamma_j)`` (the paper's
   per-domain power law, all domains at once).
 - **Data Mixing Law** (Ye et al. 2024): ``L = c + k exp(sum_j t_j w_j)``.
@@ -139,12 +141,16 @@ def _least_squares(fun: Any, jac: Any, p0: np.ndarray, lo: np.ndarray, hi: np.nd
 
 
 def fit_transfer_law(x: np.ndarray, y: np.ndarray, *, components: int = 4, starts: int = 2, nfev: int = 1000,
-                     seed: int = 0) -> Predictor:
+                     seed: int = 0, n0_min: float = 1e-2, gamma_max: float = 1.0,
+                     clip: float = 0.25) -> Predictor:
     """AutoScale transfer law ``c + sum_k beta_k (A_k . w + n0_k)^(-gamma_k)``, ``A >= 0``.
 
-    Log-parametrised (beta, n0, gamma, A > 0) with box bounds that keep predictions finite:
-    ``n0 >= 1e-3`` (RegMix's weight granularity) and ``gamma <= 3``. Several random starts for
-    ``A``; the lowest training error wins.
+    Log-parametrised (beta, n0, gamma, A > 0) with box bounds that keep extrapolation tame:
+    ``n0 >= 1e-2`` (one percent of the mixture) and ``gamma <= 1``. Several random starts for
+    ``A``; the lowest training error wins. A power law diverges as a component's effective data
+    goes to zero, while real losses saturate; predictions are therefore clipped to the training
+    losses' range widened by ``clip`` times its width on each side (this only matters for
+    mixtures far outside the training swarm, e.g. 96% of one domain).
     """
     n, m = x.shape
     k = int(components)
@@ -171,21 +177,23 @@ def fit_transfer_law(x: np.ndarray, y: np.ndarray, *, components: int = 4, start
         j[:, 1 + 3 * k :] = (dz[:, :, None] * x[:, None, :] * a[None, :, :]).reshape(n, k * m)
         return j
 
-    lo = np.concatenate([[-np.inf], np.full(k, -20.0), np.full(k, np.log(1e-3)), np.full(k, np.log(1e-2)),
+    lo = np.concatenate([[-np.inf], np.full(k, -20.0), np.full(k, np.log(n0_min)), np.full(k, np.log(1e-2)),
                          np.full(k * m, -20.0)])
-    hi = np.concatenate([[np.inf], np.full(k, 5.0), np.full(k, np.log(10.0)), np.full(k, np.log(3.0)),
+    hi = np.concatenate([[np.inf], np.full(k, 5.0), np.full(k, np.log(10.0)), np.full(k, np.log(gamma_max)),
                          np.full(k * m, 5.0)])
     rng = np.random.default_rng(seed)
     best = None
     for _ in range(starts):
         a0 = np.log(rng.uniform(0.05, 1.0, size=(k, m)))
-        p0 = np.concatenate([[y.min() - 0.3], np.full(k, np.log(0.3)), np.full(k, np.log(0.02)),
-                             np.full(k, np.log(0.3)), a0.ravel()])
+        p0 = np.concatenate([[y.min() - 0.3], np.full(k, np.log(0.3)), np.full(k, np.log(max(0.02, 2 * n0_min))),
+                             np.full(k, np.log(min(0.3, gamma_max / 2))), a0.ravel()])
         res = _least_squares(lambda p: predict(p, x) - y, jac, p0, lo, hi, nfev)
         if np.isfinite(res.cost) and (best is None or res.cost < best.cost):
             best = res
     assert best is not None
-    return lambda xn: predict(best.x, np.asarray(xn, dtype=float))
+    span = float(np.ptp(y))
+    lo_y, hi_y = float(y.min()) - clip * span, float(y.max()) + clip * span
+    return lambda xn: np.clip(predict(best.x, np.asarray(xn, dtype=float)), lo_y, hi_y)
 
 
 def fit_separable_law(x: np.ndarray, y: np.ndarray, *, nfev: int = 1000) -> Predictor:

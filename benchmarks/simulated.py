@@ -168,7 +168,11 @@ def scenario(family: str, seed: int, *, snr: float, target: float, samplers: Seq
     for name in samplers:
         t0 = time.perf_counter()
         study = optuna.create_study(sampler=_sampler(name, seed))
-        study.optimize(noisy.objective(tokens=budget), n_trials=n)
+        try:
+            study.optimize(noisy.objective(tokens=budget), n_trials=n)
+        except ImportError as e:  # e.g. CMA-ES needs the optional `cmaes` package
+            print(f"[{family} seed={seed}] Optuna {name} skipped: {e}", file=sys.stderr)
+            continue
         score(f"Optuna {name}", _weights(study.best_trial, domains), n * budget, time.perf_counter() - t0)
     return out
 

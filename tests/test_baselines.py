@@ -275,3 +275,24 @@ def test_regmix_offline_benchmark_quick(tmp_path: Path) -> None:
     assert rows[("pile_cc", "Data Mixing Law")]["spearman_1M"] > 0.9
     assert (tmp_path / "regmix_offline_quick.json").is_file()
     assert (tmp_path / "regmix_offline_spearman_quick.html").is_file()
+
+
+@pytest.mark.slow
+def test_simulated_benchmark_quick(tmp_path: Path) -> None:
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "simulated.py"
+    spec = importlib.util.spec_from_file_location("simulated_benchmark", script)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    report = mod.main(["--quick", "--out", str(tmp_path)])
+    (res,) = report["results"]
+    methods = res["methods"]
+    assert {"AutoScale (joint)", "direct transfer", "uniform", "RegMix", "Data Mixing Law", "Optuna TPE"} <= set(methods)
+    assert methods["uniform"]["share"] == pytest.approx(0.0, abs=1e-12)
+    for m in methods.values():
+        if not math.isnan(m["regret"]):
+            assert m["regret"] >= -1e-9  # nobody beats the oracle
+    assert methods["RegMix"]["compute"] <= methods["AutoScale (joint)"]["compute"]
+    assert (tmp_path / "simulated_quick.json").is_file()
