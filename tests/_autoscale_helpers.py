@@ -79,11 +79,20 @@ def run_sim_study(storage: object, name: str) -> optuna.Study:
     return study
 
 
+_BUILT: dict[str, tuple[str, str]] = {}
+
+
 @pytest.fixture(scope="session")
 def completed_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    """``(storage URL, study name)`` of a completed simulated study in SQLite."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    db = tmp_path_factory.mktemp("completed") / "study.db"
-    url = f"sqlite:///{db}"
-    run_sim_study(url, "completed")
-    return url, "completed"
+    """``(storage URL, study name)`` of a completed simulated study in SQLite.
+
+    Test modules import this fixture, so pytest registers it once per module; the module-level
+    cache makes the whole session build the study once.
+    """
+    if "completed" not in _BUILT:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        db = tmp_path_factory.mktemp("completed") / "study.db"
+        url = f"sqlite:///{db}"
+        run_sim_study(url, "completed")
+        _BUILT["completed"] = (url, "completed")
+    return _BUILT["completed"]
