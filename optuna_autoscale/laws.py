@@ -948,7 +948,12 @@ def fit_separable(
     if noise is not None:
         sigma: float | None = float(noise)
     elif dof > 0:
-        sigma = math.sqrt(rss / dof)
+        # Residual dof with the priors' shrinkage counted: n - groups - tr(hat matrix).
+        jc0 = _center(j, gidx, ng)
+        a_mat = jc0.T @ jc0
+        reg = a_mat + np.diag(prec) * sig_box[0] ** 2
+        p_eff = float(np.trace(np.linalg.solve(reg, a_mat))) if np.all(np.isfinite(reg)) else float(p)
+        sigma = math.sqrt(rss / max(n - ng - p_eff, 1.0))
     else:
         sigma = None
     jc = _center(j, gidx, ng)
