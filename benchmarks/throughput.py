@@ -160,6 +160,39 @@ def ours(corpus: RandomCorpus, config: ProxyConfig, steps: int) -> tuple[float, 
     return res.steady_tokens_per_second, res.n_params, res.mfu
 
 
+def interleaved(corpus: RandomCorpus, config: ProxyConfig, steps: int) -> tuple[float, float]:
+    """The trainer's model + loss + optimizer step against the plain GPT's, alternating step by step.
+
+    Load from other processes then hits both alike, so the ratio holds on a busy machine. Returns
+    the median tokens/s of (trainer step, plain step) over ``steps`` pairs after 2 warm-up pairs.
+    """
+    from optuna_autoscale.proxy import train as tr
+
+    shape = pm.get_preset(config.preset)
+    torch.manual_seed(0)
+    hf = tr._LossModel(pm.build_model(config.preset, vocab_size=corpus.vocab_size, context=config.context, eos_id=0))
+    plain = PlainGPT(corpus.vocab_size, config.context, shape.n_embd, shape.n_layer, shape.n_head)
+    device = torch.device("cpu")
+    opts = {"hf": tr._make_optimizer(hf, config, device), "plain": tr._make_optimizer(plain, config, device)}
+    models = {"hf": hf, "plain": plain}
+    data = corpus.train_tokens(corpus.domains[0])
+    rng = np.random.default_rng(0)
+    b, t = config.batch_size, config.context
+    times: dict[str, list[float]] = {"hf": [], "plain": []}
+    for i in range(steps + 2):
+        rows = np.stack([np.zeros(b, dtype=np.int64), rng.integers(0, (len(data) - 1) // t, b) * t], axis=1)
+        for name, model in models.items():
+            t0 = time.perf_counter()
+            x, y = tr._get_batch([data], rows, t, corpus.vocab_size, device)
+            (model(x, y) / (b * t)).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            opts[name].step()
+            opts[name].zero_grad(set_to_none=True)
+            if i >= 2:
+                times[name].append(time.perf_counter() - t0)
+    return b * t / statistics.median(times["hf"]), b * t / statistics.median(times["plain"])
+
+
 # ------------------------------------------------------------------ modes
 
 
@@ -169,7 +202,8 @@ def run_cpu(presets: list[str], *, steps: int, batch: int, context: int, vocab: 
     rows = []
     print(f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, {threads} threads, "
           f"batch {batch} x context {context}, vocab {vocab}, {steps} steps per measurement, {repeats} repeats")
-    print(f"{'preset':8} {'params':>9} {'ours tok/s':>11} {'plain tok/s':>12} {'ratio':>6}  pairs")
+    print(f"{'preset':8} {'params':>9} {'ours tok/s':>11} {'plain tok/s':>12} {'ratio':>6}  "
+          f"{'run pairs':>16}  step-interleaved (ours/plain tok/s, ratio)")
     for preset in presets:
         config = ProxyConfig(
             preset=preset, context=context, batch_size=batch, eval_tokens=context, num_threads=threads, device="cpu"
@@ -183,10 +217,13 @@ def run_cpu(presets: list[str], *, steps: int, batch: int, context: int, vocab: 
         assert n_ours == n_plain, (n_ours, n_plain)  # same shape
         a_med, b_med = statistics.median(a_runs), statistics.median(b_runs)
         pairs = [round(x / y, 3) for x, y in zip(a_runs, b_runs)]
+        ia, ib = interleaved(corpus, config, steps)
         row = {"preset": preset, "params": n_ours, "ours_tokens_per_s": a_med, "plain_tokens_per_s": b_med,
-               "ratio": a_med / b_med, "pair_ratios": pairs}
+               "ratio": a_med / b_med, "pair_ratios": pairs, "interleaved_ours_tokens_per_s": ia,
+               "interleaved_plain_tokens_per_s": ib, "interleaved_ratio": ia / ib}
         rows.append(row)
-        print(f"{preset:8} {n_ours / 1e6:8.2f}M {a_med:11.0f} {b_med:12.0f} {a_med / b_med:6.3f}  {pairs}")
+        print(f"{preset:8} {n_ours / 1e6:8.2f}M {a_med:11.0f} {b_med:12.0f} {a_med / b_med:6.3f}  {str(pairs):>16}  "
+              f"{ia:.0f} / {ib:.0f}, {ia / ib:.3f}")
         sys.stdout.flush()
     return rows
 
