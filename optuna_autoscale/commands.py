@@ -624,6 +624,9 @@ def write_report(study: optuna.Study, out: str | Path, *, targets: Sequence[floa
             parts.append(_html_table(["domain"] + [f"{vis._fmt_tokens(b)} tokens" for b in budgets],
                                      [[d] + [optima[b].weights[d] for b in budgets] for d in domains]))
             cols, ext = [], []
+            if len(optima) < 2:
+                parts.append(f"<p>Extrapolation needs fitted optima at two or more budgets; have {len(optima)}.</p>")
+                tgts = []
             for t in tgts:
                 for m in ("joint", "paper"):
                     try:

@@ -353,7 +353,7 @@ def plot_mixture_weights(
     fig = go.Figure()
     curve: dict[float, Mapping[str, float]] = {}
     curve_error = None
-    if len(budgets) >= 2 or method == "joint":
+    if len(budgets) >= 2:
         for t in _budget_grid(budgets, targets, n_points):
             try:
                 curve[float(t)] = res.extrapolate(float(t), method=method).weights
@@ -388,7 +388,13 @@ def plot_mixture_weights(
         )
     for t in targets:
         fig.add_vline(x=float(t), line_dash="dot", line_color="gray")
-    suffix = f" (extrapolation failed: {curve_error})" if curve_error and not curve else ""
+    if len(budgets) < 2:
+        suffix = " (the extrapolated curve needs fitted optima at two budgets)"
+    elif curve_error and not curve:
+        short = curve_error if len(curve_error) <= 80 else curve_error[:77] + "..."
+        suffix = f" (extrapolation failed: {short})"
+    else:
+        suffix = ""
     fig.update_layout(
         title=title + suffix,
         xaxis=dict(title="training budget (tokens)", type="log"),
