@@ -199,6 +199,27 @@ def report(study: optuna.Study, result: AutoScaleResult, *, storage: str) -> str
     return "\n".join(out)
 
 
+def _progress(n_runs: int) -> Any:
+    """An Optuna callback printing one line per finished proxy run (the demo's progress)."""
+    from optuna_autoscale.mixture import ROLE_ATTR
+    from optuna_autoscale.mixture import TOKENS_PARAM
+
+    start = time.perf_counter()
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
+        value = "failed" if trial.value is None else f"loss {trial.value:.4f}"
+        role = trial.user_attrs.get(ROLE_ATTR, "?")
+        tokens = trial.user_attrs.get(TOKENS_PARAM)
+        size = "" if tokens is None else f"{float(tokens):>10,.0f} tokens"
+        secs = trial.user_attrs.get("train_seconds")
+        speed = "" if secs is None else f"  {secs:5.0f} s"
+        print(f"      run {done:>2}/{n_runs}  {role:<17}{size}  {value}{speed}"
+              f"  (elapsed {time.perf_counter() - start:.0f} s)", flush=True)
+
+    return callback
+
+
 def run_demo(*, storage: str | None = None, cache_dir: str | None = None, fresh: bool = False) -> AutoScaleResult:
     """Run the demo study to completion and print its summary.
 
@@ -237,7 +258,9 @@ def run_demo(*, storage: str | None = None, cache_dir: str | None = None, fresh:
           f"{', '.join(_fmt_tokens(b) for b in cfg.design.budgets)} tokens, {n_runs} proxy runs "
           f"(preset {cfg.proxy_config().preset!r}), study {cfg.study.name!r} in {redact_url(url)}", flush=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    commands._work(study, objective, cfg, None)
+    if not sampler.is_complete(study):
+        study.optimize(objective, callbacks=[_progress(n_runs)] + commands._callbacks(cfg), catch=(),
+                       gc_after_trial=False)
     t2 = time.perf_counter()
     print(f"      design complete: {sampler.is_complete(study)} ({t2 - t1:.0f} s)\n", flush=True)
     print("[3/3] results", flush=True)

@@ -1,0 +1,76 @@
+"""The demo's config, effects table and printed report (the real run is `make demo`)."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from optuna_autoscale import AutoScaleResult
+from optuna_autoscale import AutoScaleSampler
+from optuna_autoscale.cli import main as cli_main
+from optuna_autoscale.demo import demo_config
+from optuna_autoscale.demo import perturbation_effects
+from optuna_autoscale.demo import report
+from optuna_autoscale.simulate import separable
+
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def finished():  # type: ignore[no-untyped-def]
+    land = separable(3, seed=1, noise=0.001, seed_noise=0.01)
+    sampler = AutoScaleSampler(land.domains, [1e8, 4e8], replicates=1, seed=0)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(land.objective(), n_trials=200)
+    assert sampler.is_complete(study)
+    return land, study, AutoScaleResult.from_study(study, write_summary=False)
+
+
+def test_demo_config_is_valid_and_real() -> None:
+    cfg = demo_config(storage="sqlite:////tmp/x.db", cache_dir="/tmp/cache")
+    assert cfg.study.objective == "proxy" and cfg.corpus.embedded and not cfg.corpus.apt
+    assert len(cfg.corpus.embedded_domains) == 4
+    assert cfg.study.storage == "sqlite:////tmp/x.db" and cfg.corpus.cache_dir == "/tmp/cache"
+    assert list(cfg.design.budgets) == sorted(cfg.design.budgets) and cfg.design.replicates >= 1
+    assert cfg.proxy_config().device == "cpu"
+
+
+def test_effects_are_same_seed_differences(finished) -> None:  # type: ignore[no-untyped-def]
+    land, study, _ = finished
+    rows = perturbation_effects(study)
+    # 2 budgets x 3 domains x 2 multipliers.
+    assert len(rows) == 12
+    for r in rows:
+        base = [t for t in study.trials if t.user_attrs.get("autoscale_role") == "base"
+                and t.user_attrs["tokens"] == pytest.approx(r["budget"])]
+        assert len(base) == 1
+        d, b = f"weight_{r['domain']}", base[0].user_attrs
+
+        def tokens_of(t):  # type: ignore[no-untyped-def]
+            return t.user_attrs[d] * t.user_attrs["tokens"]
+
+        pert = [t for t in study.trials if t.user_attrs.get("autoscale_role") == "perturb"
+                and t.user_attrs["seed"] == b["seed"]
+                and tokens_of(t) == pytest.approx(r["multiplier"] * tokens_of(base[0]))]
+        assert len(pert) == 1
+        assert r["effect"] == pytest.approx(pert[0].value - base[0].value)
+        # More data for a domain lowers the loss on this landscape; less raises it.
+        assert (r["effect"] < 0) == (r["multiplier"] > 1)
+
+
+def test_report_prints_every_section(finished) -> None:  # type: ignore[no-untyped-def]
+    land, study, result = finished
+    text = report(study, result, storage="sqlite:///demo.db")
+    assert "seed noise (sd of the loss)" in text and "base replicates" in text
+    assert "Optimal weights per budget" in text
+    assert "4e9 joint" in text and "4e10 paper" in text
+    assert "verify_predicted" in text
+    assert "optuna-autoscale dashboard --storage sqlite:///demo.db" in text
+
+
+def test_demo_help(capsys) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SystemExit) as e:
+        cli_main(["demo", "--help"])
+    assert e.value.code == 0
+    assert "--fresh" in capsys.readouterr().out
