@@ -4,11 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo install clean
+.PHONY: test demo quickstart install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip
 	# torch first: the CPU wheel on disk; otherwise a dependency pulls a multi-GB CUDA build.
 	$(BIN)/pip install "torch==2.13.0"
 	$(BIN)/pip install -e ".[all,test]"
@@ -19,7 +18,12 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# The real thing: embedded real-text corpus, tiny GPT-2 proxies on the CPU, SQLite study.
 demo: $(STAMP)
+	$(BIN)/optuna-autoscale demo
+
+# The same pipeline on a simulated 7-domain landscape (about a minute).
+quickstart: $(STAMP)
 	$(BIN)/python examples/quickstart.py
 
 clean:
