@@ -84,7 +84,7 @@ def _at(weights: Mapping[str, float], tokens: float) -> dict[str, float]:
 
 
 def scenario(family: str, seed: int, *, snr: float, target: float, samplers: Sequence[str],
-             quick: bool) -> dict[str, Any]:
+             quick: bool, search_budget: float = BUDGETS[0]) -> dict[str, Any]:
     """All methods on one landscape; returns per-method target allocation scores."""
     import optuna
 
@@ -140,8 +140,8 @@ def scenario(family: str, seed: int, *, snr: float, target: float, samplers: Seq
     score("direct transfer", None if top is None else dict(top.weights), compute, secs)
     score("uniform", uniform(domains), 0.0, 0.0)
 
-    # ---- search baselines at equal compute, at the smallest budget
-    budget = BUDGETS[0]
+    # ---- search baselines at equal compute, at one proxy budget (default the smallest)
+    budget = float(search_budget)
     n = max(4, int(compute // budget))
     if quick:
         n = min(n, 24)
@@ -239,8 +239,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--snr", type=float, default=6.0, help="signal/noise of the x3 effects at the smallest budget")
     parser.add_argument("--target-multiple", type=float, default=10.0, help="target = this x the largest budget")
     parser.add_argument("--samplers", nargs="*", default=list(SAMPLERS))
+    parser.add_argument("--search-budget", choices=("smallest", "largest"), default="smallest",
+                        help="proxy budget at which the search baselines spend their compute")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    search_budget = BUDGETS[0] if args.search_budget == "smallest" else BUDGETS[-1]
     families = args.families[:1] if args.quick else args.families
     seeds = 1 if args.quick else args.seeds
     samplers = [s for s in args.samplers if s in ("TPE", "Random")] if args.quick else args.samplers
@@ -250,17 +253,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for f in families:
         for s in range(seeds):
             t0 = time.perf_counter()
-            results.append(runner(f, s, snr=args.snr, target=target, samplers=samplers, quick=args.quick))
+            results.append(runner(f, s, snr=args.snr, target=target, samplers=samplers, quick=args.quick,
+                                  search_budget=search_budget))
             print(f"[{f} seed={s}] {time.perf_counter() - t0:.1f}s", file=sys.stderr)
             args.out.mkdir(parents=True, exist_ok=True)  # partial results survive an interrupted run
             (args.out / "simulated_partial.json").write_text(json.dumps(results, indent=1, default=float))
     report = {"families": families, "seeds": seeds, "snr": args.snr, "budgets": list(BUDGETS), "target": target,
-              "m": M, "results": results}
+              "m": M, "search_budget": search_budget, "results": results}
     print(f"{M} domains, proxy budgets {BUDGETS[0]:.3g} and {BUDGETS[1]:.3g} tokens, target {target:.3g} tokens, "
-          f"SNR {args.snr:g}, {seeds} seed(s) per family.")
+          f"SNR {args.snr:g}, {seeds} seed(s) per family; search baselines at {search_budget:.3g} tokens.")
     print(table(results))
     args.out.mkdir(parents=True, exist_ok=True)
-    suffix = "_quick" if args.quick else ""
+    suffix = ("_quick" if args.quick else "") + ("_largest" if args.search_budget == "largest" else "")
     (args.out / f"simulated{suffix}.json").write_text(json.dumps(report, indent=1, default=float))
     report["figures"] = figures(results, args.out, suffix)
     return report
