@@ -389,7 +389,7 @@ def plot_mixture_weights(
     for t in targets:
         fig.add_vline(x=float(t), line_dash="dot", line_color="gray")
     if len(budgets) < 2:
-        suffix = " (the extrapolated curve needs fitted optima at two budgets)"
+        suffix = " (curve: needs two fitted budgets)"
     elif curve_error and not curve:
         short = curve_error if len(curve_error) <= 80 else curve_error[:77] + "..."
         suffix = f" (extrapolation failed: {short})"
