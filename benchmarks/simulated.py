@@ -250,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     target = args.target_multiple * BUDGETS[-1]
     runner: Callable[..., dict[str, Any]] = scenario
     results = []
+    partial = args.out / "simulated_partial.json"
     for f in families:
         for s in range(seeds):
             t0 = time.perf_counter()
@@ -257,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                   search_budget=search_budget))
             print(f"[{f} seed={s}] {time.perf_counter() - t0:.1f}s", file=sys.stderr)
             args.out.mkdir(parents=True, exist_ok=True)  # partial results survive an interrupted run
-            (args.out / "simulated_partial.json").write_text(json.dumps(results, indent=1, default=float))
+            partial.write_text(json.dumps(results, indent=1, default=float))
     report = {"families": families, "seeds": seeds, "snr": args.snr, "budgets": list(BUDGETS), "target": target,
               "m": M, "search_budget": search_budget, "results": results}
     print(f"{M} domains, proxy budgets {BUDGETS[0]:.3g} and {BUDGETS[1]:.3g} tokens, target {target:.3g} tokens, "
@@ -266,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = ("_quick" if args.quick else "") + ("_largest" if args.search_budget == "largest" else "")
     (args.out / f"simulated{suffix}.json").write_text(json.dumps(report, indent=1, default=float))
+    partial.unlink(missing_ok=True)
     report["figures"] = figures(results, args.out, suffix)
     return report
 
