@@ -185,7 +185,9 @@ def _plain_study(tmp: Path, study: tuple[str, str]) -> list[str]:
 def _changed_design(tmp: Path, study: tuple[str, str]) -> list[str]:
     db = tmp / "changed.db"
     first = sim_config(tmp / "first.toml", storage=f"sqlite:///{db}", name="changed", budgets=(1e8,), verify=False)
-    assert cli("run", str(first), timeout=300).returncode == 0
+    from optuna_autoscale import commands
+
+    assert commands.main(["run", str(first)]) == 0  # in-process: only the failing run needs a CLI process
     second = sim_config(tmp / "second.toml", storage=f"sqlite:///{db}", name="changed", budgets=(1e8, 4e8))
     return [str(second)]
 
