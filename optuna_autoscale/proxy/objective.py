@@ -88,6 +88,12 @@ def make_objective(
     """
     from optuna_autoscale.proxy.train import ProxyConfig
 
+    # Resolve transformers' lazy attributes here, in the calling thread: its lazy module is not
+    # thread-safe, and `study.optimize(..., n_jobs=2)` would otherwise import it from two threads
+    # at once ("cannot import name 'GPT2LMHeadModel'").
+    from transformers import GPT2Config  # noqa: F401
+    from transformers import GPT2LMHeadModel  # noqa: F401
+
     config = ProxyConfig() if config is None else config
     if not isinstance(config, ProxyConfig):
         raise TypeError(f"config must be a ProxyConfig, got {type(config).__name__}.")
