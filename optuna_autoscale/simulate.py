@@ -218,6 +218,43 @@ class Landscape(abc.ABC):
         object.__setattr__(self, "noise", _check_float("noise", self.noise, nonneg=True))
         object.__setattr__(self, "seed_noise", _check_float("seed_noise", self.seed_noise, nonneg=True))
 
+    def _validate_domains(self) -> int:
+        """Normalise ``domains`` in place (frozen) and return their number."""
+        from optuna_autoscale.mixture import validate_domains
+
+        doms = validate_domains(self.domains)
+        object.__setattr__(self, "domains", doms)
+        return len(doms)
+
+    def _validate_power_law(self) -> int:
+        """Check ``irreducible``, ``beta``, ``offset``, ``gamma`` (power-law families); return ``m``."""
+        m = self._validate_domains()
+        object.__setattr__(self, "irreducible", _vector("irreducible", getattr(self, "irreducible"), m))
+        object.__setattr__(self, "beta", _vector("beta", getattr(self, "beta"), m, positive=True))
+        object.__setattr__(self, "offset", _vector("offset", getattr(self, "offset"), m, nonneg=True))
+        object.__setattr__(self, "gamma", _vector("gamma", getattr(self, "gamma"), m, positive=True))
+        return m
+
+    def _params_dict(self, family: str, **fields: Any) -> dict[str, Any]:
+        """``params()`` layout: family, domains, the family's ``fields``, then seed and noise."""
+        return {
+            "family": family,
+            "domains": list(self.domains),
+            **fields,
+            "seed": self.seed,
+            "noise": self.noise,
+            "seed_noise": self.seed_noise,
+        }
+
+    def _power_law_fields(self) -> dict[str, Any]:
+        """The power-law families' parameters in ``params()`` form."""
+        return {
+            "irreducible": list(getattr(self, "irreducible")),
+            "beta": list(getattr(self, "beta")),
+            "offset": list(getattr(self, "offset")),
+            "gamma": list(getattr(self, "gamma")),
+        }
+
     def _split(self, allocation: Mapping[str, float]) -> tuple[np.ndarray, float]:
         """Check an allocation and return (shares in domain order, total tokens)."""
         if not isinstance(allocation, Mapping):
@@ -543,15 +580,7 @@ class SeparableLandscape(Landscape):
     seed_noise: float = dataclasses.field(default=0.0, kw_only=True)
 
     def __post_init__(self) -> None:
-        from optuna_autoscale.mixture import validate_domains
-
-        doms = validate_domains(self.domains)
-        object.__setattr__(self, "domains", doms)
-        m = len(doms)
-        object.__setattr__(self, "irreducible", _vector("irreducible", self.irreducible, m))
-        object.__setattr__(self, "beta", _vector("beta", self.beta, m, positive=True))
-        object.__setattr__(self, "offset", _vector("offset", self.offset, m, nonneg=True))
-        object.__setattr__(self, "gamma", _vector("gamma", self.gamma, m, positive=True))
+        self._validate_power_law()
         self._validate_noise()
 
     def _per_domain(self, w: np.ndarray, tokens: float) -> tuple[np.ndarray, np.ndarray]:
@@ -601,17 +630,7 @@ class SeparableLandscape(Landscape):
         }
 
     def params(self) -> dict[str, Any]:
-        return {
-            "family": "separable",
-            "domains": list(self.domains),
-            "irreducible": list(self.irreducible),
-            "beta": list(self.beta),
-            "offset": list(self.offset),
-            "gamma": list(self.gamma),
-            "seed": self.seed,
-            "noise": self.noise,
-            "seed_noise": self.seed_noise,
-        }
+        return self._params_dict("separable", **self._power_law_fields())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -642,15 +661,7 @@ class TransferLandscape(Landscape):
     seed_noise: float = dataclasses.field(default=0.0, kw_only=True)
 
     def __post_init__(self) -> None:
-        from optuna_autoscale.mixture import validate_domains
-
-        doms = validate_domains(self.domains)
-        object.__setattr__(self, "domains", doms)
-        m = len(doms)
-        object.__setattr__(self, "irreducible", _vector("irreducible", self.irreducible, m))
-        object.__setattr__(self, "beta", _vector("beta", self.beta, m, positive=True))
-        object.__setattr__(self, "offset", _vector("offset", self.offset, m, nonneg=True))
-        object.__setattr__(self, "gamma", _vector("gamma", self.gamma, m, positive=True))
+        m = self._validate_power_law()
         t = np.array(_matrix("transfer_matrix", self.transfer_matrix, m))
         np.fill_diagonal(t, 0.0)
         if np.any(t < 0):
@@ -669,18 +680,11 @@ class TransferLandscape(Landscape):
         return values, jac
 
     def params(self) -> dict[str, Any]:
-        return {
-            "family": "transfer",
-            "domains": list(self.domains),
-            "irreducible": list(self.irreducible),
-            "beta": list(self.beta),
-            "offset": list(self.offset),
-            "gamma": list(self.gamma),
-            "transfer_matrix": [list(r) for r in self.transfer_matrix],
-            "seed": self.seed,
-            "noise": self.noise,
-            "seed_noise": self.seed_noise,
-        }
+        return self._params_dict(
+            "transfer",
+            **self._power_law_fields(),
+            transfer_matrix=[list(r) for r in self.transfer_matrix],
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -712,11 +716,7 @@ class MixingLawLandscape(Landscape):
     seed_noise: float = dataclasses.field(default=0.0, kw_only=True)
 
     def __post_init__(self) -> None:
-        from optuna_autoscale.mixture import validate_domains
-
-        doms = validate_domains(self.domains)
-        object.__setattr__(self, "domains", doms)
-        m = len(doms)
+        m = self._validate_domains()
         object.__setattr__(self, "floor", _vector("floor", self.floor, m))
         object.__setattr__(self, "scale", _vector("scale", self.scale, m, positive=True))
         object.__setattr__(self, "alpha", _vector("alpha", self.alpha, m, nonneg=True))
@@ -735,18 +735,14 @@ class MixingLawLandscape(Landscape):
         return values, jac
 
     def params(self) -> dict[str, Any]:
-        return {
-            "family": "mixing_law",
-            "domains": list(self.domains),
-            "floor": list(self.floor),
-            "scale": list(self.scale),
-            "alpha": list(self.alpha),
-            "interaction": [list(r) for r in self.interaction],
-            "reference_tokens": self.reference_tokens,
-            "seed": self.seed,
-            "noise": self.noise,
-            "seed_noise": self.seed_noise,
-        }
+        return self._params_dict(
+            "mixing_law",
+            floor=list(self.floor),
+            scale=list(self.scale),
+            alpha=list(self.alpha),
+            interaction=[list(r) for r in self.interaction],
+            reference_tokens=self.reference_tokens,
+        )
 
 
 # --------------------------------------------------------------------------- random families
