@@ -20,45 +20,17 @@ from optuna_autoscale.proxy.objective import make_objective  # noqa: E402
 from optuna_autoscale.proxy.train import ProxyConfig  # noqa: E402
 from optuna_autoscale.proxy.train import ProxyResult  # noqa: E402
 
+from _proxy_helpers import ArrayCorpus  # noqa: E402
+from _proxy_helpers import stride_corpus  # noqa: E402
+
 
 pytestmark = pytest.mark.torch
 
-VOCAB = 64
 CTX = 16
 
 
-@dataclasses.dataclass
-class ArrayCorpus:
-    """A tiny in-memory corpus with the Corpus duck type."""
-
-    train: dict[str, np.ndarray]
-    val: dict[str, np.ndarray]
-    vocab_size: int = VOCAB
-    eos_id: int = 0
-
-    @property
-    def domains(self) -> tuple[str, ...]:
-        return tuple(self.train)
-
-    def train_tokens(self, domain: str) -> np.ndarray:
-        return self.train[domain]
-
-    def val_tokens(self, domain: str) -> np.ndarray:
-        return self.val[domain]
-
-    def unique_tokens(self) -> dict[str, int]:
-        return {d: len(a) for d, a in self.train.items()}
-
-
 def make_corpus(domains: tuple[str, ...] = ("a", "b", "c"), n: int = 5000) -> ArrayCorpus:
-    rng = np.random.default_rng(1)
-    train, val = {}, {}
-    for i, d in enumerate(domains):
-        x = (np.arange(n + 800) * (2 * i + 3) + i) % VOCAB
-        noise = rng.random(len(x)) < 0.1
-        x[noise] = rng.integers(0, VOCAB, noise.sum())
-        train[d], val[d] = x[:n].astype(np.uint16), x[n:].astype(np.uint16)
-    return ArrayCorpus(train, val)
+    return stride_corpus(n_train=n, n_val=800, domains=domains, seed=1)
 
 
 CONFIG = ProxyConfig(preset="micro", context=CTX, batch_size=8, eval_tokens=128, num_threads=1)

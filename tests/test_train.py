@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-import dataclasses
 import math
 import warnings
 
@@ -24,48 +23,19 @@ from optuna_autoscale.proxy.train import plan_sequences  # noqa: E402
 from optuna_autoscale.proxy.train import ProxyConfig  # noqa: E402
 from optuna_autoscale.proxy.train import train_proxy  # noqa: E402
 
+from _proxy_helpers import ArrayCorpus  # noqa: E402
+from _proxy_helpers import stride_corpus  # noqa: E402
+from _proxy_helpers import VOCAB  # noqa: E402
+
 
 pytestmark = pytest.mark.torch
 
-VOCAB = 64
 CTX = 16
-
-
-@dataclasses.dataclass
-class ArrayCorpus:
-    """A tiny in-memory corpus with the Corpus duck type."""
-
-    train: dict[str, np.ndarray]
-    val: dict[str, np.ndarray]
-    vocab_size: int = VOCAB
-    eos_id: int = 0
-
-    @property
-    def domains(self) -> tuple[str, ...]:
-        return tuple(self.train)
-
-    def train_tokens(self, domain: str) -> np.ndarray:
-        return self.train[domain]
-
-    def val_tokens(self, domain: str) -> np.ndarray:
-        return self.val[domain]
-
-    def unique_tokens(self) -> dict[str, int]:
-        return {d: len(a) for d, a in self.train.items()}
 
 
 def make_corpus(n_train: int = 6000, n_val: int = 1200, domains: tuple[str, ...] = ("a", "b", "c")) -> ArrayCorpus:
     """Each domain a learnable stride pattern with 10% random tokens."""
-    rng = np.random.default_rng(0)
-    train, val = {}, {}
-    for i, d in enumerate(domains):
-        n = n_train + n_val
-        x = (np.arange(n) * (2 * i + 3) + i) % VOCAB
-        noise = rng.random(n) < 0.1
-        x[noise] = rng.integers(0, VOCAB, noise.sum())
-        x = x.astype(np.uint16)
-        train[d], val[d] = x[:n_train], x[n_train:]
-    return ArrayCorpus(train, val)
+    return stride_corpus(n_train=n_train, n_val=n_val, domains=domains, seed=0)
 
 
 def cfg(**kw: object) -> ProxyConfig:
