@@ -285,13 +285,6 @@ def run_doremi(
             out.append(arrays_cache[d])
         return out
 
-    def new_model() -> Any:
-        torch.manual_seed(seed)
-        model = proxy_model.build_model(
-            config.preset, vocab_size=vocab, context=ctx, eos_id=int(corpus.eos_id), dropout=config.dropout
-        )
-        return model.to(device)
-
     def plan_for(weights: np.ndarray) -> Any:
         mix = Mixture(dict(zip(doms, weights.tolist())), budget, seed)
         plan = proxy_train.plan_sequences(corpus, mix, context=ctx)
@@ -303,7 +296,7 @@ def run_doremi(
         return plan
 
     def train(plan: Any, reference: Any | None, a0: np.ndarray | None) -> tuple[Any, list[np.ndarray], np.ndarray, int]:
-        model = new_model()
+        model = proxy_train.build_proxy_model(corpus, config, seed=seed, device=device)
         optimizer = proxy_train._make_optimizer(model, config, device)
         arrays = arrays_for(plan)
         n_seq = len(plan.rows)
@@ -316,9 +309,7 @@ def run_doremi(
         bar = proxy_train._progress_bar(steps, Mixture(dict(zip(doms, samp.tolist())), budget, seed), config,
                                         enabled=progress)
         for step in range(steps):
-            lr = proxy_train._lr_at(step, steps, config)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            proxy_train._set_lr(optimizer, step, steps, config)
             rows = plan.rows[step * config.batch_size : (step + 1) * config.batch_size]
             x, y = proxy_train._get_batch(arrays, rows, ctx, vocab, device)  # (b, ctx) each
             dom_idx = torch.as_tensor(rows[:, 0], device=device)  # (b,)

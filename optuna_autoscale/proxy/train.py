@@ -421,10 +421,7 @@ def train_proxy(
         torch.set_num_threads(threads)
     try:
         # ---- model and optimizer
-        torch.manual_seed(mixture.seed)
-        raw_model = proxy_model.build_model(
-            config.preset, vocab_size=vocab, context=ctx, eos_id=int(corpus.eos_id), dropout=config.dropout
-        ).to(device)
+        raw_model = build_proxy_model(corpus, config, seed=mixture.seed, device=device)
         n_params = proxy_model.count_parameters(raw_model)
         optimizer = _make_optimizer(raw_model, config, device)
         loss_model = _LossModel(raw_model)  # model + loss, so that compile fuses the loss in
@@ -457,9 +454,7 @@ def train_proxy(
         bar = _progress_bar(steps, mixture, config, enabled=progress and rank == 0)
         t0 = time.perf_counter()
         for step in range(steps):
-            lr = _lr_at(step, steps, config)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = _set_lr(optimizer, step, steps, config)
             rows = plan.rows[step * config.batch_size : (step + 1) * config.batch_size]
             step_tokens = len(rows) * ctx  # every rank's loss is divided by the global token count
             local = rows[rank::world]
@@ -557,6 +552,56 @@ class _LossModel(torch.nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits = self.lm(input_ids=x, use_cache=False).logits  # (b, ctx, vocab)
         return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1), reduction="sum")
+
+
+def build_proxy_model(
+    corpus: CorpusLike, config: ProxyConfig, *, seed: int, device: torch.device | str = "cpu"
+) -> torch.nn.Module:
+    """A freshly initialised GPT-2 proxy for ``corpus`` on ``device``, its init seeded by ``seed``.
+
+    :func:`train_proxy` and DoReMi both build their models here, so one seed gives one init.
+
+    Args:
+        corpus: Supplies ``vocab_size`` and ``eos_id``.
+        config: Supplies ``preset``, ``context`` (tokens) and ``dropout``.
+        seed: Seed of the weight init (sets ``torch.manual_seed``).
+        device: Where the model goes.
+
+    Returns:
+        The model (a ``transformers`` GPT-2 LM head model).
+
+    Example:
+        .. code-block:: python
+
+            import dataclasses
+            from optuna_autoscale.proxy import ProxyConfig
+            from optuna_autoscale.proxy.train import build_proxy_model
+
+            @dataclasses.dataclass
+            class Vocab:
+                vocab_size: int = 64
+                eos_id: int = 0
+
+            model = build_proxy_model(Vocab(), ProxyConfig(preset="micro", context=32), seed=0)
+            assert model.config.n_positions >= 32
+    """
+    torch.manual_seed(seed)
+    model = proxy_model.build_model(
+        config.preset,
+        vocab_size=int(corpus.vocab_size),
+        context=config.context,
+        eos_id=int(corpus.eos_id),
+        dropout=config.dropout,
+    )
+    return model.to(device)
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, step: int, steps: int, config: ProxyConfig) -> float:
+    """Set the schedule's learning rate (:func:`_lr_at`) on every parameter group; return it."""
+    lr = _lr_at(step, steps, config)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
 
 
 def _make_optimizer(model: torch.nn.Module, config: ProxyConfig, device: torch.device) -> torch.optim.AdamW:
