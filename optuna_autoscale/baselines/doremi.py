@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from optuna_autoscale.baselines.simple import _positive_shares
 from optuna_autoscale.mixture import Mixture
 from optuna_autoscale.mixture import validate_domains
 
@@ -171,17 +172,6 @@ def _natural_weights(corpus: Any, domains: tuple[str, ...]) -> dict[str, float]:
     return {d: c / total for d, c in counts.items()}
 
 
-def _check_weights(w: Mapping[str, float], domains: tuple[str, ...], what: str) -> np.ndarray:
-    missing = [d for d in domains if d not in w]
-    extra = [d for d in w if d not in domains]
-    if missing or extra:
-        raise ValueError(f"{what} must name exactly the corpus domains; missing {missing!r}, unknown {extra!r}.")
-    arr = np.array([float(w[d]) for d in domains])
-    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        raise ValueError(f"{what} must be finite and positive for every domain (DoReMi divides by them).")
-    return arr / arr.sum()
-
-
 def run_doremi(
     corpus: Any,
     tokens: float,
@@ -261,10 +251,11 @@ def run_doremi(
         raise ValueError(f"rounds must be a positive integer, got {rounds!r}.")
     if not (math.isfinite(eta) and eta >= 0) or not (0.0 < smoothing <= 1.0):
         raise ValueError("Need eta >= 0 and 0 < smoothing <= 1 (smoothing keeps every weight positive).")
-    ref = _check_weights(
+    ref = _positive_shares(
         reference_weights if reference_weights is not None else _natural_weights(corpus, doms),
         doms,
         "reference_weights",
+        why=" (DoReMi divides by them)",
     )
 
     device = proxy_train._resolve_device(config.device, 0, 1)

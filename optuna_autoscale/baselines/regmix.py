@@ -31,6 +31,7 @@ from optuna.samplers import BaseSampler
 from optuna.samplers import RandomSampler
 from optuna.trial import TrialState
 
+from optuna_autoscale.baselines.simple import _positive_shares
 from optuna_autoscale.mixture import Mixture
 from optuna_autoscale.mixture import param_name
 from optuna_autoscale.mixture import params_to_weights
@@ -70,16 +71,7 @@ def lightgbm_available() -> bool:
 def _prior_vector(natural: Mapping[str, float] | None, domains: tuple[str, ...]) -> np.ndarray:
     if natural is None:
         return np.full(len(domains), 1.0 / len(domains))
-    if not isinstance(natural, Mapping):
-        raise TypeError("natural must be a mapping domain -> natural share (or token count).")
-    missing = [d for d in domains if d not in natural]
-    extra = [d for d in natural if d not in domains]
-    if missing or extra:
-        raise ValueError(f"natural must name exactly the domains; missing {missing!r}, unknown {extra!r}.")
-    p = np.array([float(natural[d]) for d in domains])
-    if not np.all(np.isfinite(p)) or np.any(p <= 0):
-        raise ValueError(f"natural shares must be finite and positive, got {dict(zip(domains, p.tolist()))!r}.")
-    return p / p.sum()
+    return _positive_shares(natural, domains, "natural")
 
 
 def dirichlet_swarm(

@@ -58,6 +58,22 @@ def _check_counts(counts: Mapping[str, float], what: str) -> dict[str, float]:
     return out
 
 
+def _positive_shares(w: Mapping[str, float], domains: tuple[str, ...], what: str, *, why: str = "") -> np.ndarray:
+    """``w`` (shares or token counts naming exactly ``domains``, all > 0) as a normalised vector."""
+    if not isinstance(w, Mapping):
+        raise TypeError(f"{what} must be a mapping domain -> share (or token count), got {type(w).__name__}.")
+    missing = [d for d in domains if d not in w]
+    extra = [d for d in w if d not in domains]
+    if missing or extra:
+        raise ValueError(f"{what} must name exactly the domains; missing {missing!r}, unknown {extra!r}.")
+    arr = np.array([float(w[d]) for d in domains])
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise ValueError(
+            f"{what} must be finite and positive for every domain{why}, got {dict(zip(domains, arr.tolist()))!r}."
+        )
+    return arr / arr.sum()
+
+
 def natural(unique_tokens: Mapping[str, float]) -> dict[str, float]:
     """Shares proportional to each domain's unique (available) training tokens.
 
