@@ -25,8 +25,8 @@ from collections.abc import Mapping
 import json
 import math
 import os
-from pathlib import Path
 import time
+import warnings
 from typing import Any
 from typing import TYPE_CHECKING
 
@@ -50,7 +50,7 @@ dashboard = true
 [design]
 # Tokens per proxy run. Sized from measurements on a 2-core CPU: the x3 perturbation effects at
 # these budgets are several times the seed noise, and the whole design runs in minutes.
-budgets = [2e5, 6e5]
+budgets = [1.5e5, 4.5e5]
 multipliers = [0.2, 3.0]
 replicates = 1              # one base run per budget with another seed: the noise estimate
 verify = true
@@ -203,6 +203,7 @@ def report(study: optuna.Study, result: AutoScaleResult, *, storage: str) -> str
 
 def _progress(n_runs: int) -> Any:
     """An Optuna callback printing one line per finished proxy run (the demo's progress)."""
+    from optuna_autoscale.design import POINT_ATTR
     from optuna_autoscale.mixture import ROLE_ATTR
     from optuna_autoscale.mixture import TOKENS_PARAM
 
@@ -211,12 +212,13 @@ def _progress(n_runs: int) -> Any:
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
         value = "failed" if trial.value is None else f"loss {trial.value:.4f}"
-        role = trial.user_attrs.get(ROLE_ATTR, "?")
+        point = trial.system_attrs.get(POINT_ATTR)
+        role = json.loads(point)["key"] if isinstance(point, str) else trial.user_attrs.get(ROLE_ATTR, "?")
         tokens = trial.user_attrs.get(TOKENS_PARAM)
         size = "" if tokens is None else f"{float(tokens):>10,.0f} tokens"
         secs = trial.user_attrs.get("train_seconds")
         speed = "" if secs is None else f"  {secs:5.0f} s"
-        print(f"      run {done:>2}/{n_runs}  {role:<17}{size}  {value}{speed}"
+        print(f"      run {done:>2}/{n_runs}  {role:<28}{size}  {value}{speed}"
               f"  (elapsed {time.perf_counter() - start:.0f} s)", flush=True)
 
     return callback
@@ -239,6 +241,7 @@ def run_demo(
     import optuna
 
     from optuna_autoscale import commands
+    from optuna_autoscale.laws import DDOWarning
     from optuna_autoscale.results import AutoScaleResult
     from optuna_autoscale.storage import redact_url
 
@@ -271,7 +274,11 @@ def run_demo(
     t2 = time.perf_counter()
     print(f"      design complete: {sampler.is_complete(study)} ({t2 - t1:.0f} s)\n", flush=True)
     print("[3/3] results", flush=True)
-    result = AutoScaleResult.from_study(study)
+    with warnings.catch_warnings():
+        # Fit warnings (flat or wrong-way domains) are collected in result.warnings and printed
+        # at the end of the report, once, instead of as Python warnings here.
+        warnings.simplefilter("ignore", DDOWarning)
+        result = AutoScaleResult.from_study(study)
     print(report(study, result, storage=redact_url(url)), flush=True)
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s", flush=True)
     return result
