@@ -15,6 +15,7 @@ import numpy as np
 from optuna_autoscale.design import CONFIG_ATTR
 from optuna_autoscale.design import Design
 from optuna_autoscale.design import Ledger
+from optuna_autoscale.mixture import _check_tokens
 from optuna_autoscale.mixture import DEFAULT_SEED
 from optuna_autoscale.mixture import Mixture
 
@@ -309,12 +310,7 @@ class AutoScaleResult:
         Returns:
             The mixture (weights, ``tokens``, seed 0).
         """
-        try:
-            total = float(tokens)
-        except (TypeError, ValueError):
-            raise ValueError(f"tokens must be a number of training tokens, got {tokens!r}.") from None
-        if not math.isfinite(total) or total <= 0:
-            raise ValueError(f"tokens must be a finite, positive number of training tokens, got {tokens!r}.")
+        total = _check_tokens(tokens)
         if caps is not None:
             unknown = [d for d in caps if d not in self.design.domains]
             if unknown:

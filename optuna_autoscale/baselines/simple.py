@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from optuna_autoscale.mixture import _check_tokens
 from optuna_autoscale.mixture import validate_domains
 
 
@@ -131,12 +132,7 @@ def unimax(
             assert w == {"a": 0.1, "b": 0.4, "c": 0.5}
     """
     counts = _check_counts(unique_tokens, "unique_tokens")
-    try:
-        budget = float(tokens)
-    except (TypeError, ValueError):
-        raise ValueError(f"tokens must be a number of training tokens, got {tokens!r}.") from None
-    if not math.isfinite(budget) or budget <= 0.0:
-        raise ValueError(f"tokens must be a finite, positive number of training tokens, got {tokens!r}.")
+    budget = _check_tokens(tokens)
     if isinstance(max_epochs, Mapping):
         missing = [d for d in counts if d not in max_epochs]
         if missing:
