@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import math
 
@@ -255,18 +256,24 @@ def _shared_regmix() -> Path | None:
     return path if (path / "train_mixture_1m.csv").is_file() else None
 
 
-@pytest.mark.slow
-def test_regmix_offline_benchmark_quick(tmp_path: Path) -> None:
+def _load_benchmark(filename: str, module_name: str) -> Any:
+    """Import ``benchmarks/<filename>`` (not a package) as module ``module_name``."""
     import importlib.util
 
-    data = _shared_regmix()
-    if data is None:
-        pytest.skip("RegMix data (../shared/data/regmix) is absent")
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "regmix_offline.py"
-    spec = importlib.util.spec_from_file_location("regmix_offline", script)
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / filename
+    spec = importlib.util.spec_from_file_location(module_name, script)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.slow
+def test_regmix_offline_benchmark_quick(tmp_path: Path) -> None:
+    data = _shared_regmix()
+    if data is None:
+        pytest.skip("RegMix data (../shared/data/regmix) is absent")
+    mod = _load_benchmark("regmix_offline.py", "regmix_offline")
     result = mod.main([str(data), "--quick", "--out", str(tmp_path)])
     rows = {(r["target"], r["model"]): r for r in result["rows"]}
     law = rows[("pile_cc", "AutoScale transfer law (K=2)")]
@@ -279,13 +286,7 @@ def test_regmix_offline_benchmark_quick(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_simulated_benchmark_quick(tmp_path: Path) -> None:
-    import importlib.util
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "simulated.py"
-    spec = importlib.util.spec_from_file_location("simulated_benchmark", script)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _load_benchmark("simulated.py", "simulated_benchmark")
     report = mod.main(["--quick", "--out", str(tmp_path)])
     (res,) = report["results"]
     methods = res["methods"]
