@@ -64,6 +64,7 @@ from scipy import stats  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._figures import save_figure  # noqa: E402
 from optuna_autoscale.baselines import fit_data_mixing_law  # noqa: E402
 from optuna_autoscale.baselines import fit_regressor  # noqa: E402
 from optuna_autoscale.baselines import lightgbm_available  # noqa: E402
@@ -399,7 +400,7 @@ def write_figures(result: dict[str, Any], ds: dict[str, Any], preds_cc: dict[str
                                  marker_color=_COLORS[mi % len(_COLORS)]), row=si, col=1)
         fig.update_yaxes(range=[0.5, 1.0], row=si, col=1)
     fig.update_layout(barmode="group", height=300 * len(scales) + 120, title="RegMix offline: rank correlation per validation domain")
-    written += _save(fig, out / f"regmix_offline_spearman{suffix}")
+    written += save_figure(fig, out / f"regmix_offline_spearman{suffix}")
 
     if preds_cc:
         ti = ds["targets"].index(HEADLINE)
@@ -415,22 +416,11 @@ def write_figures(result: dict[str, Any], ds: dict[str, Any], preds_cc: dict[str
             fig.update_xaxes(title_text="predicted loss (1M model)", row=1, col=ci)
             fig.update_yaxes(title_text="actual loss", row=1, col=ci)
         fig.update_layout(height=450, width=450 * len(scales) + 200, title="Predicted vs actual Pile-CC loss")
-        written += _save(fig, out / f"regmix_offline_pile_cc{suffix}")
+        written += save_figure(fig, out / f"regmix_offline_pile_cc{suffix}")
     return written
 
 
 _COLORS = ["#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#d62728", "#8c564b"]
-
-
-def _save(fig: Any, stem: Path) -> list[str]:
-    paths = [str(stem.with_suffix(".html"))]
-    fig.write_html(paths[0], include_plotlyjs="cdn")
-    try:
-        fig.write_image(str(stem.with_suffix(".png")), scale=2)
-        paths.append(str(stem.with_suffix(".png")))
-    except Exception as e:  # kaleido missing or unable to start a browser
-        print(f"PNG not written ({type(e).__name__}); HTML only.", file=sys.stderr)
-    return paths
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

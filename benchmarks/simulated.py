@@ -51,6 +51,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._figures import save_figure  # noqa: E402
+
+
 RESULTS = REPO / "benchmarks" / "results"
 FAMILIES = ("separable", "transfer", "mixing_law")
 BUDGETS = (1e8, 4e8)
@@ -220,15 +223,7 @@ def figures(results: list[dict[str, Any]], out: Path, suffix: str) -> list[str]:
         fig.add_trace(go.Box(x=xs, y=ys, name=f, boxpoints="all"))
     fig.update_layout(boxmode="group", title="Share of the uniform -> oracle gain recovered at the target (%)",
                       yaxis_title="% of gain", height=550)
-    stem = out / f"simulated_share{suffix}"
-    paths = [str(stem.with_suffix(".html"))]
-    fig.write_html(paths[0], include_plotlyjs="cdn")
-    try:
-        fig.write_image(str(stem.with_suffix(".png")), scale=2)
-        paths.append(str(stem.with_suffix(".png")))
-    except Exception as e:
-        print(f"PNG not written ({type(e).__name__}); HTML only.", file=sys.stderr)
-    return paths
+    return save_figure(fig, out / f"simulated_share{suffix}")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
