@@ -361,3 +361,14 @@ def test_is_validation_document_monotone_in_fraction(text: str, frac: float) -> 
     if is_validation_document(text, frac):
         assert is_validation_document(text, min(1.0, frac + 0.1))
     assert is_validation_document(text, frac) == is_validation_document(text, frac)
+
+
+def test_empty_jsonl_file_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from optuna_autoscale.proxy.corpus import load_domain_texts
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    full = tmp_path / "full.txt"
+    full.write_text("some text\n\nmore text\n")
+    with pytest.raises(ValueError, match="'code'.*is empty; a domain needs documents"):
+        load_domain_texts({"code": empty, "prose": full})

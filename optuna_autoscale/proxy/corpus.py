@@ -391,6 +391,10 @@ def load_domain_texts(sources: Mapping[str, SourceLike], *, max_docs: int | None
         if not isinstance(name, str) or not name:
             raise ValueError(f"Domain names must be non-empty strings, got {name!r}.")
         resolved[name] = _as_source(value, max_docs=max_docs)
+        local = Path(resolved[name].path).expanduser()
+        if local.is_file() and local.stat().st_size == 0:
+            # `datasets` fails on an empty json/jsonl file with a bare StopIteration; say what is wrong.
+            raise ValueError(f"Domain {name!r}: the file {str(local)!r} is empty; a domain needs documents.")
     groups: dict[tuple[Any, ...], list[str]] = {}
     for name, src in resolved.items():
         groups.setdefault(src.loader_key(), []).append(name)
