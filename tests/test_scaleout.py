@@ -189,7 +189,10 @@ def test_sigkilled_worker_point_is_rerun_and_result_unchanged(tmp_path: Path) ->
 
 def test_study_resumes_after_every_worker_restarts(tmp_path: Path) -> None:
     name = unique_name("resume")
-    config = sim_config(tmp_path / "run.toml", storage="sqlite:///unused.db", name=name, workers=2, sleep=0.5,
+    # Trials sleep 2 s so that, at the kill, a worker is almost surely inside a trial (the check
+    # below needs a RUNNING trial to turn stale; with short trials a loaded machine may catch
+    # both workers between trials).
+    config = sim_config(tmp_path / "run.toml", storage="sqlite:///unused.db", name=name, workers=2, sleep=2.0,
                         heartbeat=1, grace=3)
     log1, log2 = tmp_path / "first.log", tmp_path / "second.log"
     try:
@@ -200,9 +203,11 @@ def test_study_resumes_after_every_worker_restarts(tmp_path: Path) -> None:
                 s = _study(name)
             except Exception:
                 return False
-            return sum(t.state == TrialState.COMPLETE for t in s.get_trials(deepcopy=False)) >= 5
+            trials = s.get_trials(deepcopy=False)
+            return (sum(t.state == TrialState.COMPLETE for t in trials) >= 5
+                    and any(t.state == TrialState.RUNNING for t in trials))
 
-        _wait(some_done, 300, "five completed trials")
+        _wait(some_done, 300, "five completed trials and one running")
         os.killpg(first.pid, signal.SIGKILL)  # the run process and its worker process
         first.wait(timeout=30)
         time.sleep(0.5)
