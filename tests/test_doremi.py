@@ -50,7 +50,11 @@ def test_doremi_step_moves_toward_excess(raw: list[float], j: int, gap: float) -
     new, _ = doremi_step(a, lam, eta=1.0, smoothing=1e-3)
     assert new[j] > a[j] * (1 - 1e-3)  # the domain with excess loss gains weight
     others = np.delete(np.arange(len(a)), j)
-    assert np.all(new[others] / new[j] < a[others] / a[j])
+    # The exponentiated-gradient step itself raises j's odds against every other domain; the
+    # smoothing toward uniform can undo that for a domain that already dominates, so check it
+    # without smoothing.
+    raw_step, _ = doremi_step(a, lam, eta=1.0, smoothing=0.0)
+    assert np.all(raw_step[others] / raw_step[j] < a[others] / a[j])
     assert new.sum() == pytest.approx(1.0)
     assert np.all(new > 0)
 

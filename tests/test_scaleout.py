@@ -28,6 +28,7 @@ from optuna_autoscale.commands import build_objective
 from optuna_autoscale.commands import build_sampler
 from optuna_autoscale.config import load_config
 from optuna_autoscale.design import CONFIG_ATTR
+from optuna_autoscale.design import POINT_ATTR
 from optuna_autoscale.design import Design
 from optuna_autoscale.design import Ledger
 from optuna_autoscale.storage import create_storage
@@ -205,7 +206,7 @@ def test_study_resumes_after_every_worker_restarts(tmp_path: Path) -> None:
                 return False
             trials = s.get_trials(deepcopy=False)
             return (sum(t.state == TrialState.COMPLETE for t in trials) >= 5
-                    and any(t.state == TrialState.RUNNING for t in trials))
+                    and any(t.state == TrialState.RUNNING and POINT_ATTR in t.system_attrs for t in trials))
 
         _wait(some_done, 300, "five completed trials and one running")
         os.killpg(first.pid, signal.SIGKILL)  # the run process and its worker process
@@ -224,7 +225,10 @@ def test_study_resumes_after_every_worker_restarts(tmp_path: Path) -> None:
         for t in before:
             if t.state == TrialState.COMPLETE:
                 assert after[t.number].state == TrialState.COMPLETE and after[t.number].values == t.values
-        stale = [t for t in before if t.state == TrialState.RUNNING]
+        # A trial killed mid-run (it holds a design point and was beating) is failed as stale. A trial
+        # killed in the instant between its creation and its first heartbeat never beat, so Optuna
+        # cannot tell it is stale; it holds no point, and the sampler ignores it (exactly-once above).
+        stale = [t for t in before if t.state == TrialState.RUNNING and POINT_ATTR in t.system_attrs]
         assert stale, "the kill left running trials behind"
         for t in stale:
             assert study.trials[t.number].state == TrialState.FAIL
