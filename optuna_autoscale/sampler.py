@@ -17,6 +17,7 @@ from optuna.distributions import BaseDistribution
 from optuna.distributions import FloatDistribution
 from optuna.samplers import BaseSampler
 from optuna.samplers import RandomSampler
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
@@ -357,6 +358,11 @@ class AutoScaleSampler(BaseSampler):
             return  # A retried copy or an enqueued trial that already holds its point.
         try:
             self._check_study(study, use_cache=True)
+            # A heartbeat before the claim: Optuna's heartbeat thread only starts once the
+            # objective runs, so a worker killed between `ask` and that first beat would leave a
+            # RUNNING trial that never turns stale, holding its design point forever.
+            if is_heartbeat_enabled(study._storage):
+                study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
             self._assign(study, trial, use_cache=True)
         except Exception as e:  # noqa: BLE001
             # Raising here would leave a RUNNING trial behind; sample_relative raises instead,
