@@ -396,15 +396,9 @@ def figures(report: Mapping[str, Any], out: Path, suffix: str) -> list[str]:
                                  line={"dash": dash}, name=f"{ref} final"), row=1, col=2)
     fig.update_xaxes(title_text="training tokens", row=1, col=2)
     fig.update_layout(title=f"Real proxies ({report['config']['name']}, {report['device']})", height=520)
-    stem = out / f"proxy_real{suffix}"
-    paths = [str(stem.with_suffix(".html"))]
-    fig.write_html(paths[0], include_plotlyjs="cdn")
-    try:
-        fig.write_image(str(stem.with_suffix(".png")), scale=2)
-        paths.append(str(stem.with_suffix(".png")))
-    except Exception as e:
-        print(f"PNG not written ({type(e).__name__}); HTML only.", file=sys.stderr)
-    return paths
+    from benchmarks._figures import save_figure
+
+    return save_figure(fig, out / f"proxy_real{suffix}")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
