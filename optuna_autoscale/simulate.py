@@ -22,7 +22,10 @@ landscape's own ``seed``, the run's ``seed`` and the allocation. All runs with o
 ``z(seed)`` (common random numbers, like a shared model initialisation and data order), while
 ``z(seed, allocation)`` differs per mixture. Calling twice with the same inputs returns the
 same value. :meth:`Landscape.with_snr` sets both sigmas from a target signal-to-noise ratio on
-the x3 effects of a DDO design.
+the x3 effects of a DDO design. By default every domain of a run is shifted by the same draw;
+``domain_share`` (keyword, in [0, 1]) draws that fraction of the mean loss's noise variance
+independently per domain instead, as real per-domain validation losses are correlated but not
+identical (the mean's sd and its seed-shared part are unchanged, so the SNR keeps its meaning).
 
 Optima. :meth:`Landscape.oracle` minimises the true loss over allocations with a given total
 (tokens) and optional per-domain bounds (tokens) by SLSQP from several deterministic starts,
@@ -191,12 +194,16 @@ class Landscape(abc.ABC):
         noise: Standard deviation (loss units) of the per-run noise ``z(seed, allocation)``.
         seed_noise: Standard deviation (loss units) of the noise ``z(seed)`` shared by every run
             with the same run seed (common random numbers).
+        domain_share: Fraction in [0, 1] of the noise variance *of the mean loss* that comes from
+            independent per-domain draws (0, the default: every domain of a run is shifted by the
+            same draw). The total sd of the mean loss and its seed-shared part stay as given.
     """
 
     domains: tuple[str, ...]
     seed: int
     noise: float
     seed_noise: float
+    domain_share: float
 
     # ----------------------------------------------------------------- family-specific part
     @abc.abstractmethod
@@ -217,6 +224,10 @@ class Landscape(abc.ABC):
         object.__setattr__(self, "seed", _seed_int(self.seed))
         object.__setattr__(self, "noise", _check_float("noise", self.noise, nonneg=True))
         object.__setattr__(self, "seed_noise", _check_float("seed_noise", self.seed_noise, nonneg=True))
+        share = _check_float("domain_share", self.domain_share, nonneg=True)
+        if share > 1:
+            raise ValueError(f"domain_share must be in [0, 1], got {self.domain_share!r}.")
+        object.__setattr__(self, "domain_share", share)
 
     def _validate_domains(self) -> int:
         """Normalise ``domains`` in place (frozen) and return their number."""
@@ -244,6 +255,7 @@ class Landscape(abc.ABC):
             "seed": self.seed,
             "noise": self.noise,
             "seed_noise": self.seed_noise,
+            "domain_share": self.domain_share,
         }
 
     def _power_law_fields(self) -> dict[str, Any]:
@@ -283,21 +295,40 @@ class Landscape(abc.ABC):
             raise ValueError(f"metric must be one of {METRICS!r}, got {metric!r}.")
         return metric
 
-    def _noise_draw(self, allocation: Mapping[str, float], seed: int | None) -> float:
-        """``seed_noise * z(seed) + noise * z(seed, allocation)``; zero when both sigmas are 0."""
+    def _noise_draw(self, allocation: Mapping[str, float], seed: int | None) -> np.ndarray:
+        """Per-domain noise of one run (length ``m``); zeros when both sigmas are 0.
+
+        Domain ``d`` gets ``sqrt(1 - s) e + sqrt(s m) e_d`` with ``s`` = :attr:`domain_share`,
+        ``e = seed_noise * z(seed) + noise * z(seed, allocation)`` shared by all domains and ``e_d``
+        an independent draw of the same form per domain. The mean over domains then has the sd
+        ``sqrt(seed_noise^2 + noise^2)`` and seed-shared variance ``seed_noise^2`` whatever ``s``.
+        """
+        m = len(self.domains)
         if self.noise == 0.0 and self.seed_noise == 0.0:
-            return 0.0
+            return np.zeros(m)
         from optuna_autoscale.mixture import DEFAULT_SEED
 
         run_seed = _seed_int(DEFAULT_SEED if seed is None else seed)
-        eps = 0.0
-        if self.seed_noise:
-            eps += self.seed_noise * _normal(self.seed, 1, run_seed)
+        digest = 0
         if self.noise:
             key = ";".join(f"{d}={float(allocation[d]):.{_KEY_DIGITS - 1}e}" for d in self.domains)
             digest = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
-            eps += self.noise * _normal(self.seed, 2, run_seed, digest)
-        return eps
+
+        def draw(*extra: int) -> float:
+            eps = 0.0
+            if self.seed_noise:
+                eps += self.seed_noise * _normal(self.seed, 1, run_seed, *extra)
+            if self.noise:
+                eps += self.noise * _normal(self.seed, 2, run_seed, digest, *extra)
+            return eps
+
+        share = self.domain_share
+        shared = draw() if share < 1 else 0.0
+        out = np.full(m, math.sqrt(1.0 - share) * shared)
+        if share > 0:
+            # Word 3 marks the per-domain stream, so it never collides with the shared draws.
+            out += math.sqrt(share * m) * np.array([draw(3, i) for i in range(m)])
+        return out
 
     # ----------------------------------------------------------------- public API
     @property
@@ -325,19 +356,20 @@ class Landscape(abc.ABC):
         return float(np.mean(values) if metric == "loss" else np.mean(np.exp(values)))
 
     def per_domain_loss(self, allocation: Mapping[str, float], *, seed: int | None = None) -> dict[str, float]:
-        """Noisy per-domain losses: the true ones plus the same noise draw as :meth:`loss`.
+        """Noisy per-domain losses: the true ones plus the noise of :meth:`_noise_draw`.
 
-        Every domain is shifted by the same draw, so the mean of these equals :meth:`loss`.
+        With ``domain_share=0`` (default) every domain is shifted by the same draw; otherwise part
+        of the noise is independent per domain. The mean of these is :meth:`loss` (metric "loss").
         ``seed=None`` means the default seed of :mod:`optuna_autoscale.mixture` (0).
         """
         eps = self._noise_draw(allocation, seed)
-        return {d: v + eps for d, v in self.per_domain_true_loss(allocation).items()}
+        return {d: v + float(e) for (d, v), e in zip(self.per_domain_true_loss(allocation).items(), eps)}
 
     def loss(self, allocation: Mapping[str, float], *, seed: int | None = None, metric: str = "loss") -> float:
         """Noisy objective of an allocation (tokens per domain), as a training run would report it.
 
         The noise is ``seed_noise * z(seed) + noise * z(seed, allocation)`` added to each
-        per-domain loss; ``z(seed)`` is shared by all runs with the run ``seed`` (common random
+        per-domain loss (part of it drawn per domain when :attr:`domain_share` > 0); ``z(seed)`` is shared by all runs with the run ``seed`` (common random
         numbers). The result is a deterministic function of the landscape's seed, the run seed
         and the allocation. ``seed=None`` means seed 0, the default of ``suggest_mixture``.
         """
@@ -470,13 +502,17 @@ class Landscape(abc.ABC):
             out[d] = self.true_loss(alloc) - ref
         return out
 
-    def with_noise(self, noise: float | None = None, *, seed_noise: float | None = None) -> Landscape:
-        """A copy with other noise sigmas (loss units); ``None`` keeps the current one."""
+    def with_noise(
+        self, noise: float | None = None, *, seed_noise: float | None = None, domain_share: float | None = None
+    ) -> Landscape:
+        """A copy with other noise sigmas (loss units) or per-domain share; ``None`` keeps the current one."""
         changes: dict[str, float] = {}
         if noise is not None:
             changes["noise"] = noise
         if seed_noise is not None:
             changes["seed_noise"] = seed_noise
+        if domain_share is not None:
+            changes["domain_share"] = domain_share
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
     def with_snr(
@@ -486,6 +522,7 @@ class Landscape(abc.ABC):
         *,
         seed_share: float = 0.5,
         multiplier: float = 3.0,
+        domain_share: float | None = None,
     ) -> Landscape:
         """A copy whose noise gives a target signal-to-noise ratio on the x3 effects.
 
@@ -499,6 +536,9 @@ class Landscape(abc.ABC):
             tokens: Budget (tokens) at which the effects are measured.
             seed_share: Fraction in [0, 1] of the noise variance that is seed-shared.
             multiplier: The DDO multiplier whose effects define the signal.
+            domain_share: Fraction in [0, 1] of the mean loss's noise variance drawn independently
+                per domain (:attr:`domain_share`; ``None`` keeps the current one). It leaves the
+                SNR of the objective unchanged.
 
         Example:
             .. code-block:: python
@@ -515,10 +555,12 @@ class Landscape(abc.ABC):
         if share > 1:
             raise ValueError(f"seed_share must be in [0, 1], got {seed_share!r}.")
         if math.isinf(ratio):
-            return self.with_noise(0.0, seed_noise=0.0)
+            return self.with_noise(0.0, seed_noise=0.0, domain_share=domain_share)
         signal = float(np.mean(np.abs(list(self.x3_effects(tokens, multiplier=multiplier).values()))))
         sigma = signal / ratio
-        return self.with_noise(sigma * math.sqrt(1.0 - share), seed_noise=sigma * math.sqrt(share))
+        return self.with_noise(
+            sigma * math.sqrt(1.0 - share), seed_noise=sigma * math.sqrt(share), domain_share=domain_share
+        )
 
     def objective(
         self, *, tokens: float | None = None, metric: str = "loss"
@@ -578,6 +620,7 @@ class SeparableLandscape(Landscape):
     seed: int = dataclasses.field(default=0, kw_only=True)
     noise: float = dataclasses.field(default=0.0, kw_only=True)
     seed_noise: float = dataclasses.field(default=0.0, kw_only=True)
+    domain_share: float = dataclasses.field(default=0.0, kw_only=True)
 
     def __post_init__(self) -> None:
         self._validate_power_law()
@@ -659,6 +702,7 @@ class TransferLandscape(Landscape):
     seed: int = dataclasses.field(default=0, kw_only=True)
     noise: float = dataclasses.field(default=0.0, kw_only=True)
     seed_noise: float = dataclasses.field(default=0.0, kw_only=True)
+    domain_share: float = dataclasses.field(default=0.0, kw_only=True)
 
     def __post_init__(self) -> None:
         m = self._validate_power_law()
@@ -714,6 +758,7 @@ class MixingLawLandscape(Landscape):
     seed: int = dataclasses.field(default=0, kw_only=True)
     noise: float = dataclasses.field(default=0.0, kw_only=True)
     seed_noise: float = dataclasses.field(default=0.0, kw_only=True)
+    domain_share: float = dataclasses.field(default=0.0, kw_only=True)
 
     def __post_init__(self) -> None:
         m = self._validate_domains()
