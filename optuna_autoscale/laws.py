@@ -530,8 +530,103 @@ def _project_box_total(v: np.ndarray, total: float, lo: np.ndarray, hi: np.ndarr
     return np.clip(x - 0.5 * (a + b), lo, hi)
 
 
+class _RobustAllocator:
+    """Bounded optimum and robust (lower-confidence-bound) shrinkage shared by the joint laws.
+
+    A subclass provides ``domains``, ``budgets``, ``risk``, :meth:`_point` (the law's exact
+    bounded optimum at a total), :meth:`_change` (posterior mean and sd of the loss change from
+    the first of several allocations, linearised) and :meth:`_has_uncertainty`.
+    """
+
+    domains: tuple[str, ...]
+    budgets: dict[str, float]
+    risk: float
+    _fit_name = "fit_separable"
+
+    def _vec(self, allocation: Mapping[str, float]) -> np.ndarray:
+        return _check_allocation(allocation, self.domains, "allocation")
+
+    def _point(self, total: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _change(self, cands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _has_uncertainty(self) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _bounds(
+        self, total: float, lower: float | Mapping[str, float] | None, upper: float | Mapping[str, float] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        m = len(self.domains)
+        lo = _bound_vector(lower, self.domains, np.zeros(m), "lower")
+        hi = _bound_vector(upper, self.domains, np.full(m, np.inf), "upper")
+        if np.any(~np.isfinite(lo)) or np.any(lo < 0) or np.any(np.isnan(hi)):
+            raise ValueError(f"lower must be finite and >= 0 tokens, upper not NaN; got lower={lo}, upper={hi}.")
+        if np.any(lo > hi):
+            raise ValueError(f"lower > upper for {[d for d, a, b in zip(self.domains, lo, hi) if a > b]!r}.")
+        if lo.sum() > total * (1 + 1e-12):
+            raise ValueError(
+                f"Infeasible bounds: the lower bounds sum to {lo.sum():.6g} tokens > total {total:.6g}; lower them."
+            )
+        if hi.sum() < total * (1 - 1e-12):
+            raise ValueError(
+                f"Infeasible bounds: the upper bounds sum to {hi.sum():.6g} tokens < total {total:.6g}; raise them."
+            )
+        return lo, hi
+
+    def _robust_optimum(
+        self,
+        total: float,
+        lower: float | Mapping[str, float] | None,
+        upper: float | Mapping[str, float] | None,
+        robust: bool,
+        anchor: Mapping[str, float] | None,
+        risk: float | None,
+    ) -> dict[str, float]:
+        """The point optimum, or (``robust``) the LCB step from the anchor toward it; see SeparableLaw."""
+        total = _check_value(total, "total")
+        if total <= 0:
+            raise ValueError(f"total must be > 0 tokens, got {total!r}.")
+        lo, hi = self._bounds(total, lower, upper)
+        point = self._point(total, lo, hi)
+        if robust and not self._has_uncertainty():
+            warnings.warn(
+                "The joint law has no noise estimate (no spare degree of freedom and no noise= given), so the "
+                "robust allocation cannot weigh the evidence; returning the law's point optimum. Add replicates, "
+                f"multipliers or a budget, or pass noise= (e.g. the seed-to-seed sd of base runs) to {self._fit_name}.",
+                UserWarning,
+                stacklevel=3,
+            )
+        if not robust or not self._has_uncertainty():
+            return dict(zip(self.domains, point.tolist()))
+        kappa = self.risk if risk is None else float(risk)
+        if not math.isfinite(kappa) or kappa < 0:
+            raise ValueError(f"risk must be a finite number >= 0, got {risk!r}.")
+        if anchor is None:
+            bmax = max(self.budgets.values())
+            lo_b = np.minimum(lo * bmax / total, bmax / len(self.domains))
+            a_vec = self._point(bmax, lo_b, np.full(len(self.domains), np.inf))
+        else:
+            a_vec = self._vec(anchor)
+            if a_vec.sum() <= 0:
+                raise ValueError("anchor must have a positive total.")
+        a_vec = _project_box_total(a_vec, total, lo, hi)
+        best = self._lcb_path(a_vec, point, kappa)
+        best = np.clip(best, lo, hi)
+        best *= total / best.sum()
+        return dict(zip(self.domains, best.tolist()))
+
+    def _lcb_path(self, a_vec: np.ndarray, b_vec: np.ndarray, kappa: float) -> np.ndarray:
+        """On A + t (B - A): minimise the linearised posterior mean + kappa sd of the loss change from A."""
+        ts = np.linspace(0.0, 1.0, 41)
+        cands = a_vec[None, :] + ts[:, None] * (b_vec - a_vec)[None, :]
+        d, sd = self._change(cands)
+        return cands[int(np.argmin(d + kappa * sd))]
+
+
 @dataclasses.dataclass(frozen=True)
-class SeparableLaw:
+class SeparableLaw(_RobustAllocator):
     """A joint separable scaling law ``L(N) = E_g + sum_i beta_i (N_i + N0_i)^(-gamma_i)``.
 
     Tokens ``N_i`` are absolute. One offset ``E_g`` per group (a budget's design sharing one
@@ -578,9 +673,6 @@ class SeparableLaw:
     def _model(self) -> _Model:
         return _Model(len(self.domains), self.shared_gamma)
 
-    def _vec(self, allocation: Mapping[str, float]) -> np.ndarray:
-        return _check_allocation(allocation, self.domains, "allocation")
-
     def predict(self, allocation: Mapping[str, float], group: str | None = None) -> float:
         """Predicted objective of an allocation (tokens per domain).
 
@@ -605,26 +697,6 @@ class SeparableLaw:
 
     def _arrays(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self._model.unpack(theta)
-
-    def _bounds(
-        self, total: float, lower: float | Mapping[str, float] | None, upper: float | Mapping[str, float] | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        m = len(self.domains)
-        lo = _bound_vector(lower, self.domains, np.zeros(m), "lower")
-        hi = _bound_vector(upper, self.domains, np.full(m, np.inf), "upper")
-        if np.any(~np.isfinite(lo)) or np.any(lo < 0) or np.any(np.isnan(hi)):
-            raise ValueError(f"lower must be finite and >= 0 tokens, upper not NaN; got lower={lo}, upper={hi}.")
-        if np.any(lo > hi):
-            raise ValueError(f"lower > upper for {[d for d, a, b in zip(self.domains, lo, hi) if a > b]!r}.")
-        if lo.sum() > total * (1 + 1e-12):
-            raise ValueError(
-                f"Infeasible bounds: the lower bounds sum to {lo.sum():.6g} tokens > total {total:.6g}; lower them."
-            )
-        if hi.sum() < total * (1 - 1e-12):
-            raise ValueError(
-                f"Infeasible bounds: the upper bounds sum to {hi.sum():.6g} tokens < total {total:.6g}; raise them."
-            )
-        return lo, hi
 
     def _point_optimum(self, theta: np.ndarray, total: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         beta, u0, g = self._arrays(theta)
@@ -680,50 +752,23 @@ class SeparableLaw:
         Raises:
             ValueError: for a non-positive total, infeasible bounds or a bad ``risk``/``anchor``.
         """
-        total = _check_value(total, "total")
-        if total <= 0:
-            raise ValueError(f"total must be > 0 tokens, got {total!r}.")
-        lo, hi = self._bounds(total, lower, upper)
-        theta = np.asarray(self.theta, dtype=float)
-        point = self._point_optimum(theta, total, lo, hi)
-        if robust and self.covariance is None:
-            warnings.warn(
-                "The joint law has no noise estimate (no spare degree of freedom and no noise= given), so the "
-                "robust allocation cannot weigh the evidence; returning the law's point optimum. Add replicates, "
-                "multipliers or a budget, or pass noise= (e.g. the seed-to-seed sd of base runs) to fit_separable.",
-                UserWarning,
-                stacklevel=2,
-            )
-        if not robust or self.covariance is None:
-            return dict(zip(self.domains, point.tolist()))
-        kappa = self.risk if risk is None else float(risk)
-        if not math.isfinite(kappa) or kappa < 0:
-            raise ValueError(f"risk must be a finite number >= 0, got {risk!r}.")
-        if anchor is None:
-            bmax = max(self.budgets.values())
-            lo_b = np.minimum(lo * bmax / total, bmax / len(self.domains))
-            a_vec = self._point_optimum(theta, bmax, lo_b, np.full(len(self.domains), np.inf))
-        else:
-            a_vec = self._vec(anchor)
-            if a_vec.sum() <= 0:
-                raise ValueError("anchor must have a positive total.")
-        a_vec = _project_box_total(a_vec, total, lo, hi)
-        best = self._lcb_path(a_vec, point, kappa)
-        best = np.clip(best, lo, hi)
-        best *= total / best.sum()
-        return dict(zip(self.domains, best.tolist()))
+        return self._robust_optimum(total, lower, upper, robust, anchor, risk)
 
-    def _lcb_path(self, a_vec: np.ndarray, b_vec: np.ndarray, kappa: float) -> np.ndarray:
-        """On A + t (B - A): minimise the linearised posterior mean + kappa sd of the loss change from A."""
+    def _point(self, total: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        return self._point_optimum(np.asarray(self.theta, dtype=float), total, lo, hi)
+
+    def _has_uncertainty(self) -> bool:
+        return self.covariance is not None
+
+    def _change(self, cands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Linearised posterior mean and sd of the loss change from ``cands[0]`` (tokens, rows)."""
         theta = np.asarray(self.theta, dtype=float)
-        ts = np.linspace(0.0, 1.0, 41)
-        cands = a_vec[None, :] + ts[:, None] * (b_vec - a_vec)[None, :]
         f, j = self._model.f_and_jac(theta, cands / self.scale)
         d = f - f[0]
         g = j - j[0]
         cov = self.covariance if self.covariance is not None else np.zeros((len(theta), len(theta)))
         sd = np.sqrt(np.maximum(np.einsum("tp,pq,tq->t", g, cov, g), 0.0))
-        return cands[int(np.argmin(d + kappa * sd))]
+        return d, sd
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready representation (posterior samples omitted)."""
