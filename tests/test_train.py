@@ -332,3 +332,47 @@ def test_throughput_benchmark_quick_smoke() -> None:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "ratio" in out.stdout and "micro" in out.stdout
+
+
+def test_concurrent_runs_in_threads_match_sequential_runs(corpus: ArrayCorpus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """study.optimize(n_jobs=2) runs two trainings in one process: neither may disturb the other's
+    seeded init (torch's default RNG is process-wide) or its thread count (also process-wide)."""
+    import threading
+    import time
+
+    short = Mixture({"a": 0.5, "b": 0.3, "c": 0.2}, tokens=800, seed=5)
+    long = Mixture({"a": 0.2, "b": 0.3, "c": 0.5}, tokens=4000, seed=6)
+    config = cfg(num_threads=1)
+    expected = {m.seed: train_proxy(corpus, m, config, progress=False).losses for m in (short, long)}
+
+    real_build = tr.proxy_model.build_model
+
+    def slow_build(*args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(0.2)  # widen the window between a run's manual_seed and its init draws
+        return real_build(*args, **kwargs)
+
+    threads_seen: dict[int, set[int]] = {5: set(), 6: set()}
+    real_batch = tr._get_batch
+    local = threading.local()
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        threads_seen[local.seed].add(torch.get_num_threads())
+        return real_batch(*args, **kwargs)
+
+    monkeypatch.setattr(tr.proxy_model, "build_model", slow_build)
+    monkeypatch.setattr(tr, "_get_batch", spy)
+    before = torch.get_num_threads()
+    got: dict[int, dict[str, float]] = {}
+
+    def work(m: Mixture) -> None:
+        local.seed = m.seed
+        got[m.seed] = train_proxy(corpus, m, config, progress=False).losses
+
+    workers = [threading.Thread(target=work, args=(m,)) for m in (short, long)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert got == expected
+    assert threads_seen == {5: {1}, 6: {1}}  # the long run kept 1 thread after the short one ended
+    assert torch.get_num_threads() == before

@@ -32,6 +32,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import threading
 import time
 from typing import Any
 from typing import Protocol
@@ -73,6 +74,37 @@ class CorpusLike(Protocol):
 
 
 _DTYPES = ("auto", "float32", "bfloat16")
+
+# torch's default RNG and its intra-op thread count are process-wide. Under ``study.optimize(n_jobs=2)``
+# two runs share them: one run's seeding could interleave with the other's init draws, and the first
+# run to finish would restore the thread count under the other. The lock makes seed+init atomic; the
+# counter keeps the requested thread count until the last concurrent run ends, so a run's numbers do
+# not depend on what else runs in the process.
+_INIT_LOCK = threading.Lock()
+_THREADS_LOCK = threading.Lock()
+_threads_users = 0
+_threads_saved = 0
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Any:
+    """Set torch's intra-op thread count for the block; restore it when no run needs it any more."""
+    global _threads_users, _threads_saved
+    if threads is None:
+        yield
+        return
+    with _THREADS_LOCK:
+        if _threads_users == 0:
+            _threads_saved = torch.get_num_threads()
+        _threads_users += 1
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        with _THREADS_LOCK:
+            _threads_users -= 1
+            if _threads_users == 0:
+                torch.set_num_threads(_threads_saved)
 
 
 @dataclasses.dataclass
@@ -412,14 +444,11 @@ def train_proxy(
     vocab = int(corpus.vocab_size)
     steps = math.ceil(n_seq / config.batch_size)
 
-    saved_threads = torch.get_num_threads()
     threads = config.num_threads
     if threads is None and device.type == "cpu" and world > 1:
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-        threads = max(1, saved_threads // local_world)
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+        threads = max(1, torch.get_num_threads() // local_world)
+    with _torch_threads(threads):
         # ---- model and optimizer
         raw_model = build_proxy_model(corpus, config, seed=mixture.seed, device=device)
         n_params = proxy_model.count_parameters(raw_model)
@@ -513,9 +542,6 @@ def train_proxy(
         bar.close()
 
         losses = evaluate()
-    finally:
-        if threads is not None:
-            torch.set_num_threads(saved_threads)
 
     tokens_per_second = tokens_seen / max(train_seconds, 1e-9)
     steady = (tokens_seen - warm_tokens) / max(train_seconds - warm_seconds, 1e-9)
@@ -585,14 +611,15 @@ def build_proxy_model(
             model = build_proxy_model(Vocab(), ProxyConfig(preset="micro", context=32), seed=0)
             assert model.config.n_positions >= 32
     """
-    torch.manual_seed(seed)
-    model = proxy_model.build_model(
-        config.preset,
-        vocab_size=int(corpus.vocab_size),
-        context=config.context,
-        eos_id=int(corpus.eos_id),
-        dropout=config.dropout,
-    )
+    with _INIT_LOCK:  # seed + init atomically: another thread's run must not draw in between
+        torch.manual_seed(seed)
+        model = proxy_model.build_model(
+            config.preset,
+            vocab_size=int(corpus.vocab_size),
+            context=config.context,
+            eos_id=int(corpus.eos_id),
+            dropout=config.dropout,
+        )
     return model.to(device)
 
 
