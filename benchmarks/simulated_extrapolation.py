@@ -53,9 +53,16 @@ THIRD = 2e8
 M = 7
 FAMILIES = ("separable", "transfer", "mixing_law")
 SNRS = (math.inf, 30.0, 6.0)
+DOMAIN_SHARE = 0.5
+"""Share of the mean loss's noise variance drawn independently per domain (``Landscape.domain_share``), every row."""
+DEFAULT_LAW = "separable"
+"""The law behind the ``joint (robust, default)`` row: what :class:`AutoScaleResult` uses ("separable" / "transfer")."""
 ROWS = (
     "joint (robust, default)",
-    "joint (non-robust)",
+    "joint separable (robust)",
+    "joint separable (non-robust)",
+    "per-domain transfer (robust)",
+    "per-domain transfer (non-robust)",
     "paper (DDO + extrapolate)",
     "direct transfer",
     "oracle transfer (reference)",
@@ -64,9 +71,10 @@ ROWS = (
     "joint + replicated design",
     "joint + third budget 2e8",
 )
-QUICK_ROWS = ROWS[:4]
+QUICK_ROWS = ("joint (robust, default)", "per-domain transfer (robust)", "paper (DDO + extrapolate)", "direct transfer")
 
 Obs = tuple[dict[str, float], float, str]
+Run = tuple[dict[str, float], float, str, dict[str, float]]
 
 
 def _landscape(family: str, seed: int) -> object:
@@ -77,25 +85,34 @@ def _landscape(family: str, seed: int) -> object:
 
 def design_runs(
     land: object, budget: float, snr: float, seed: int, multipliers: Sequence[float] = (0.2, 3.0)
-) -> list[Obs]:
-    """One budget's DDO design on ``land``: uniform base + one-domain perturbations, one seed."""
-    noisy = land.with_snr(snr, budget)  # type: ignore[attr-defined]
+) -> list[Run]:
+    """One budget's DDO design on ``land``: uniform base + one-domain perturbations, one seed.
+
+    Rows are ``(allocation, objective, group, per-domain losses)``; the objective is the mean of
+    the per-domain losses, whose noise is half shared by the run's domains and half independent
+    per domain (:data:`DOMAIN_SHARE`).
+    """
+    noisy = land.with_snr(snr, budget, domain_share=DOMAIN_SHARE)  # type: ignore[attr-defined]
     domains = land.domains  # type: ignore[attr-defined]
     base = {d: budget / len(domains) for d in domains}
     group = f"{budget:.3g}/seed{seed}"
-    runs = [(base, noisy.loss(base, seed=seed), group)]
+    allocs = [base]
     for d in domains:
         for x in multipliers:
             alloc = dict(base)
             alloc[d] = base[d] * x
-            runs.append((alloc, noisy.loss(alloc, seed=seed), group))
+            allocs.append(alloc)
+    runs = []
+    for alloc in allocs:
+        per = noisy.per_domain_loss(alloc, seed=seed)
+        runs.append((alloc, float(np.mean(list(per.values()))), group, per))
     return runs
 
 
-def _ddo_optimum(runs: list[Obs]) -> dict[str, float]:
+def _ddo_optimum(runs: list[Run]) -> dict[str, float]:
     from optuna_autoscale.laws import fit_power_laws
 
-    fit = fit_power_laws([(a, v) for a, v, _ in runs], runs[0][0])
+    fit = fit_power_laws([(r[0], r[1]) for r in runs], runs[0][0])
     return fit.optimal_allocation()
 
 
@@ -108,6 +125,7 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
     """Shares recovered by every row for one (family, snr, seed)."""
     from optuna_autoscale.extrapolation import extrapolate
     from optuna_autoscale.laws import fit_separable
+    from optuna_autoscale.transfer import fit_transfer
 
     family, snr, seed, rows, n_samples = args
     warnings.simplefilter("ignore")
@@ -127,13 +145,33 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
     anchor = _rescale(optima[-1], TARGET)
     base_obs = [o for r in designs for o in r]
 
-    def joint(obs: list[Obs], *, robust: bool = True, **kw: object) -> dict[str, float]:
-        law = fit_separable(obs, n_bootstrap=n_samples, seed=seed, **kw)  # type: ignore[arg-type]
+    def joint(obs: list[Run], *, robust: bool = True, **kw: object) -> dict[str, float]:
+        law = fit_separable([r[:3] for r in obs], n_bootstrap=n_samples, seed=seed, **kw)  # type: ignore[arg-type]
         return law.optimal_allocation(TARGET, robust=robust, anchor=anchor)
 
+    def per_domain(obs: list[Run], *, robust: bool = True) -> dict[str, float]:
+        law = fit_transfer([(r[0], r[3], r[2]) for r in obs])
+        return law.optimal_allocation(TARGET, robust=robust, anchor=anchor)
+
+    cache: dict[str, Mapping[str, float]] = {}
+
+    def once(key: str, make: Callable[[], Mapping[str, float]]) -> Mapping[str, float]:
+        if key not in cache:
+            cache[key] = make()
+        return cache[key]
+
+    def separable_robust() -> Mapping[str, float]:
+        return once("separable", lambda: joint(base_obs))
+
+    def transfer_robust() -> Mapping[str, float]:
+        return once("transfer", lambda: per_domain(base_obs))
+
     makers: dict[str, Callable[[], Mapping[str, float]]] = {
-        "joint (robust, default)": lambda: joint(base_obs),
-        "joint (non-robust)": lambda: joint(base_obs, robust=False),
+        "joint (robust, default)": transfer_robust if DEFAULT_LAW == "transfer" else separable_robust,
+        "joint separable (robust)": separable_robust,
+        "joint separable (non-robust)": lambda: joint(base_obs, robust=False),
+        "per-domain transfer (robust)": transfer_robust,
+        "per-domain transfer (non-robust)": lambda: per_domain(base_obs, robust=False),
         "paper (DDO + extrapolate)": lambda: extrapolate(optima, TARGET),
         "direct transfer": lambda: anchor,
         "oracle transfer (reference)": lambda: _rescale(land.oracle(BUDGETS[-1]), TARGET),  # type: ignore[attr-defined]
@@ -199,11 +237,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=None, help="posterior samples of the joint law")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--families", nargs="*", default=list(FAMILIES))
+    parser.add_argument("--rows", nargs="*", default=None, help="rows to compute (default: all)")
     args = parser.parse_args(argv)
     if args.quick:
         families, snrs, seeds, rows, n_samples, jobs = ["separable"], [math.inf, 6.0], 1, QUICK_ROWS, 100, 1
     else:
-        families, snrs, seeds, rows, jobs = args.families, SNRS, args.seeds, ROWS, args.jobs
+        families, snrs, seeds, jobs = args.families, SNRS, args.seeds, args.jobs
+        rows = tuple(args.rows) if args.rows else ROWS
+        unknown = [r for r in rows if r not in ROWS]
+        if unknown:
+            parser.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
         n_samples = 200 if args.samples is None else args.samples
     t0 = time.perf_counter()
     table = run(families=families, snrs=snrs, seeds=seeds, rows=rows, n_samples=n_samples, jobs=jobs)

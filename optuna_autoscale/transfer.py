@@ -1,0 +1,674 @@
+"""Transfer laws: power laws in which one domain's tokens also count for another's loss.
+
+Two fits live here.
+
+**The per-domain joint transfer law** (:func:`fit_transfer`). A scalar objective gives one
+number per run; the per-domain validation losses every trial records (user attrs
+``loss_<domain>``) give ``m``, which identifies cross-domain terms. Per validation domain ``k``
+
+    L_k(N) = E_{k,g} + beta_k (N_k + sum_{j != k} A_kj N_j + N0_k)^(-gamma_k),   0 <= A_kj <= 1,
+
+in absolute tokens, fitted jointly over all budgets with one offset ``E_{k,g}`` per group (a
+budget's design sharing one seed: common random numbers), like the separable joint law of
+:mod:`optuna_autoscale.laws`. The objective is a fixed non-negative weighting of the ``L_k``
+(the mean for metric ``"loss"``). Each domain is a MAP fit (weak priors: ``log gamma ~ N(log 0.5,
+0.7)``, ``log(N0 / s) ~ N(log 2, 1.5)``, ``A_kj ~ N(0, 0.3)`` truncated at 0) with a Laplace
+posterior. The per-domain posteriors are combined for the objective with the correlation of the
+fits' residuals across domains (the noise of one run is correlated across its validation
+domains). The bounded optimum at any budget is a convex problem (each term is a convex decreasing
+function of an affine map of the allocation), solved by SLSQP; the robust step toward it from
+an anchor is the lower-confidence-bound rule of :class:`~optuna_autoscale.laws.SeparableLaw`
+(the same code).
+
+**The mixture-weight transfer law with K components** (:func:`fit_component_law`), the model of
+``benchmarks/regmix_offline.py``: ``L = c + sum_k beta_k (A_k . w + n0_k)^(-gamma_k)`` at one
+budget, in the mixture weights ``w``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
+import dataclasses
+import math
+from typing import Any
+import warnings
+
+import numpy as np
+from scipy import optimize
+
+from optuna_autoscale.laws import _center
+from optuna_autoscale.laws import _check_allocation
+from optuna_autoscale.laws import _check_value
+from optuna_autoscale.laws import _PRIOR_LOG_GAMMA
+from optuna_autoscale.laws import _PRIOR_LOG_N0
+from optuna_autoscale.laws import _RobustAllocator
+from optuna_autoscale.laws import DEFAULT_RISK
+
+
+__all__ = [
+    "TransferObservation",
+    "TransferLaw",
+    "fit_transfer",
+    "objective_weights",
+    "fit_component_law",
+]
+
+TransferObservation = tuple[Mapping[str, float], Mapping[str, float], str]
+"""``(allocation in tokens per domain, per-domain validation losses, group key)``."""
+
+TRANSFER_MAX = 1.0
+"""Upper bound of ``A_kj``: a token of another domain counts at most as much as one of the domain itself."""
+
+_PRIOR_TRANSFER_SD = 0.3
+_BOUNDS = ((-60.0, 60.0), (math.log(1e-5), math.log(1e3)), (math.log(0.03), math.log(3.0)))
+_WEIGHT_RTOL = 1e-6
+
+
+# ------------------------------------------------------------------------------ one domain
+@dataclasses.dataclass(frozen=True)
+class _DomainModel:
+    """theta = [log beta', log u0, log gamma, A_kj for j != k], u = N / scale."""
+
+    m: int
+    k: int
+
+    @property
+    def n_params(self) -> int:
+        return 3 + self.m - 1
+
+    @property
+    def others(self) -> np.ndarray:
+        return np.array([j for j in range(self.m) if j != self.k], dtype=int)
+
+    def transfer_row(self, theta: np.ndarray) -> np.ndarray:
+        a = np.ones(self.m)
+        a[self.others] = theta[3:]
+        return a
+
+    def f_and_jac(self, theta: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        beta, u0, g = np.exp(theta[:3])
+        a = self.transfer_row(theta)
+        z = u @ a + u0  # (n,) effective tokens of domain k
+        f = beta * z ** (-g)
+        dz = -g * f / z
+        j = np.column_stack([f, dz * u0, -f * np.log(z) * g, dz[:, None] * u[:, self.others]])
+        return f, j
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        lo = np.r_[[b[0] for b in _BOUNDS], np.zeros(self.m - 1)]
+        hi = np.r_[[b[1] for b in _BOUNDS], np.full(self.m - 1, TRANSFER_MAX)]
+        return lo, hi
+
+    def prior(self) -> tuple[np.ndarray, np.ndarray]:
+        mu = np.r_[0.0, _PRIOR_LOG_N0[0], _PRIOR_LOG_GAMMA[0], np.zeros(self.m - 1)]
+        prec = np.r_[0.0, _PRIOR_LOG_N0[1] ** -2, _PRIOR_LOG_GAMMA[1] ** -2, np.full(self.m - 1, _PRIOR_TRANSFER_SD**-2)]
+        return mu, prec
+
+
+@dataclasses.dataclass(frozen=True)
+class _DomainFit:
+    theta: np.ndarray
+    sigma: float | None
+    covariance: np.ndarray | None
+    residuals: np.ndarray
+    offsets: np.ndarray
+
+
+def _fit_domain(
+    model: _DomainModel, u: np.ndarray, y: np.ndarray, gidx: np.ndarray, ng: int, noise: float | None
+) -> _DomainFit:
+    """MAP fit of one validation domain's law (offsets profiled out), with its Laplace posterior."""
+    n = len(y)
+    p = model.n_params
+    yc = _center(y, gidx, ng)
+    ysd = float(np.std(yc)) or 1.0
+    mu, prec = model.prior()
+    lo_b, hi_b = model.bounds()
+    sig_box = [0.1 * ysd]
+
+    def resid(theta: np.ndarray) -> np.ndarray:
+        f, _ = model.f_and_jac(theta, u)
+        return np.r_[_center(f - y, gidx, ng), sig_box[0] * np.sqrt(prec) * (theta - mu)]
+
+    def jac(theta: np.ndarray) -> np.ndarray:
+        _, j = model.f_and_jac(theta, u)
+        return np.vstack([_center(j, gidx, ng), np.diag(sig_box[0] * np.sqrt(prec))])
+
+    def with_beta(theta: np.ndarray) -> np.ndarray:
+        """Given u0, gamma, A: the least-squares beta' (kept positive)."""
+        t = theta.copy()
+        t[0] = 0.0
+        h, _ = model.f_and_jac(t, u)
+        hc = _center(h, gidx, ng)
+        den = float(hc @ hc)
+        coef = float(hc @ yc) / den if den > 0 else 1.0
+        t[0] = math.log(coef if coef > 0 else abs(coef) * 0.1 + 1e-12)
+        return t
+
+    starts = []
+    for g0 in (0.3, 0.7):
+        for lu0 in (math.log(0.5), math.log(2.0), math.log(6.0)):
+            for a0 in (0.0, 0.1):
+                starts.append(np.r_[0.0, lu0, math.log(g0), np.full(model.m - 1, a0)])
+    prepared = []
+    for st in starts:
+        st = np.clip(with_beta(np.clip(st, lo_b, hi_b)), lo_b, hi_b)
+        r0 = resid(st)
+        prepared.append((float(r0 @ r0) if np.all(np.isfinite(r0)) else math.inf, st))
+    prepared.sort(key=lambda item: item[0])
+
+    def solve(start: np.ndarray, nfev: int) -> Any:
+        with np.errstate(all="ignore"):
+            return optimize.least_squares(resid, start, jac=jac, bounds=(lo_b, hi_b), method="trf",
+                                          xtol=1e-10, ftol=1e-12, gtol=1e-12, max_nfev=nfev)
+
+    best: np.ndarray | None = None
+    best_cost = math.inf
+    for _, st in prepared[:6]:
+        try:
+            sol = solve(st, 100)
+        except (ValueError, FloatingPointError):
+            continue
+        if np.isfinite(sol.cost) and sol.cost < best_cost:
+            best_cost, best = float(sol.cost), sol.x
+    if best is None:
+        raise ValueError("The transfer law could not be fitted (every start failed); check the per-domain losses.")
+    dof = n - p - ng
+    for _ in range(2):
+        f0, _ = model.f_and_jac(best, u)
+        r0 = _center(f0 - y, gidx, ng)
+        if noise is not None:
+            sig_box[0] = max(float(noise), 1e-12 * ysd)
+        else:
+            sig_box[0] = max(math.sqrt(float(r0 @ r0) / max(dof, 1)), 1e-9 * ysd)
+        best = solve(best, 200).x
+    theta = best
+    f, j = model.f_and_jac(theta, u)
+    r = _center(f - y, gidx, ng)
+    offsets = np.array([float(np.mean((y - f)[gidx == g])) for g in range(ng)])
+    jc = _center(j, gidx, ng)
+    a_mat = jc.T @ jc
+    sigma: float | None
+    if noise is not None:
+        sigma = float(noise)
+    elif dof > 0:
+        reg = a_mat + np.diag(prec) * sig_box[0] ** 2
+        p_eff = float(np.trace(np.linalg.solve(reg, a_mat))) if np.all(np.isfinite(reg)) else float(p)
+        sigma = math.sqrt(float(r @ r) / max(n - ng - p_eff, 1.0))
+    else:
+        sigma = None
+    covariance = None
+    if sigma is not None:
+        if sigma > 0:
+            w, v = np.linalg.eigh(a_mat / sigma**2 + np.diag(prec))
+            w = np.maximum(w, 1e-12 * max(float(w.max()), 1e-300))
+            covariance = (v / w) @ v.T
+        else:
+            covariance = np.zeros((p, p))
+    return _DomainFit(theta=theta, sigma=sigma, covariance=covariance, residuals=r, offsets=offsets)
+
+
+# ------------------------------------------------------------------------------ the law
+@dataclasses.dataclass(frozen=True)
+class TransferLaw(_RobustAllocator):
+    """Per-domain transfer laws ``L_k = E_{k,g} + beta_k (N_k + sum_j A_kj N_j + N0_k)^(-gamma_k)``.
+
+    The objective is ``sum_k weights_k L_k``. Build it with :func:`fit_transfer`. Like
+    :class:`~optuna_autoscale.laws.SeparableLaw` it predicts loss differences between mixtures
+    at any budget (absolute values up to the group offset) and solves the bounded (robust)
+    optimum at a target budget.
+
+    Attributes:
+        domains: Domain names (training and validation domains are the same).
+        weights: Objective weight per validation domain (non-negative).
+        params: Per domain ``{"beta", "n0", "gamma", "transfer"}``: ``n0`` in tokens, ``beta`` in
+            loss x tokens^gamma, ``transfer`` = ``{j: A_kj}`` for the other domains.
+        offsets: Objective offset ``sum_k weights_k E_{k,g}`` per group key.
+        domain_offsets: ``E_{k,g}`` per domain and group.
+        noise: Residual sd of the objective (loss units; per-domain sds combined with their
+            residual correlation), ``None`` without spare degrees of freedom.
+        domain_noise: Residual sd per domain (``None`` entries without spare degrees of freedom).
+        correlation: Residual correlation across domains (``m x m``; ones when unknown).
+        scale: Internal token unit (tokens).
+        budgets: Nominal budget (median total tokens) per group.
+        n_obs: Number of runs fitted.
+        dof: Spare degrees of freedom per domain fit (runs minus parameters minus offsets).
+        risk: Default risk aversion of the robust allocation.
+        thetas: Internal parameters per domain ``[log beta', log N0/scale, log gamma, A_kj...]``.
+        covariances: Laplace posterior covariance per domain (``None`` without a noise estimate).
+    """
+
+    domains: tuple[str, ...]
+    weights: dict[str, float]
+    params: dict[str, dict[str, Any]]
+    offsets: dict[str, float]
+    domain_offsets: dict[str, dict[str, float]]
+    noise: float | None
+    domain_noise: dict[str, float | None]
+    correlation: np.ndarray = dataclasses.field(repr=False, compare=False)
+    scale: float = 1.0
+    budgets: dict[str, float] = dataclasses.field(default_factory=dict)
+    n_obs: int = 0
+    dof: int = 0
+    risk: float = DEFAULT_RISK
+    thetas: tuple[tuple[float, ...], ...] = dataclasses.field(default=(), repr=False)
+    covariances: tuple[np.ndarray, ...] | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    _fit_name = "fit_transfer"
+
+    def _models(self) -> list[_DomainModel]:
+        return [_DomainModel(len(self.domains), k) for k in range(len(self.domains))]
+
+    def _w(self) -> np.ndarray:
+        return np.array([self.weights[d] for d in self.domains])
+
+    def predict_domains(self, allocation: Mapping[str, float], group: str | None = None) -> dict[str, float]:
+        """Predicted per-domain losses of an allocation (tokens per domain).
+
+        Args:
+            allocation: Domain -> tokens.
+            group: The group whose offsets to use; ``None`` uses the mean offset per domain.
+
+        Returns:
+            Domain -> predicted loss (absolute up to the offset).
+        """
+        x = self._vec(allocation)
+        if group is not None and str(group) not in self.offsets:
+            raise ValueError(f"Unknown group {group!r}; the groups are {list(self.offsets)!r}.")
+        out = {}
+        for k, (d, model) in enumerate(zip(self.domains, self._models())):
+            f, _ = model.f_and_jac(np.asarray(self.thetas[k]), x[None, :] / self.scale)
+            offs = self.domain_offsets[d]
+            e = float(np.mean(list(offs.values()))) if group is None else offs[str(group)]
+            out[d] = e + float(f[0])
+        return out
+
+    def predict(self, allocation: Mapping[str, float], group: str | None = None) -> float:
+        """Predicted objective ``sum_k weights_k L_k`` of an allocation (tokens per domain).
+
+        Args:
+            allocation: Domain -> tokens.
+            group: The group whose offsets to use; ``None`` uses the mean offsets.
+
+        Returns:
+            The predicted objective (absolute up to the offset; differences are what the law knows).
+        """
+        per = self.predict_domains(allocation, group)
+        return float(sum(self.weights[d] * per[d] for d in self.domains))
+
+    def _objective_and_grad(self, shares: np.ndarray, total: float) -> tuple[float, np.ndarray]:
+        u = (shares * total / self.scale)[None, :]
+        val, grad = 0.0, np.zeros(len(self.domains))
+        for k, (wk, model) in enumerate(zip(self._w(), self._models())):
+            if wk == 0:
+                continue
+            theta = np.asarray(self.thetas[k])
+            f, _ = model.f_and_jac(theta, u)
+            a = model.transfer_row(theta)
+            z = float(u[0] @ a) + math.exp(theta[1])
+            g = math.exp(theta[2])
+            val += wk * float(f[0])
+            grad += wk * (-g * float(f[0]) / z) * a * total / self.scale
+        return val, grad
+
+    def _point(self, total: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        from optuna_autoscale.laws import _project_box_total
+
+        m = len(self.domains)
+        slo, shi = lo / total, np.minimum(hi / total, 1.0)
+        uni = _project_box_total(np.full(m, total / m), total, lo, hi) / total
+        f0 = abs(self._objective_and_grad(uni, total)[0]) or 1.0
+
+        def fun(s: np.ndarray) -> tuple[float, np.ndarray]:
+            v, gr = self._objective_and_grad(np.maximum(s, 0.0), total)
+            return v / f0, gr / f0
+
+        cons = [{"type": "eq", "fun": lambda s: s.sum() - 1.0, "jac": lambda s: np.ones_like(s)}]
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            res = optimize.minimize(fun, uni, jac=True, method="SLSQP", bounds=list(zip(slo, shi)),
+                                    constraints=cons, options={"ftol": 1e-15, "maxiter": 500})
+        s = np.clip(np.asarray(res.x, dtype=float), slo, shi)
+        if not np.all(np.isfinite(s)) or s.sum() <= 0 or fun(s / s.sum())[0] > fun(uni)[0]:
+            s = uni
+        s = _project_box_total(s, 1.0, slo, shi)
+        return s * total
+
+    def _has_uncertainty(self) -> bool:
+        return self.covariances is not None
+
+    def _change(self, cands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and sd of the objective change from ``cands[0]``, linearised per domain."""
+        w = self._w()
+        m = len(self.domains)
+        d = np.zeros(len(cands))
+        sds = np.zeros((len(cands), m))
+        for k, model in enumerate(self._models()):
+            f, j = model.f_and_jac(np.asarray(self.thetas[k]), cands / self.scale)
+            d += w[k] * (f - f[0])
+            if self.covariances is not None:
+                g = j - j[0]
+                sds[:, k] = np.sqrt(np.maximum(np.einsum("tp,pq,tq->t", g, self.covariances[k], g), 0.0))
+        ws = sds * w[None, :]
+        var = np.einsum("tk,kl,tl->t", ws, self.correlation, ws)
+        return d, np.sqrt(np.maximum(var, 0.0))
+
+    def optimal_allocation(
+        self,
+        total: float,
+        *,
+        lower: float | Mapping[str, float] | None = None,
+        upper: float | Mapping[str, float] | None = None,
+        robust: bool = True,
+        anchor: Mapping[str, float] | None = None,
+        risk: float | None = None,
+    ) -> dict[str, float]:
+        """The law's optimal allocation at ``total`` tokens, solved directly there.
+
+        Same rule as :meth:`optuna_autoscale.laws.SeparableLaw.optimal_allocation` (and the same
+        code): ``robust=False`` gives ``P``, the bounded optimum of the fitted objective (SLSQP;
+        the problem is convex); ``robust=True`` moves from the anchor toward ``P`` only as far as
+        the linearised posterior mean + ``risk`` sd of the objective change is lowest.
+
+        Args:
+            total: Total tokens at the target budget.
+            lower: Lower bounds in tokens (scalar or per domain; default 0).
+            upper: Upper bounds in tokens (default none).
+            robust: Shrink toward the anchor.
+            anchor: Allocation (only its shares matter) to shrink toward; default the law's own
+                optimum at its largest fitted budget.
+            risk: Risk aversion (default :attr:`risk`).
+
+        Returns:
+            Domain -> tokens, summing to ``total``.
+
+        Raises:
+            ValueError: for a non-positive total, infeasible bounds or a bad ``risk``/``anchor``.
+        """
+        return self._robust_optimum(total, lower, upper, robust, anchor, risk)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready representation (covariances omitted)."""
+        return {
+            "kind": "transfer",
+            "domains": list(self.domains),
+            "weights": dict(self.weights),
+            "params": {d: {k: (dict(v) if isinstance(v, dict) else v) for k, v in p.items()} for d, p in self.params.items()},
+            "offsets": dict(self.offsets),
+            "domain_offsets": {d: dict(v) for d, v in self.domain_offsets.items()},
+            "noise": self.noise,
+            "domain_noise": dict(self.domain_noise),
+            "scale": self.scale,
+            "budgets": dict(self.budgets),
+            "n_obs": self.n_obs,
+            "dof": self.dof,
+            "risk": self.risk,
+        }
+
+
+def objective_weights(
+    values: Sequence[float], losses: Sequence[Mapping[str, float]], domains: Sequence[str]
+) -> dict[str, float] | None:
+    """The fixed non-negative weights with ``value = sum_d w_d loss_d`` for every run, if any.
+
+    Solved by non-negative least squares; accepted when every run is reproduced within a
+    relative 1e-6. The mean (metric ``"loss"``) gives ``1/m`` each; an objective that is not a
+    weighting of the per-domain losses (e.g. mean perplexity) gives ``None``.
+
+    Args:
+        values: The runs' objective values.
+        losses: The runs' per-domain losses (each must name every domain).
+        domains: Domain order.
+
+    Returns:
+        Domain -> weight, or ``None`` when no weighting reproduces the objective (or too few runs).
+    """
+    doms = list(domains)
+    if len(values) != len(losses) or len(values) < len(doms) or len(doms) == 0:
+        return None
+    try:
+        mat = np.array([[float(row[d]) for d in doms] for row in losses])
+        y = np.array([float(v) for v in values])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not (np.all(np.isfinite(mat)) and np.all(np.isfinite(y))):
+        return None
+    w, _ = optimize.nnls(mat, y)
+    tol = _WEIGHT_RTOL * max(1.0, float(np.max(np.abs(y))))
+    if float(np.max(np.abs(mat @ w - y))) > tol or w.sum() <= 0:
+        return None
+    return {d: float(v) for d, v in zip(doms, w)}
+
+
+def fit_transfer(
+    observations: Sequence[TransferObservation],
+    *,
+    weights: Mapping[str, float] | None = None,
+    noise: float | Mapping[str, float] | None = None,
+    risk: float = DEFAULT_RISK,
+) -> TransferLaw:
+    """Fit the per-domain transfer law to runs at any number of budgets/groups.
+
+    Args:
+        observations: ``(allocation tokens per domain, per-domain losses, group key)`` triples.
+            The losses must name exactly the allocation's domains (validation domain = training
+            domain). A group is one budget's design run with one seed.
+        weights: Objective weight per domain (non-negative, not all 0); default the mean (``1/m``).
+            :func:`objective_weights` recovers them from runs.
+        noise: Known noise sd of the per-domain losses of runs sharing a seed (scalar or per
+            domain); default the residual estimate.
+        risk: Default risk aversion of the robust allocation.
+
+    Returns:
+        A :class:`TransferLaw`.
+
+    Raises:
+        TypeError: for malformed observations.
+        ValueError: for losses naming other domains than the allocation, non-finite values,
+            fewer than 2 domains, a domain never varied within a group, or bad weights/noise.
+
+    Example:
+        >>> from optuna_autoscale.simulate import transfer
+        >>> land = transfer(3, seed=0)
+        >>> obs = []
+        >>> for budget in (1e8, 4e8):
+        ...     base = {d: budget / 3 for d in land.domains}
+        ...     runs = [base] + [{**base, d: base[d] * x} for d in land.domains for x in (0.2, 3.0)]
+        ...     obs += [(a, land.per_domain_true_loss(a), f"{budget:g}") for a in runs]
+        >>> law = fit_transfer(obs)
+        >>> sorted(law.optimal_allocation(4e9))
+        ['d0', 'd1', 'd2']
+    """
+    if isinstance(observations, (str, bytes)) or not isinstance(observations, Sequence) or len(observations) == 0:
+        raise TypeError("observations must be a non-empty sequence of (allocation, per-domain losses, group) triples.")
+    first = observations[0]
+    if not isinstance(first, (tuple, list)) or len(first) != 3 or not isinstance(first[0], Mapping):
+        raise TypeError(f"observation 0 must be an (allocation, per-domain losses, group) triple, got {first!r}.")
+    domains = tuple(first[0])
+    m = len(domains)
+    if m < 2:
+        raise ValueError("The transfer law needs at least 2 domains.")
+    rows, ys, groups = [], [], []
+    for k, obs in enumerate(observations):
+        if not isinstance(obs, (tuple, list)) or len(obs) != 3:
+            raise TypeError(f"observation {k} must be an (allocation, per-domain losses, group) triple, got {obs!r}.")
+        rows.append(_check_allocation(obs[0], domains, f"observation {k}"))
+        losses = obs[1]
+        if not isinstance(losses, Mapping):
+            raise TypeError(f"observation {k}'s per-domain losses must be a mapping domain -> loss, got {losses!r}.")
+        if set(losses) != set(domains):
+            raise ValueError(
+                f"observation {k}'s per-domain losses must name exactly the domains {list(domains)!r} (validation "
+                f"domain = training domain); got {sorted(losses)!r}. Record loss_<domain> for every domain."
+            )
+        ys.append([_check_value(losses[d], f"observation {k}'s loss of {d!r}") for d in domains])
+        groups.append(str(obs[2]))
+    x = np.array(rows)
+    ymat = np.array(ys)
+    if np.any(x.sum(axis=1) <= 0):
+        raise ValueError("Every observation needs a positive total number of tokens.")
+    if weights is None:
+        w = np.full(m, 1.0 / m)
+    else:
+        if not isinstance(weights, Mapping) or set(weights) != set(domains):
+            raise ValueError(f"weights must map exactly the domains {list(domains)!r} to weights >= 0, got {weights!r}.")
+        w = np.array([_check_value(weights[d], f"weight of {d!r}") for d in domains])
+        if np.any(w < 0) or w.sum() <= 0:
+            raise ValueError(f"weights must be >= 0 and not all 0, got {dict(weights)!r}.")
+    if isinstance(noise, Mapping):
+        if set(noise) != set(domains):
+            raise ValueError(f"noise must be one sd or map exactly the domains {list(domains)!r}, got {noise!r}.")
+        noises: list[float | None] = [float(noise[d]) for d in domains]
+    else:
+        noises = [None if noise is None else float(noise)] * m
+    for v in noises:
+        if v is not None and (not math.isfinite(v) or v < 0):
+            raise ValueError(f"noise must be a finite sd >= 0 (loss units), got {noise!r}.")
+    gnames = list(dict.fromkeys(groups))
+    gidx = np.array([gnames.index(g) for g in groups])
+    ng = len(gnames)
+    varies = np.zeros(m, dtype=bool)
+    for g in range(ng):
+        xs = x[gidx == g]
+        if len(xs) > 1:
+            varies |= np.ptp(xs, axis=0) > 1e-9 * np.maximum(np.abs(xs).max(axis=0), 1.0)
+    if not np.all(varies):
+        raise ValueError(
+            f"Domains {[d for d, v in zip(domains, varies) if not v]!r} never change within a group, so their "
+            "effect cannot be separated from the group offsets; add runs that vary them (a DDO design)."
+        )
+    budgets = {g: float(np.median(x[gidx == i].sum(axis=1))) for i, g in enumerate(gnames)}
+    scale = float(np.exp(np.mean(np.log(np.array(list(budgets.values())) / m))))
+    u = x / scale
+    fits = [_fit_domain(_DomainModel(m, k), u, ymat[:, k], gidx, ng, noises[k]) for k in range(m)]
+    n = len(ymat)
+    dof = n - _DomainModel(m, 0).n_params - ng
+    res = np.column_stack([f.residuals for f in fits])
+    norms = np.sqrt((res**2).sum(axis=0))
+    if np.all(norms > 0) and n - ng > 1:
+        corr = (res.T @ res) / np.outer(norms, norms)
+    else:
+        corr = np.ones((m, m))  # unknown: assume fully correlated (the cautious choice)
+    sig = [f.sigma for f in fits]
+    obj_noise = None
+    if all(s is not None for s in sig):
+        sv = np.array(sig, dtype=float) * w
+        obj_noise = math.sqrt(max(float(sv @ corr @ sv), 0.0))
+    covs = tuple(f.covariance for f in fits) if all(f.covariance is not None for f in fits) else None
+    params: dict[str, dict[str, Any]] = {}
+    for k, (d, f) in enumerate(zip(domains, fits)):
+        lb, lu, lg = f.theta[:3]
+        gam = math.exp(lg)
+        row = _DomainModel(m, k).transfer_row(f.theta)
+        params[d] = {
+            "beta": math.exp(lb) * scale**gam,
+            "n0": math.exp(lu) * scale,
+            "gamma": gam,
+            "transfer": {domains[j]: float(row[j]) for j in range(m) if j != k},
+        }
+    domain_offsets = {d: {g: float(f.offsets[i]) for i, g in enumerate(gnames)} for d, f in zip(domains, fits)}
+    offsets = {g: float(sum(w[k] * fits[k].offsets[i] for k in range(m))) for i, g in enumerate(gnames)}
+    return TransferLaw(
+        domains=domains,
+        weights={d: float(v) for d, v in zip(domains, w)},
+        params=params,
+        offsets=offsets,
+        domain_offsets=domain_offsets,
+        noise=obj_noise,
+        domain_noise={d: s for d, s in zip(domains, sig)},
+        correlation=corr,
+        scale=scale,
+        budgets=budgets,
+        n_obs=n,
+        dof=dof,
+        risk=float(risk),
+        thetas=tuple(tuple(float(t) for t in f.theta) for f in fits),
+        covariances=covs,
+    )
+
+
+# ------------------------------------------------------------------------------ K components (RegMix)
+def _least_squares(fun: Any, jac: Any, p0: np.ndarray, lo: np.ndarray, hi: np.ndarray, nfev: int) -> Any:
+    with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return optimize.least_squares(fun, np.clip(p0, lo + 1e-9, hi - 1e-9), jac=jac, bounds=(lo, hi),
+                                      method="trf", max_nfev=nfev)
+
+
+def fit_component_law(x: np.ndarray, y: np.ndarray, *, components: int = 4, starts: int = 2, nfev: int = 1000,
+                      seed: int = 0, n0_min: float = 1e-2, gamma_max: float = 1.0,
+                      clip: float = 0.25) -> Callable[[np.ndarray], np.ndarray]:
+    """Transfer law in mixture weights with ``K`` components, ``c + sum_k beta_k (A_k . w + n0_k)^(-gamma_k)``.
+
+    One validation domain at one budget (``benchmarks/regmix_offline.py``). ``A >= 0``; ``K = m``
+    and ``A = I`` is the separable law; each component is a "skill" fed by several domains at
+    different exchange rates. Log-parametrised (beta, n0, gamma, A > 0) with box bounds that keep
+    extrapolation tame: ``n0 >= n0_min`` and ``gamma <= gamma_max``. Several random starts for
+    ``A``; the lowest training error wins. A power law diverges as a component's effective data
+    goes to zero, while real losses saturate; predictions are therefore clipped to the training
+    losses' range widened by ``clip`` times its width on each side.
+
+    Args:
+        x: Mixture weights, ``(n, m)``.
+        y: Losses, ``(n,)``.
+        components: ``K``.
+        starts: Random starts for ``A``.
+        nfev: Function evaluations per start.
+        seed: Seed of the starts.
+        n0_min: Lower bound of ``n0``.
+        gamma_max: Upper bound of ``gamma``.
+        clip: Widening of the prediction clip range (fraction of the training range).
+
+    Returns:
+        A predictor: weights ``(n', m)`` -> losses ``(n',)``.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if x.ndim != 2 or y.shape != (len(x),):
+        raise ValueError(f"x must be (n, m) and y (n,), got {x.shape} and {y.shape}.")
+    n, m = x.shape
+    k = int(components)
+    if k < 1:
+        raise ValueError(f"components must be >= 1, got {components!r}.")
+
+    def unpack(p: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return (p[0], np.exp(p[1 : 1 + k]), np.exp(p[1 + k : 1 + 2 * k]), np.exp(p[1 + 2 * k : 1 + 3 * k]),
+                np.exp(p[1 + 3 * k :]).reshape(k, m))
+
+    def predict(p: np.ndarray, xn: np.ndarray) -> np.ndarray:
+        c, b, n0, g, a = unpack(p)
+        z = xn @ a.T + n0  # (n, K) effective data per component
+        return c + (b * z ** (-g)).sum(axis=1)
+
+    def jac(p: np.ndarray) -> np.ndarray:
+        c, b, n0, g, a = unpack(p)
+        z = x @ a.T + n0
+        t = b * z ** (-g)
+        dz = -t * g / z
+        j = np.empty((n, 1 + 3 * k + k * m))
+        j[:, 0] = 1.0
+        j[:, 1 : 1 + k] = t
+        j[:, 1 + k : 1 + 2 * k] = dz * n0
+        j[:, 1 + 2 * k : 1 + 3 * k] = -t * np.log(z) * g
+        j[:, 1 + 3 * k :] = (dz[:, :, None] * x[:, None, :] * a[None, :, :]).reshape(n, k * m)
+        return j
+
+    lo = np.concatenate([[-np.inf], np.full(k, -20.0), np.full(k, np.log(n0_min)), np.full(k, np.log(1e-2)),
+                         np.full(k * m, -20.0)])
+    hi = np.concatenate([[np.inf], np.full(k, 5.0), np.full(k, np.log(10.0)), np.full(k, np.log(gamma_max)),
+                         np.full(k * m, 5.0)])
+    rng = np.random.default_rng(seed)
+    best = None
+    for _ in range(starts):
+        a0 = np.log(rng.uniform(0.05, 1.0, size=(k, m)))
+        p0 = np.concatenate([[y.min() - 0.3], np.full(k, np.log(0.3)), np.full(k, np.log(max(0.02, 2 * n0_min))),
+                             np.full(k, np.log(min(0.3, gamma_max / 2))), a0.ravel()])
+        res = _least_squares(lambda p: predict(p, x) - y, jac, p0, lo, hi, nfev)
+        if np.isfinite(res.cost) and (best is None or res.cost < best.cost):
+            best = res
+    assert best is not None
+    span = float(np.ptp(y))
+    lo_y, hi_y = float(y.min()) - clip * span, float(y.max()) + clip * span
+    return lambda xn: np.clip(predict(best.x, np.asarray(xn, dtype=float)), lo_y, hi_y)
