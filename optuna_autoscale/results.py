@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from optuna_autoscale.laws import DDOFit
     from optuna_autoscale.laws import SeparableLaw
+    from optuna_autoscale.transfer import TransferLaw
 
 
 __all__ = ["AutoScaleResult", "SUMMARY_ATTR"]
@@ -33,6 +34,15 @@ SUMMARY_ATTR = "autoscale:summary"
 """Study user attr holding :meth:`AutoScaleResult.to_dict` (JSON)."""
 
 _RTOL = 1e-6
+
+JOINT_LAWS = ("auto", "transfer", "separable")
+"""Joint laws :func:`fit_joint` can fit: ``"auto"`` = the per-domain transfer law when every run
+has per-domain losses that reproduce the objective as a fixed weighting, else the separable law."""
+DEFAULT_JOINT_LAW = "auto"
+"""The joint law behind ``AutoScaleResult.law`` and ``extrapolate(method="joint")``."""
+
+DomainLosses = dict[int, dict[str, float]]
+"""Trial number -> per-domain validation losses (user attrs ``loss_<domain>``)."""
 
 
 # --------------------------------------------------------------------------------- shared fits
@@ -82,25 +92,98 @@ def ddo_optimum(design: Design, fit: DDOFit, index: int) -> dict[str, float]:
     return fit.optimal_allocation(total, lower=_lower_for(design, fit, total), upper=_upper(design))
 
 
-def fit_joint(design: Design, ledger: Ledger) -> SeparableLaw:
-    """The joint separable law over every design run, one offset per (budget, seed) group.
+def domain_losses(design: Design, trials: Any) -> DomainLosses:
+    """Per-domain losses (user attrs ``loss_<domain>``) of the trials that record all of them, finite."""
+    from optuna_autoscale.mixture import LOSS_PREFIX
+
+    out: DomainLosses = {}
+    for t in trials:
+        attrs = getattr(t, "user_attrs", None) or {}
+        row = {}
+        for d in design.domains:
+            v = attrs.get(f"{LOSS_PREFIX}{d}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+                break
+            row[d] = float(v)
+        else:
+            out[int(t.number)] = row
+    return out
+
+
+def _joint_rows(
+    design: Design, ledger: Ledger, losses: DomainLosses | None
+) -> tuple[list[tuple[dict[str, float], float, str]], list[dict[str, float]] | None]:
+    """The joint law's observations (groups with >= 2 allocations) and, when every run has them,
+    their per-domain losses (mean over a point's runs)."""
+    groups: dict[str, list[tuple[dict[str, float], float, str, str]]] = {}
+    for pt, value, _ in ledger.observations():
+        g = group_key(pt.budget_index, pt.seed)
+        groups.setdefault(g, []).append((dict(pt.allocation or {}), value, g, pt.key))
+    rows = [o for rs in groups.values() if len(rs) >= 2 for o in rs]
+    obs = [(a, v, g) for a, v, g, _ in rows]
+    per: list[dict[str, float]] | None = None
+    if losses:
+        per = []
+        for *_, key in rows:
+            runs = [losses.get(n) for n, _ in ledger.done.get(key, ())]
+            if not runs or any(r is None for r in runs):
+                per = None
+                break
+            per.append({d: float(np.mean([r[d] for r in runs if r is not None])) for d in design.domains})
+    return obs, per
+
+
+def fit_joint(
+    design: Design, ledger: Ledger, losses: DomainLosses | None = None, *, kind: str = DEFAULT_JOINT_LAW
+) -> SeparableLaw | TransferLaw:
+    """The joint law over every design run, one offset per (budget, seed) group.
 
     Groups with a single allocation (extra base runs with their own seed) only fit their own
     offset, so they are left out.
+
+    Args:
+        design: The study's design.
+        ledger: Its completed runs.
+        losses: Per-domain losses by trial number (:func:`domain_losses`); without them only the
+            separable law can be fitted.
+        kind: ``"auto"`` (default): the per-domain transfer law
+            (:func:`~optuna_autoscale.transfer.fit_transfer`) when every run has per-domain losses
+            and the objective is a fixed non-negative weighting of them (the mean for metric
+            ``"loss"``; :func:`~optuna_autoscale.transfer.objective_weights`), else the separable
+            law (:func:`~optuna_autoscale.laws.fit_separable`). ``"transfer"`` or ``"separable"``
+            force one.
+
+    Raises:
+        ValueError: for an unknown ``kind``, or ``kind="transfer"`` without usable per-domain losses.
     """
     from optuna_autoscale.laws import fit_separable
 
-    groups: dict[str, list[tuple[dict[str, float], float, str]]] = {}
-    for pt, value, _ in ledger.observations():
-        g = group_key(pt.budget_index, pt.seed)
-        groups.setdefault(g, []).append((dict(pt.allocation or {}), value, g))
-    obs = [o for rows in groups.values() if len(rows) >= 2 for o in rows]
+    if kind not in JOINT_LAWS:
+        raise ValueError(f"kind must be one of {JOINT_LAWS!r}, got {kind!r}.")
+    obs, per = _joint_rows(design, ledger, losses if kind != "separable" else None)
+    if kind != "separable" and per is not None:
+        from optuna_autoscale.transfer import fit_transfer
+        from optuna_autoscale.transfer import objective_weights
+
+        weights = objective_weights([v for _, v, _ in obs], per, design.domains)
+        if weights is not None:
+            try:
+                return fit_transfer([(a, p, g) for (a, _, g), p in zip(obs, per)], weights=weights)
+            except (ValueError, np.linalg.LinAlgError):
+                if kind == "transfer":
+                    raise
+    if kind == "transfer":
+        raise ValueError(
+            "The per-domain transfer law needs every design run to record loss_<domain> for every domain, with "
+            "the objective a fixed weighting of them (e.g. their mean); these runs do not. Set the user attrs in "
+            "the objective (optuna_autoscale.simulate and the proxy objective do) or use kind='separable'."
+        )
     return fit_separable(obs)
 
 
 def joint_optimum(
     design: Design,
-    law: SeparableLaw,
+    law: SeparableLaw | TransferLaw,
     tokens: float,
     *,
     anchor: Mapping[str, float] | None = None,
@@ -125,11 +208,17 @@ def _anchor(design: Design, optima: Mapping[float, Mixture], tokens: float) -> d
 
 
 def verification_allocation(
-    design: Design, ledger: Ledger, key: str, cache: dict[Any, Any] | None = None
+    design: Design,
+    ledger: Ledger,
+    key: str,
+    cache: dict[Any, Any] | None = None,
+    losses: DomainLosses | None = None,
 ) -> dict[str, float]:
     """The allocation of verification point ``key``, fitted from the ledger's runs (tokens).
 
     ``cache`` (optional) keeps per-budget optima keyed by the runs they were fitted on.
+    ``losses`` (per-domain losses by trial number) lets the held-out prediction use the
+    per-domain transfer law; without them it uses the separable law.
     """
     cache = {} if cache is None else cache
 
@@ -152,7 +241,7 @@ def verification_allocation(
                 optima[n] = Mixture.from_allocation(optimum(i))
             except (ValueError, RuntimeError):
                 continue
-        law = fit_joint(design, ledger)
+        law = fit_joint(design, ledger, losses)
         return joint_optimum(design, law, design.heldout, anchor=_anchor(design, optima, design.heldout))
     raise KeyError(f"{key!r} is not a verification point.")
 
@@ -186,8 +275,11 @@ class AutoScaleResult:
         fits: Budget (tokens) -> the paper's :class:`~optuna_autoscale.laws.DDOFit`, for every
             budget whose design has completed.
         optima: Budget (tokens) -> the fitted optimal :class:`~optuna_autoscale.Mixture`.
-        law: The joint :class:`~optuna_autoscale.laws.SeparableLaw` over all budgets (one
-            offset per budget and seed), or None when it could not be fitted.
+        law: The joint law over all budgets (one offset per budget and seed), or None when it
+            could not be fitted: the per-domain
+            :class:`~optuna_autoscale.transfer.TransferLaw` when every run recorded per-domain
+            losses (``loss_<domain>``) whose fixed weighting is the objective, else the
+            :class:`~optuna_autoscale.laws.SeparableLaw` (see :func:`fit_joint`).
         noise: Seed-noise estimate of the objective (standard deviation), or None.
         noise_source: Where :attr:`noise` comes from: ``"base replicates"`` (pooled sd of base
             runs with different seeds), ``"joint law residual"``, or None when neither exists.
@@ -214,12 +306,14 @@ class AutoScaleResult:
     design: Design
     fits: dict[float, DDOFit]
     optima: dict[float, Mixture]
-    law: SeparableLaw | None
+    law: SeparableLaw | TransferLaw | None
     noise: float | None
     noise_source: str | None
     warnings: list[str]
     n_trials: int
     _ledger: Ledger = dataclasses.field(repr=False)
+    _losses: DomainLosses | None = dataclasses.field(default=None, repr=False)
+    _laws: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     # ----------------------------------------------------------------------------- build
     @classmethod
@@ -254,13 +348,13 @@ class AutoScaleResult:
             design = Design.from_config(cfg)
         trials = study.get_trials(deepcopy=False)
         ledger = Ledger(design, trials)
-        result = cls._from_ledger(design, ledger)
+        result = cls._from_ledger(design, ledger, domain_losses(design, trials))
         if write_summary:
             study.set_user_attr(SUMMARY_ATTR, result.to_dict())
         return result
 
     @classmethod
-    def _from_ledger(cls, design: Design, ledger: Ledger) -> AutoScaleResult:
+    def _from_ledger(cls, design: Design, ledger: Ledger, losses: DomainLosses | None = None) -> AutoScaleResult:
         warnings: list[str] = []
         fits: dict[float, DDOFit] = {}
         optima: dict[float, Mixture] = {}
@@ -280,14 +374,14 @@ class AutoScaleResult:
         law = None
         if len(fits) >= 2:
             try:
-                law = fit_joint(design, ledger)
+                law = fit_joint(design, ledger, losses)
             except (ValueError, RuntimeError, ImportError) as e:
                 warnings.append(f"joint law: fit failed: {e}")
         elif len(design.budgets) < 2:
             warnings.append("joint law: needs at least two budgets")
         noise, source = _noise(design, ledger, law)
         n_trials = sum(len(v) for v in ledger.done.values())
-        return cls(design, fits, optima, law, noise, source, warnings, n_trials, ledger)
+        return cls(design, fits, optima, law, noise, source, warnings, n_trials, ledger, losses)
 
     # ----------------------------------------------------------------------------- queries
     def extrapolate(
@@ -300,9 +394,10 @@ class AutoScaleResult:
 
         Args:
             tokens: Target training budget in tokens.
-            method: ``"joint"`` (default): the joint law's robust bounded optimum, shrunk towards
-                the largest budget's DDO optimum as far as the data supports. ``"paper"``:
-                AutoScale's rule over the per-budget optima
+            method: ``"joint"`` (default): the joint law's (:attr:`law`) robust bounded optimum,
+                shrunk towards the largest budget's DDO optimum as far as the data supports.
+                ``"transfer"`` / ``"separable"``: the same with that joint law forced
+                (:func:`fit_joint`). ``"paper"``: AutoScale's rule over the per-budget optima
                 (:func:`optuna_autoscale.extrapolate`).
             caps: Domain -> maximum tokens at the target (e.g. unique tokens x epochs), on top of
                 the sampler's ``bounds``.
@@ -315,20 +410,29 @@ class AutoScaleResult:
             unknown = [d for d in caps if d not in self.design.domains]
             if unknown:
                 raise ValueError(f"caps names unknown domains {unknown!r}; the domains are {list(self.design.domains)!r}.")
-        if method == "joint":
-            if self.law is None:
-                raise ValueError(
-                    "No joint law: it needs completed designs at two or more budgets "
-                    f"({'; '.join(self.warnings) or 'none completed'}). Use method='paper' or run more trials."
-                )
-            alloc = joint_optimum(
-                self.design, self.law, total, anchor=_anchor(self.design, self.optima, total), caps=caps
-            )
+        if method in ("joint", "transfer", "separable"):
+            law = self._joint_law(method)
+            alloc = joint_optimum(self.design, law, total, anchor=_anchor(self.design, self.optima, total), caps=caps)
         elif method == "paper":
             alloc = self._paper(total, caps)
         else:
-            raise ValueError(f"method must be 'joint' or 'paper', got {method!r}.")
+            raise ValueError(f"method must be 'joint', 'transfer', 'separable' or 'paper', got {method!r}.")
         return Mixture.from_allocation({d: max(0.0, float(alloc[d])) for d in self.design.domains}, seed=DEFAULT_SEED)
+
+    def _joint_law(self, method: str) -> SeparableLaw | TransferLaw:
+        if self.law is None:
+            raise ValueError(
+                "No joint law: it needs completed designs at two or more budgets "
+                f"({'; '.join(self.warnings) or 'none completed'}). Use method='paper' or run more trials."
+            )
+        from optuna_autoscale.transfer import TransferLaw
+
+        current = "transfer" if isinstance(self.law, TransferLaw) else "separable"
+        if method in ("joint", current):
+            return self.law
+        if method not in self._laws:
+            self._laws[method] = fit_joint(self.design, self._ledger, self._losses, kind=method)
+        return self._laws[method]
 
     def _paper(self, total: float, caps: Mapping[str, float] | None) -> dict[str, float]:
         from optuna_autoscale.extrapolation import extrapolate
@@ -448,7 +552,9 @@ class AutoScaleResult:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
 
-def _noise(design: Design, ledger: Ledger, law: SeparableLaw | None) -> tuple[float | None, str | None]:
+def _noise(
+    design: Design, ledger: Ledger, law: SeparableLaw | TransferLaw | None
+) -> tuple[float | None, str | None]:
     """Pooled sd of base runs with different seeds per budget; else the law's residual sd."""
     ss, dof = 0.0, 0
     for i in range(len(design.budgets)):

@@ -826,6 +826,7 @@ def separable(
     seed: int = 0,
     noise: float = 0.0,
     seed_noise: float = 0.0,
+    domain_share: float = 0.0,
     reference_tokens: float = REFERENCE_TOKENS,
 ) -> SeparableLandscape:
     """A random, realistic separable power-law landscape (the model AutoScale assumes).
@@ -846,6 +847,8 @@ def separable(
         seed: Seed of the parameters and of the noise.
         noise: Per-run noise sigma (loss units).
         seed_noise: Seed-shared noise sigma (loss units).
+        domain_share: Fraction of the mean loss's noise variance drawn independently per domain
+            (:attr:`Landscape.domain_share`; default 0: every domain shifted by the same draw).
         reference_tokens: Budget (tokens) the parameters are calibrated at.
 
     Example:
@@ -863,7 +866,7 @@ def separable(
     rng = _rng(seed, 1)
     gamma, offset, beta, irreducible = _power_law_params(rng, k, ref, np.eye(k))
     return SeparableLandscape(
-        doms, irreducible, beta, offset, gamma, seed=seed, noise=noise, seed_noise=seed_noise
+        doms, irreducible, beta, offset, gamma, seed=seed, noise=noise, seed_noise=seed_noise, domain_share=domain_share
     )
 
 
@@ -874,6 +877,7 @@ def transfer(
     seed: int = 0,
     noise: float = 0.0,
     seed_noise: float = 0.0,
+    domain_share: float = 0.0,
     reference_tokens: float = REFERENCE_TOKENS,
     density: float = 0.5,
     strength: float = 0.25,
@@ -896,6 +900,8 @@ def transfer(
         seed: Seed of the parameters and of the noise.
         noise: Per-run noise sigma (loss units).
         seed_noise: Seed-shared noise sigma (loss units).
+        domain_share: Fraction of the mean loss's noise variance drawn independently per domain
+            (:attr:`Landscape.domain_share`; default 0: every domain shifted by the same draw).
         reference_tokens: Budget (tokens) the parameters are calibrated at.
         density: Probability in [0, 1] that a pair of domains transfers.
         strength: Largest transfer fraction (>= 0).
@@ -920,7 +926,7 @@ def transfer(
     np.fill_diagonal(t, 0.0)
     gamma, offset, beta, irreducible = _power_law_params(rng, k, ref, np.eye(k) + t)
     return TransferLandscape(
-        doms, irreducible, beta, offset, gamma, t, seed=seed, noise=noise, seed_noise=seed_noise
+        doms, irreducible, beta, offset, gamma, t, seed=seed, noise=noise, seed_noise=seed_noise, domain_share=domain_share
     )
 
 
@@ -931,6 +937,7 @@ def mixing_law(
     seed: int = 0,
     noise: float = 0.0,
     seed_noise: float = 0.0,
+    domain_share: float = 0.0,
     reference_tokens: float = REFERENCE_TOKENS,
 ) -> MixingLawLandscape:
     """A random Data-Mixing-Laws landscape (exponential in proportions, misspecified).
@@ -950,6 +957,8 @@ def mixing_law(
         seed: Seed of the parameters and of the noise.
         noise: Per-run noise sigma (loss units).
         seed_noise: Seed-shared noise sigma (loss units).
+        domain_share: Fraction of the mean loss's noise variance drawn independently per domain
+            (:attr:`Landscape.domain_share`; default 0: every domain shifted by the same draw).
         reference_tokens: ``N_ref`` (tokens).
 
     Example:
@@ -971,5 +980,5 @@ def mixing_law(
     value = rng.uniform(0.8, 2.0, k)
     scale = value / np.exp(t @ np.full(k, 1.0 / k))
     return MixingLawLandscape(
-        doms, floor, scale, alpha, t, ref, seed=seed, noise=noise, seed_noise=seed_noise
+        doms, floor, scale, alpha, t, ref, seed=seed, noise=noise, seed_noise=seed_noise, domain_share=domain_share
     )

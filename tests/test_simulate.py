@@ -271,3 +271,36 @@ def test_objective_under_autoscale_sampler() -> None:
     other = optuna.create_study(sampler=AutoScaleSampler(land.domains, [1e8, 4e8], seed=0))
     with pytest.raises(ValueError, match="tokens"):
         other.optimize(land.objective(tokens=1e8), n_trials=1, catch=())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_domain_share_keeps_the_mean_noise_and_splits_it_per_domain(family) -> None:
+    land = family(4, seed=0, noise=0.03, seed_noise=0.04, domain_share=0.5)
+    a = _uniform(land, 1e8)
+    true = land.per_domain_true_loss(a)
+    draws = np.array([[v - true[d] for d, v in land.per_domain_loss(a, seed=s).items()] for s in range(3000)])
+    total = math.hypot(0.03, 0.04)
+    # The mean loss keeps its sd; each domain's sd is sqrt((1 - s) + s m) times it; domains are
+    # correlated (shared part) but not identical.
+    assert draws.mean(axis=1).std() == pytest.approx(total, rel=0.06)
+    assert draws[:, 0].std() == pytest.approx(total * math.sqrt(0.5 + 0.5 * 4), rel=0.06)
+    corr = np.corrcoef(draws[:, 0], draws[:, 1])[0, 1]
+    assert corr == pytest.approx(0.5 / (0.5 + 2.0), abs=0.06)
+    # The objective is still the mean of the per-domain losses, and the seed-shared part cancels
+    # in same-seed differences of every domain.
+    assert land.loss(a, seed=3) == pytest.approx(np.mean(list(land.per_domain_loss(a, seed=3).values())))
+    crn = land.with_noise(0.0)
+    b = dict(a)
+    b[land.domains[0]] *= 3
+    ea = np.array(list(crn.per_domain_loss(a, seed=2).values())) - np.array(list(crn.per_domain_true_loss(a).values()))
+    eb = np.array(list(crn.per_domain_loss(b, seed=2).values())) - np.array(list(crn.per_domain_true_loss(b).values()))
+    assert ea == pytest.approx(eb, abs=1e-12)
+    # with_snr keeps or sets the share; the default (0) shifts every domain by the same draw.
+    assert land.with_snr(6.0, 1e8).domain_share == 0.5
+    assert land.with_snr(6.0, 1e8, domain_share=0.0).domain_share == 0.0
+    same = family(4, seed=0, noise=0.03)
+    per = list(same.per_domain_loss(a, seed=1).values())
+    shifts = np.array(per) - np.array(list(same.per_domain_true_loss(a).values()))
+    assert np.ptp(shifts) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="domain_share"):
+        family(4, seed=0, domain_share=1.5)

@@ -1,0 +1,185 @@
+"""Tests of the per-domain joint transfer law (``optuna_autoscale.transfer``) and its use by the results layer."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+
+from optuna_autoscale import AutoScaleResult
+from optuna_autoscale import AutoScaleSampler
+from optuna_autoscale import suggest_mixture
+from optuna_autoscale.laws import SeparableLaw
+from optuna_autoscale.simulate import separable
+from optuna_autoscale.simulate import transfer
+from optuna_autoscale.transfer import fit_transfer
+from optuna_autoscale.transfer import objective_weights
+from optuna_autoscale.transfer import TransferLaw
+
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+BUDGETS = (1e8, 4e8)
+TARGET = 4e9
+
+
+def _design(land, budgets=BUDGETS, snr=math.inf, domain_share=0.5):  # type: ignore[no-untyped-def]
+    """DDO designs (uniform base, x0.2 and x3 per domain), one seed per budget: (alloc, losses, group) rows."""
+    obs = []
+    for j, b in enumerate(budgets):
+        noisy = land.with_snr(snr, b, domain_share=domain_share)
+        base = {d: b / land.m for d in land.domains}
+        allocs = [base] + [{**base, d: base[d] * x} for d in land.domains for x in (0.2, 3.0)]
+        obs += [(a, noisy.per_domain_loss(a, seed=100 + j), f"b{j}") for a in allocs]
+    return obs
+
+
+def _share(land, alloc, tokens=TARGET):  # type: ignore[no-untyped-def]
+    uni = land.true_loss({d: tokens / land.m for d in land.domains})
+    best = land.true_loss(land.oracle(tokens))
+    return (uni - land.true_loss(alloc)) / (uni - best)
+
+
+def test_recovers_transfer_landscape_parameters() -> None:
+    land = transfer(4, seed=3)
+    law = fit_transfer(_design(land))
+    m = land.m
+    t = np.array(land.transfer_matrix)
+    for k, d in enumerate(land.domains):
+        p = law.params[d]
+        # Landscape: l_d = E_d + m beta_d (N_d + sum_j T_dj N_j + N0_d)^-gamma_d.
+        assert p["gamma"] == pytest.approx(land.gamma[k], rel=1e-3)
+        assert p["n0"] == pytest.approx(land.offset[k], rel=1e-2)
+        assert p["beta"] == pytest.approx(m * land.beta[k], rel=1e-2)
+        for j, e in enumerate(land.domains):
+            if j != k:
+                assert p["transfer"][e] == pytest.approx(t[k, j], abs=1e-4)
+    assert law.weights == pytest.approx({d: 1 / m for d in land.domains})
+    # Loss differences between mixtures at another budget are predicted.
+    a = {d: 1e9 / m for d in land.domains}
+    b = dict(a)
+    b[land.domains[0]] *= 2.0
+    assert law.predict(b) - law.predict(a) == pytest.approx(land.true_loss(b) - land.true_loss(a), rel=1e-4)
+    per = law.predict_domains(b, group="b1")
+    assert np.mean(list(per.values())) == pytest.approx(law.predict(b, group="b1"))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_optimum_at_target_recovers_the_gain_on_noiseless_transfer(seed: int) -> None:
+    land = transfer(7, seed=seed)
+    law = fit_transfer(_design(land))
+    point = law.optimal_allocation(TARGET, robust=False)
+    assert sum(point.values()) == pytest.approx(TARGET)
+    assert _share(land, point) >= 0.95
+    # The robust step from direct transfer of the 4e8 optimum: no noise, so it goes (nearly) all the way.
+    anchor = {d: v * 10 for d, v in land.oracle(4e8).items()}
+    robust = law.optimal_allocation(TARGET, anchor=anchor)
+    assert _share(land, robust) >= 0.95
+    assert _share(land, robust) > _share(land, anchor)
+
+
+def test_bounds_are_respected_and_robust_shrinks_under_noise() -> None:
+    land = transfer(5, seed=2)
+    law = fit_transfer(_design(land, snr=6.0))
+    assert law.noise is not None and law.noise > 0 and law.covariances is not None
+    lo = {d: 0.05 * TARGET for d in land.domains}
+    hi = {d: 0.4 * TARGET for d in land.domains}
+    alloc = law.optimal_allocation(TARGET, lower=lo, upper=hi)
+    assert sum(alloc.values()) == pytest.approx(TARGET)
+    for d in land.domains:
+        assert lo[d] * (1 - 1e-9) <= alloc[d] <= hi[d] * (1 + 1e-9)
+    # Infinite risk aversion keeps the anchor; zero risk gives the point optimum.
+    anchor = {d: TARGET / land.m for d in land.domains}
+    assert law.optimal_allocation(TARGET, anchor=anchor, risk=1e9) == pytest.approx(anchor)
+    assert law.optimal_allocation(TARGET, anchor=anchor, risk=0.0) == pytest.approx(
+        law.optimal_allocation(TARGET, robust=False), rel=1e-6
+    )
+
+
+def test_objective_weights() -> None:
+    rng = np.random.default_rng(0)
+    doms = ["a", "b", "c"]
+    losses = [dict(zip(doms, rng.uniform(2, 4, 3))) for _ in range(8)]
+    mean = [float(np.mean(list(r.values()))) for r in losses]
+    assert objective_weights(mean, losses, doms) == pytest.approx({d: 1 / 3 for d in doms})
+    w = {"a": 0.5, "b": 0.5, "c": 0.0}
+    assert objective_weights([0.5 * r["a"] + 0.5 * r["b"] for r in losses], losses, doms) == pytest.approx(w)
+    ppl = [float(np.mean(np.exp(list(r.values())))) for r in losses]
+    assert objective_weights(ppl, losses, doms) is None
+    assert objective_weights(mean[:2], losses[:2], doms) is None  # fewer runs than domains
+
+
+def _study(land, objective):  # type: ignore[no-untyped-def]
+    sampler = AutoScaleSampler(land.domains, list(BUDGETS), seed=0)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(objective, n_trials=200)
+    assert sampler.is_complete(study)
+    return study
+
+
+def test_results_use_the_transfer_law_when_per_domain_losses_are_recorded() -> None:
+    land = transfer(4, seed=1)
+    result = AutoScaleResult.from_study(_study(land, land.objective()))
+    assert isinstance(result.law, TransferLaw)
+    joint = result.extrapolate(TARGET)
+    assert _share(land, joint.allocation) >= 0.95
+    sep = result.extrapolate(TARGET, method="separable")
+    assert set(sep.weights) == set(land.domains)
+    assert result.extrapolate(TARGET, method="transfer").weights == pytest.approx(joint.weights)
+    assert result.to_dict()["law"]["kind"] == "transfer"
+
+
+def test_fallback_without_per_domain_losses() -> None:
+    land = separable(3, seed=0)
+
+    def scalar(trial: optuna.Trial) -> float:
+        return land.loss(suggest_mixture(trial, land.domains).allocation)
+
+    result = AutoScaleResult.from_study(_study(land, scalar))
+    assert isinstance(result.law, SeparableLaw)
+    assert _share(land, result.extrapolate(TARGET).allocation) >= 0.95
+    with pytest.raises(ValueError, match="loss_<domain>"):
+        result.extrapolate(TARGET, method="transfer")
+    with pytest.raises(ValueError, match="method must be"):
+        result.extrapolate(TARGET, method="bogus")
+
+
+def test_fallback_when_the_objective_is_not_a_weighting_of_the_losses() -> None:
+    land = separable(3, seed=1)
+    result = AutoScaleResult.from_study(_study(land, land.objective(metric="mean_ppl")))
+    assert isinstance(result.law, SeparableLaw)
+
+
+def test_bad_inputs() -> None:
+    land = transfer(3, seed=0)
+    obs = _design(land)
+    a, losses, g = obs[0]
+    with pytest.raises(TypeError, match="non-empty sequence"):
+        fit_transfer([])
+    with pytest.raises(TypeError, match="triple"):
+        fit_transfer([(a, losses)])
+    with pytest.raises(ValueError, match="name exactly the domains"):
+        fit_transfer([(a, {"d0": 1.0}, g)] + obs[1:])
+    with pytest.raises(TypeError, match="mapping domain -> loss"):
+        fit_transfer([(a, 3.0, g)] + obs[1:])
+    with pytest.raises(ValueError, match="finite"):
+        fit_transfer([(a, {**losses, "d1": math.nan}, g)] + obs[1:])
+    with pytest.raises(ValueError, match="at least 2 domains"):
+        fit_transfer([({"x": 1.0}, {"x": 1.0}, "g")])
+    with pytest.raises(ValueError, match="never change within a group"):
+        fit_transfer([(a, losses, g), (a, losses, g)])
+    with pytest.raises(ValueError, match="weights"):
+        fit_transfer(obs, weights={"d0": 1.0})
+    with pytest.raises(ValueError, match="weights must be >= 0"):
+        fit_transfer(obs, weights={"d0": -1.0, "d1": 1.0, "d2": 1.0})
+    with pytest.raises(ValueError, match="noise"):
+        fit_transfer(obs, noise=-1.0)
+    law = fit_transfer(obs)
+    with pytest.raises(ValueError, match="Unknown group"):
+        law.predict(a, group="nope")
+    with pytest.raises(ValueError, match="Infeasible bounds"):
+        law.optimal_allocation(TARGET, lower=TARGET)
+    with pytest.raises(ValueError, match="total must be > 0"):
+        law.optimal_allocation(-1.0)
