@@ -6,7 +6,10 @@ landscape (no Optuna, no training): at each budget a uniform base run and one-do
 perturbations at multipliers 0.2 and 3, all with one seed per budget (common random numbers).
 The noise of each budget's runs is set so that the mean absolute x3 effect at that budget over
 the noise sd is the given SNR (half of the noise variance seed-shared, removed by the common
-seed; :meth:`Landscape.with_snr`). Budgets 1e8 and 4e8 tokens, target 4e9.
+seed; :meth:`Landscape.with_snr`). The objective is the mean of the per-domain losses, and half of
+its noise variance is drawn independently per validation domain (:data:`DOMAIN_SHARE`,
+``Landscape.domain_share``; real per-domain losses are correlated, not identical), the same for
+every row. Budgets 1e8 and 4e8 tokens, target 4e9.
 
 Each method proposes an allocation for the target, scored by the true (noiseless) loss as
 
@@ -14,21 +17,24 @@ Each method proposes an allocation for the target, scored by the true (noiseless
 
 (1 = the whole gain, 0 = no better than uniform, < 0 = worse than uniform). Rows:
 
-- ``joint (robust, default)``: :func:`fit_separable` over both budgets,
-  ``optimal_allocation(robust=True)`` anchored at the 4e8 DDO optimum (what
-  :class:`AutoScaleResult` does);
-- ``joint (non-robust)``: the law's point optimum at the target;
+- ``joint (robust, default)``: what :class:`AutoScaleResult` does (:data:`DEFAULT_LAW`), i.e.
+  one of the two rows below;
+- ``joint separable (robust)``: :func:`fit_separable` over both budgets on the scalar objective,
+  ``optimal_allocation(robust=True)`` anchored at the 4e8 DDO optimum;
+- ``joint separable (non-robust)``: that law's point optimum at the target;
+- ``per-domain transfer (robust)`` / ``(non-robust)``: :func:`optuna_autoscale.transfer.fit_transfer`
+  on the per-domain losses (one transfer law per validation domain), the same robust rule and anchor;
 - ``paper (DDO + extrapolate)``: :func:`fit_power_laws` per budget, each budget's optimum
   (lower bound 0.2x, the paper's), then :func:`extrapolation.extrapolate`;
 - ``direct transfer``: the 4e8 DDO optimum's weights reused at 4e9;
 - ``oracle transfer (reference)``: the *true* 4e8 optimum reused (the best any transfer can do);
-- design options, all with the robust joint law: ``+ shared gamma``, ``+ multipliers 0.5, 2``
+- design options, all with the robust joint *separable* law: ``+ shared gamma``, ``+ multipliers 0.5, 2``
   (4 per domain), ``+ replicated design`` (each budget's design run with 2 seeds),
-  ``+ third budget 2e8``.
+  ``+ third budget 2e8``; and two of them with the robust per-domain transfer law.
 
 Usage::
 
-    python benchmarks/simulated_extrapolation.py            # full table (a few minutes on 2 cores)
+    python benchmarks/simulated_extrapolation.py            # full table (about 10 minutes with --jobs 1)
     python benchmarks/simulated_extrapolation.py --quick    # smoke run, seconds
 """
 
@@ -55,7 +61,7 @@ FAMILIES = ("separable", "transfer", "mixing_law")
 SNRS = (math.inf, 30.0, 6.0)
 DOMAIN_SHARE = 0.5
 """Share of the mean loss's noise variance drawn independently per domain (``Landscape.domain_share``), every row."""
-DEFAULT_LAW = "separable"
+DEFAULT_LAW = "transfer"
 """The law behind the ``joint (robust, default)`` row: what :class:`AutoScaleResult` uses ("separable" / "transfer")."""
 ROWS = (
     "joint (robust, default)",
@@ -70,6 +76,8 @@ ROWS = (
     "joint + multipliers 0.5, 2",
     "joint + replicated design",
     "joint + third budget 2e8",
+    "per-domain transfer + multipliers 0.5, 2",
+    "per-domain transfer + replicated design",
 )
 QUICK_ROWS = ("joint (robust, default)", "per-domain transfer (robust)", "paper (DDO + extrapolate)", "direct transfer")
 
@@ -183,6 +191,12 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
             base_obs + [o for j, b in enumerate(BUDGETS) for o in design_runs(land, b, snr, run_seed + 100 + j)]
         ),
         "joint + third budget 2e8": lambda: joint(base_obs + design_runs(land, THIRD, snr, run_seed + 50)),
+        "per-domain transfer + multipliers 0.5, 2": lambda: per_domain(
+            [o for j, b in enumerate(BUDGETS) for o in design_runs(land, b, snr, run_seed + j, (0.2, 0.5, 2.0, 3.0))]
+        ),
+        "per-domain transfer + replicated design": lambda: per_domain(
+            base_obs + [o for j, b in enumerate(BUDGETS) for o in design_runs(land, b, snr, run_seed + 100 + j)]
+        ),
     }
     out: dict[str, float] = {}
     for row in rows:
