@@ -34,6 +34,7 @@ import numpy as np
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
+from optuna_autoscale.mixture import LOSS_PREFIX
 from optuna_autoscale.mixture import Mixture
 from optuna_autoscale.mixture import param_name
 from optuna_autoscale.mixture import TOKENS_PARAM
@@ -522,6 +523,22 @@ def _finite_value(t: FrozenTrial) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def _domain_losses(attrs: Mapping[str, Any] | None, names: Sequence[tuple[str, str]]) -> dict[str, float] | None:
+    """The per-domain losses (user attrs ``loss_<domain>``) of a trial, if it records all, finite."""
+    if not attrs:
+        return None
+    row = {}
+    for d, name in names:
+        v = attrs.get(name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return None
+        f = float(v)
+        if not math.isfinite(f):
+            return None
+        row[d] = f
+    return row
+
+
 def is_user_trial(t: FrozenTrial, domains: Iterable[str]) -> bool:
     """Whether ``t`` was enqueued with fixed mixture parameters (role ``"user"``)."""
     fixed = t.system_attrs.get("fixed_params")
@@ -545,6 +562,14 @@ class Ledger:
         now: The current time, for the age of un-attributed RUNNING trials.
         base: A ledger of finished trials to start from (see :meth:`absorb_finished`); its
             trials are skipped, so building a ledger per trial costs only the new trials.
+
+    Attributes:
+        done: Key -> ``(trial number, value)`` of each completed run of that point.
+        losses: Trial number -> per-domain validation losses (user attrs ``loss_<domain>``), for
+            the completed runs in :attr:`done` that record every domain's loss, finite. Finished
+            trials never change in storage, so this is a function of the completed runs (workers
+            reading the same runs agree); the joint law uses them
+            (:func:`optuna_autoscale.results.fit_joint`).
     """
 
     def __init__(
@@ -564,13 +589,16 @@ class Ledger:
             self.done: dict[str, list[tuple[int, float]]] = {}
             self.points: dict[str, DesignPoint] = {}
             self.failed: dict[str, int] = {}
+            self.losses: dict[int, dict[str, float]] = {}
             self.seen: set[int] = set()
         else:
             self.taken = set(base.taken)
             self.done = dict(base.done)
             self.points = dict(base.points)
             self.failed = dict(base.failed)
+            self.losses = dict(base.losses)  # rows are never modified, only added
             self.seen = base.seen  # read only here
+        self._loss_names = tuple((d, f"{LOSS_PREFIX}{d}") for d in design.domains)
         self.unattributed: list[int] = []  # numbers of young RUNNING trials without a point
         now = now or datetime.datetime.now()
         grace = datetime.timedelta(seconds=UNATTRIBUTED_GRACE_SECONDS)
@@ -595,10 +623,17 @@ class Ledger:
                 ):
                     self.unattributed.append(t.number)
                 continue
-            self._record(t.number, state, value, parse(raw))
+            self._record(t.number, state, value, parse(raw), t.user_attrs)
         self.unattributed.sort()
 
-    def _record(self, number: int, state: TrialState, value: float | None, pt: DesignPoint) -> None:
+    def _record(
+        self,
+        number: int,
+        state: TrialState,
+        value: float | None,
+        pt: DesignPoint,
+        user_attrs: Mapping[str, Any] | None = None,
+    ) -> None:
         completed = state == TrialState.COMPLETE and value is not None
         cur = self.points.get(pt.key)
         # The point of the first completed run wins; a reservation (no allocation) never does.
@@ -611,6 +646,9 @@ class Ledger:
             runs = self.done.get(pt.key)
             # Copy on write: a list may be shared with the base ledger.
             self.done[pt.key] = [(number, value)] if runs is None else runs + [(number, value)]
+            row = _domain_losses(user_attrs, self._loss_names)
+            if row is not None:
+                self.losses[number] = row
         elif state in (TrialState.RUNNING, TrialState.WAITING):
             self.taken.add(pt.key)
         else:  # FAIL, PRUNED, or COMPLETE with a non-finite value: the point re-opens.
@@ -628,7 +666,7 @@ class Ledger:
             self.seen.add(t.number)
             raw = t.system_attrs.get(POINT_ATTR)
             if raw is not None:
-                self._record(t.number, t.state, _finite_value(t), self._parse(raw))
+                self._record(t.number, t.state, _finite_value(t), self._parse(raw), t.user_attrs)
 
     # ----------------------------------------------------------------------------- queries
     def is_done(self, key: str) -> bool:

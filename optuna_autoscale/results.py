@@ -93,7 +93,11 @@ def ddo_optimum(design: Design, fit: DDOFit, index: int) -> dict[str, float]:
 
 
 def domain_losses(design: Design, trials: Any) -> DomainLosses:
-    """Per-domain losses (user attrs ``loss_<domain>``) of the trials that record all of them, finite."""
+    """Per-domain losses (user attrs ``loss_<domain>``) of the trials that record all of them, finite.
+
+    :attr:`~optuna_autoscale.design.Ledger.losses` holds the same rows for the completed design
+    runs; that is what the sampler and :class:`AutoScaleResult` use.
+    """
     from optuna_autoscale.mixture import LOSS_PREFIX
 
     out: DomainLosses = {}
@@ -144,8 +148,9 @@ def fit_joint(
     Args:
         design: The study's design.
         ledger: Its completed runs.
-        losses: Per-domain losses by trial number (:func:`domain_losses`); without them only the
-            separable law can be fitted.
+        losses: Per-domain losses by trial number; default the ledger's own
+            (:attr:`~optuna_autoscale.design.Ledger.losses`, read from the trials' user attrs
+            ``loss_<domain>``). Without them (``{}``) only the separable law can be fitted.
         kind: ``"auto"`` (default): the per-domain transfer law
             (:func:`~optuna_autoscale.transfer.fit_transfer`) when every run has per-domain losses
             and the objective is a fixed non-negative weighting of them (the mean for metric
@@ -160,6 +165,8 @@ def fit_joint(
 
     if kind not in JOINT_LAWS:
         raise ValueError(f"kind must be one of {JOINT_LAWS!r}, got {kind!r}.")
+    if losses is None:
+        losses = ledger.losses
     obs, per = _joint_rows(design, ledger, losses if kind != "separable" else None)
     if kind != "separable" and per is not None:
         from optuna_autoscale.transfer import fit_transfer
@@ -217,8 +224,11 @@ def verification_allocation(
     """The allocation of verification point ``key``, fitted from the ledger's runs (tokens).
 
     ``cache`` (optional) keeps per-budget optima keyed by the runs they were fitted on.
-    ``losses`` (per-domain losses by trial number) lets the held-out prediction use the
-    per-domain transfer law; without them it uses the separable law.
+    The held-out prediction uses the same joint law as :class:`AutoScaleResult`
+    (:func:`fit_joint` with ``kind="auto"``): the per-domain transfer law when the runs record
+    per-domain losses that reproduce the objective, else the separable law. ``losses``
+    (per-domain losses by trial number) defaults to the ledger's
+    (:attr:`~optuna_autoscale.design.Ledger.losses`); ``{}`` forces the separable law.
     """
     cache = {} if cache is None else cache
 
@@ -348,13 +358,15 @@ class AutoScaleResult:
             design = Design.from_config(cfg)
         trials = study.get_trials(deepcopy=False)
         ledger = Ledger(design, trials)
-        result = cls._from_ledger(design, ledger, domain_losses(design, trials))
+        result = cls._from_ledger(design, ledger)
         if write_summary:
             study.set_user_attr(SUMMARY_ATTR, result.to_dict())
         return result
 
     @classmethod
     def _from_ledger(cls, design: Design, ledger: Ledger, losses: DomainLosses | None = None) -> AutoScaleResult:
+        if losses is None:
+            losses = ledger.losses  # the same per-domain losses the sampler's verification point uses
         warnings: list[str] = []
         fits: dict[float, DDOFit] = {}
         optima: dict[float, Mixture] = {}

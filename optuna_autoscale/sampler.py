@@ -324,12 +324,29 @@ class AutoScaleSampler(BaseSampler):
     def _verification_point(self, key: str, ledger: Ledger) -> DesignPoint:
         from optuna_autoscale import results as _results
 
-        data = tuple(sorted((k, tuple(v for _, v in runs)) for k, runs in ledger.done.items()))
+        # Content-addressed: the runs (trial numbers, values) and, for the held-out prediction,
+        # their per-domain losses, which decide between the transfer and the separable law.
+        losses = ledger.losses
+        with_losses = key.endswith("/verify_predicted")
+        data = tuple(
+            sorted(
+                (
+                    k,
+                    tuple(
+                        (n, v, tuple(losses[n].items()) if with_losses and n in losses else None) for n, v in runs
+                    ),
+                )
+                for k, runs in ledger.done.items()
+            )
+        )
         cached = self._fit_cache.get((key, data))
         if cached is not None:
             return cached
         # No lock while fitting: other workers' threads keep sampling (the caches are
-        # content-addressed, so a concurrent duplicate fit only costs time).
+        # content-addressed, so a concurrent duplicate fit only costs time). The held-out point
+        # uses AutoScaleResult's joint law: the per-domain transfer law when every run records
+        # loss_<domain> reproducing the objective (Ledger.losses, read from storage), else the
+        # separable law.
         alloc = _results.verification_allocation(self._design, ledger, key, self._optima_cache)
         point = self._design.dynamic_point(key, alloc)
         with self._lock:
