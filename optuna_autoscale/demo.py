@@ -48,11 +48,12 @@ workers = 1
 dashboard = true
 
 [design]
-# Tokens per proxy run. Sized from measurements on a 2-core CPU: the x3 perturbation effects at
-# these budgets are several times the seed noise, and the whole design runs in minutes.
+# Tokens per proxy run, sized from measurements on a 2-core CPU (benchmarks/RESULTS.md, "Demo"):
+# with the mini proxy, the x3 and x0.2 effects at 4.5e5 tokens are 3.5 to 9 times the seed noise
+# (about 2 to 6 times at 1.5e5), and the whole design trains in about 6 minutes.
 budgets = [1.5e5, 4.5e5]
 multipliers = [0.2, 3.0]
-replicates = 1              # one base run per budget with another seed: the noise estimate
+replicates = 2              # two base runs per budget with other seeds: the noise estimate
 verify = true
 seed = 0
 max_epochs = 8
@@ -64,7 +65,7 @@ apt = false
 vocab_size = 4096
 
 [proxy]
-preset = "micro"
+preset = "mini"            # 2 layers, width 64: as fast as micro here, but still learning at these budgets
 context = 128
 batch_size = 8
 eval_tokens = 16384

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.torch
 
 @pytest.mark.parametrize(
     ("preset", "expected"),
-    [("micro", 291_712), ("tiny", 1_461_760), ("small", 5_289_472)],
+    [("micro", 291_712), ("mini", 632_576), ("tiny", 1_461_760), ("small", 5_289_472)],
 )
 def test_cpu_presets_build_with_expected_parameter_counts(preset: str, expected: int) -> None:
     model = pm.build_model(preset, vocab_size=8192, context=128, eos_id=0)
