@@ -76,7 +76,10 @@ class AutoScaleSampler(BaseSampler):
     With ``verify`` it then runs one trial at each budget's fitted optimum and, at the held-out
     budget ``sqrt(N_min N_max)``, a uniform run and a run at the joint law's predicted optimum
     (same seed), so that the predicted gain over uniform can be checked against the observed
-    one (:meth:`optuna_autoscale.AutoScaleResult.verification`).
+    one (:meth:`optuna_autoscale.AutoScaleResult.verification`). The joint law is the one
+    :class:`~optuna_autoscale.AutoScaleResult` fits: the per-domain transfer law when the design
+    runs record per-domain losses (user attrs ``loss_<domain>``) whose fixed weighting is the
+    objective, else the separable law.
 
     Everything the sampler knows comes from the trials in storage (system attr
     ``autoscale:point`` holds each trial's design point as JSON) and its own arguments, so
