@@ -64,6 +64,7 @@ TRANSFER_MAX = 1.0
 _PRIOR_TRANSFER_SD = 0.3
 _BOUNDS = ((-60.0, 60.0), (math.log(1e-5), math.log(1e3)), (math.log(0.03), math.log(3.0)))
 _WEIGHT_RTOL = 1e-6
+_START_RTOL = 1e-6
 
 
 # ------------------------------------------------------------------------------ one domain
@@ -164,15 +165,25 @@ def _fit_domain(
             return optimize.least_squares(resid, start, jac=jac, bounds=(lo_b, hi_b), method="trf",
                                           xtol=1e-10, ftol=1e-12, gtol=1e-12, max_nfev=nfev)
 
+    # Up to 6 starts, most promising first; stop once two of them reach the same minimum (their
+    # costs agree to _START_RTOL): further starts then land there too (on the benchmark designs
+    # all 6 always did), and each costs an SVD of the Jacobian per step, O(m^3) for m domains.
     best: np.ndarray | None = None
     best_cost = math.inf
+    costs: list[float] = []
     for _, st in prepared[:6]:
         try:
             sol = solve(st, 100)
         except (ValueError, FloatingPointError):
             continue
-        if np.isfinite(sol.cost) and sol.cost < best_cost:
-            best_cost, best = float(sol.cost), sol.x
+        if not np.isfinite(sol.cost):
+            continue
+        cost = float(sol.cost)
+        if cost < best_cost:
+            best_cost, best = cost, sol.x
+        costs.append(cost)
+        if sum(1 for c in costs if c - best_cost <= _START_RTOL * best_cost) >= 2:
+            break  # the best minimum found twice
     if best is None:
         raise ValueError("The transfer law could not be fitted (every start failed); check the per-domain losses.")
     dof = n - p - ng
