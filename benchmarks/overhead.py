@@ -8,7 +8,12 @@ budget for the same number of trials. The time measured per trial is ``study.ask
 ``suggest_mixture`` (where the sampling happens) plus ``study.tell()``; the objective's own
 work (the simulator) is excluded. In-memory storage, one process, one thread.
 
-Run:  python benchmarks/overhead.py [--domains 100] [--budgets 5] [--trials N]
+With ``--per-domain`` the objective also records the per-domain losses (user attrs
+``loss_<domain>``, inside the untimed objective, for both samplers) and returns their mean, so
+the held-out verification point's joint law is the per-domain transfer law (one fit per domain)
+instead of the separable law. ``--quick`` is a seconds-long run (10 domains, 3 budgets).
+
+Run:  python benchmarks/overhead.py [--domains 100] [--budgets 5] [--trials N] [--per-domain] [--quick]
 """
 
 from __future__ import annotations
@@ -30,10 +35,13 @@ import optuna
 
 from optuna_autoscale import AutoScaleSampler
 from optuna_autoscale import suggest_mixture
+from optuna_autoscale.mixture import LOSS_PREFIX
 from optuna_autoscale.simulate import separable
 
 
-def _run(sampler: optuna.samplers.BaseSampler, land: Any, n_trials: int, tokens: float | None) -> list[float]:
+def _run(
+    sampler: optuna.samplers.BaseSampler, land: Any, n_trials: int, tokens: float | None, per_domain: bool = False
+) -> list[float]:
     study = optuna.create_study(sampler=sampler)
     times = []
     for _ in range(n_trials):
@@ -41,7 +49,13 @@ def _run(sampler: optuna.samplers.BaseSampler, land: Any, n_trials: int, tokens:
         trial = study.ask()
         mix = suggest_mixture(trial, land.domains) if tokens is None else suggest_mixture(trial, land.domains, tokens=tokens)
         t1 = time.perf_counter()
-        value = land.loss(mix.allocation, seed=mix.seed)  # the objective: not timed
+        if per_domain:  # the objective: not timed
+            losses = land.per_domain_loss(mix.allocation, seed=mix.seed)
+            for d, v in losses.items():
+                trial.set_user_attr(f"{LOSS_PREFIX}{d}", float(v))
+            value = float(statistics.fmean(losses.values()))
+        else:
+            value = land.loss(mix.allocation, seed=mix.seed)
         t2 = time.perf_counter()
         study.tell(trial, value)
         t3 = time.perf_counter()
@@ -49,12 +63,18 @@ def _run(sampler: optuna.samplers.BaseSampler, land: Any, n_trials: int, tokens:
     return times
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> float:
+    """Run the comparison and print its table; returns the ratio AutoScale / TPE (mean per trial)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--domains", type=int, default=100)
     parser.add_argument("--budgets", type=int, default=5)
     parser.add_argument("--trials", type=int, default=None, help="default: the AutoScale design's size")
-    args = parser.parse_args()
+    parser.add_argument("--per-domain", action="store_true",
+                        help="record loss_<domain> and return their mean (the joint law is the per-domain transfer law)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 10 domains, 3 budgets")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.domains, args.budgets = 10, 3
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     land = separable(args.domains, seed=0)
@@ -63,13 +83,13 @@ def main() -> None:
     n_design = len(sampler.design.points) + len(sampler.design.dynamic_keys)
     n_trials = args.trials or n_design
     print(f"{args.domains} domains, {args.budgets} budgets, {n_trials} trials per sampler "
-          f"(AutoScale design: {n_design} runs)")
+          f"(AutoScale design: {n_design} runs); objective records per-domain losses: {args.per_domain}")
 
     t = time.perf_counter()
-    auto = _run(sampler, land, n_trials, None)
+    auto = _run(sampler, land, n_trials, None, args.per_domain)
     auto_wall = time.perf_counter() - t
     t = time.perf_counter()
-    tpe = _run(optuna.samplers.TPESampler(seed=0), land, n_trials, budgets[0])
+    tpe = _run(optuna.samplers.TPESampler(seed=0), land, n_trials, budgets[0], args.per_domain)
     tpe_wall = time.perf_counter() - t
 
     def row(name: str, xs: list[float], wall: float) -> str:
@@ -86,6 +106,7 @@ def main() -> None:
     fits = sorted(auto)[-(len(sampler.design.dynamic_keys)):]
     print(f"AutoScale's {len(fits)} slowest trials (verification points: DDO fits, joint law): "
           f"{sum(fits):.1f} s in all; mean of the other trials {1e3 * statistics.fmean(sorted(auto)[:-len(fits)]):.2f} ms")
+    return ratio
 
 
 if __name__ == "__main__":

@@ -25,3 +25,23 @@ def test_simulated_extrapolation_noiseless_separable_scores() -> None:
     # Noiseless separable landscape: the joint law recovers (essentially) the whole gain.
     assert res["joint (robust, default)"] > 0.95
     assert res["joint (robust, default)"] > res["direct transfer"]
+
+
+def test_simulated_quick_uses_per_domain_noise(tmp_path: Path) -> None:
+    import simulated as bench
+
+    report = bench.main(["--quick", "--out", str(tmp_path)])
+    assert report["domain_share"] == bench.DOMAIN_SHARE == 0.5
+    (res,) = report["results"]
+    for name in ("AutoScale (joint)", "AutoScale (separable law)", "direct transfer", "Optuna TPE"):
+        assert math.isfinite(res["methods"][name]["share"])
+    assert (tmp_path / "simulated_quick.json").exists()
+
+
+def test_overhead_quick_with_per_domain_losses(capsys: pytest.CaptureFixture[str]) -> None:
+    import overhead as bench
+
+    ratio = bench.main(["--quick", "--per-domain"])
+    out = capsys.readouterr().out
+    assert math.isfinite(ratio) and ratio > 0
+    assert "objective records per-domain losses: True" in out and "| AutoScaleSampler |" in out
