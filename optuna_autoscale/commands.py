@@ -284,13 +284,15 @@ def _callbacks(cfg: RunConfig, *, dashboard: bool = True) -> list[Any]:
 
 
 def _work(study: optuna.Study, objective: Callable[[Any], float], cfg: RunConfig, n_trials: int | None,
-          *, dashboard: bool = True) -> int:
+          *, dashboard: bool = True, progress: bool = False) -> int:
     """Run trials until the design is complete (or ``n_trials``); returns the trials run here."""
 
     sampler = study.sampler
     if getattr(sampler, "is_complete", None) is not None and sampler.is_complete(study):
         return 0
     callbacks = _callbacks(cfg, dashboard=dashboard)
+    if progress:
+        callbacks = [progress_callback(design_size(sampler))] + callbacks
     ran = [0]
 
     def count(study: optuna.Study, trial: Any) -> None:
@@ -317,9 +319,86 @@ def _work(study: optuna.Study, objective: Callable[[Any], float], cfg: RunConfig
 # --------------------------------------------------------------------------------------------
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def open_study(cfg: RunConfig, url: str, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    """Create or resume the config's study and store the run config in it, for ``worker`` processes.
+
+    Raises:
+        CommandError: the study exists with another ``[design]``.
+    """
     import optuna
 
+    from optuna_autoscale.storage import redact_url
+
+    study = optuna.create_study(storage=_storage_for(url, cfg), study_name=cfg.study.name, sampler=sampler,
+                                direction="minimize", load_if_exists=True)
+    stored = _study_system_attrs(study).get(RUN_CONFIG_ATTR)
+    mine = cfg.to_json()
+    if stored is not None and json.loads(stored).get("design") != json.loads(mine).get("design"):
+        raise CommandError(
+            f"study {cfg.study.name!r} in {redact_url(url)} was started with another [design]; "
+            "use a new [study] name, or restore the original design."
+        )
+    study._storage.set_study_system_attr(study._study_id, RUN_CONFIG_ATTR, mine)
+    return study
+
+
+def start_workers(study_name: str, url: str, n: int, *, n_trials: int | None = None,
+                  progress: bool = False) -> list[subprocess.Popen[bytes]]:
+    """Start ``n`` local ``worker`` processes on a study that :func:`open_study` prepared.
+
+    Processes, not threads: a small proxy's training step holds the GIL for much of its time, so two
+    runs in one process do not use two cores. The workers leave the dashboard figures to the caller.
+    """
+    from optuna_autoscale.storage import STORAGE_ENV
+
+    env = dict(os.environ)
+    env[STORAGE_ENV] = url
+    cmd = [sys.executable, "-m", "optuna_autoscale.commands", "worker", "--study", study_name, "--no-dashboard"]
+    if n_trials:
+        cmd += ["--n-trials", str(n_trials)]
+    if progress:
+        cmd += ["--progress"]
+    return [subprocess.Popen(cmd, env=env) for _ in range(n)]
+
+
+def join_workers(procs: Sequence[subprocess.Popen[bytes]]) -> list[int]:
+    """Wait for the worker processes; return the non-zero exit statuses (reported on stderr)."""
+    bad = [c for c in (p.wait() for p in procs) if c != 0]
+    if bad:
+        print(f"warning: {len(bad)} worker process(es) exited with status {bad}", file=sys.stderr)
+    return bad
+
+
+def progress_callback(n_runs: int) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    """An Optuna callback printing one line per finished run: its design point, tokens, loss and time."""
+    from optuna_autoscale.design import POINT_ATTR
+    from optuna_autoscale.mixture import ROLE_ATTR
+    from optuna_autoscale.mixture import TOKENS_PARAM
+
+    start = time.perf_counter()
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
+        value = "failed" if trial.value is None else f"loss {trial.value:.4f}"
+        point = trial.system_attrs.get(POINT_ATTR)
+        role = json.loads(point)["key"] if isinstance(point, str) else trial.user_attrs.get(ROLE_ATTR, "?")
+        tokens = trial.user_attrs.get(TOKENS_PARAM)
+        size = "" if tokens is None else f"{float(tokens):>10,.0f} tokens"
+        secs = trial.user_attrs.get("train_seconds")
+        speed = "" if secs is None else f"  {secs:5.0f} s"
+        # Past the design's size: replicates a process ran instead of waiting on a running point.
+        print(f"      run {done:>2}/{max(done, n_runs)}  {role:<28}{size}  {value}{speed}"
+              f"  (elapsed {time.perf_counter() - start:.0f} s)", flush=True)
+
+    return callback
+
+
+def design_size(sampler: Any) -> int:
+    """Runs in an AutoScaleSampler's design, verification included."""
+    return len(sampler.design.points) + len(sampler.design.dynamic_keys)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
     from optuna_autoscale.config import load_config
     from optuna_autoscale.storage import install_log_redaction
     from optuna_autoscale.storage import redact_url
@@ -331,35 +410,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     workers = args.workers or cfg.study.workers
     objective, domains, unique = build_objective(cfg)
     sampler = build_sampler(cfg, domains, unique_tokens=unique)
-    storage = _storage_for(url, cfg)
-    study = optuna.create_study(storage=storage, study_name=cfg.study.name, sampler=sampler,
-                                direction="minimize", load_if_exists=True)
-    stored = _study_system_attrs(study).get(RUN_CONFIG_ATTR)
-    mine = cfg.to_json()
-    if stored is not None and json.loads(stored).get("design") != json.loads(mine).get("design"):
-        raise CommandError(
-            f"study {cfg.study.name!r} in {redact_url(url)} was started with another [design]; "
-            "use a new [study] name, or restore the original design."
-        )
-    study._storage.set_study_system_attr(study._study_id, RUN_CONFIG_ATTR, mine)
+    study = open_study(cfg, url, sampler)
     print(f"study {cfg.study.name!r} on {redact_url(url)}: {len(domains)} domains, budgets "
           f"{', '.join(f'{b:.3g}' for b in cfg.design.budgets)} tokens, {workers} worker(s)", flush=True)
-    procs = []
-    env = dict(os.environ)
-    env[STORAGE_ENV] = url
-    for _ in range(workers - 1):
-        # The local workers leave the dashboard figures to this process.
-        cmd = [sys.executable, "-m", "optuna_autoscale.commands", "worker", "--study", cfg.study.name, "--no-dashboard"]
-        if args.n_trials:
-            cmd += ["--n-trials", str(args.n_trials)]
-        procs.append(subprocess.Popen(cmd, env=env))
+    procs = start_workers(cfg.study.name, url, workers - 1, n_trials=args.n_trials)
     try:
         ran = _work(study, objective, cfg, args.n_trials or cfg.study.n_trials)
     finally:
-        codes = [p.wait() for p in procs]
-    bad = [c for c in codes if c != 0]
-    if bad:
-        print(f"warning: {len(bad)} worker process(es) exited with status {bad}", file=sys.stderr)
+        bad = join_workers(procs)
     print(f"this process ran {ran} trial(s); design complete: {sampler.is_complete(study)}", flush=True)
     _print_show(study, fmt="table", budget=None, cfg=cfg, tolerant=True)
     return 0 if not bad else 1
@@ -378,7 +436,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     objective, domains, unique = build_objective(cfg)
     sampler = build_sampler(cfg, domains, unique_tokens=unique)
     study = optuna.load_study(study_name=name, storage=_storage_for(url, cfg), sampler=sampler)
-    ran = _work(study, objective, cfg, args.n_trials or cfg.study.n_trials, dashboard=not args.no_dashboard)
+    ran = _work(study, objective, cfg, args.n_trials or cfg.study.n_trials, dashboard=not args.no_dashboard,
+                progress=args.progress)
     print(f"worker {os.getpid()}: ran {ran} trial(s); design complete: {sampler.is_complete(study)}", flush=True)
     return 0
 
@@ -758,6 +817,7 @@ def register(subparsers: Any) -> None:
     _add_study_args(p)
     p.add_argument("--n-trials", type=int, metavar="N", help="stop after N trials")
     p.add_argument("--no-dashboard", action="store_true", help="do not refresh the dashboard figures from this worker")
+    p.add_argument("--progress", action="store_true", help="print one line per finished run (as the demo does)")
     p.set_defaults(func=_handler(_cmd_worker), command="worker")
 
     p = _sub(subparsers, "status", "show the design's progress per budget",

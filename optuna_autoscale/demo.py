@@ -203,31 +203,9 @@ def report(study: optuna.Study, result: AutoScaleResult, *, storage: str) -> str
     return "\n".join(out)
 
 
-def _progress(n_runs: int) -> Any:
-    """An Optuna callback printing one line per finished proxy run (the demo's progress)."""
-    from optuna_autoscale.design import POINT_ATTR
-    from optuna_autoscale.mixture import ROLE_ATTR
-    from optuna_autoscale.mixture import TOKENS_PARAM
-
-    start = time.perf_counter()
-
-    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
-        value = "failed" if trial.value is None else f"loss {trial.value:.4f}"
-        point = trial.system_attrs.get(POINT_ATTR)
-        role = json.loads(point)["key"] if isinstance(point, str) else trial.user_attrs.get(ROLE_ATTR, "?")
-        tokens = trial.user_attrs.get(TOKENS_PARAM)
-        size = "" if tokens is None else f"{float(tokens):>10,.0f} tokens"
-        secs = trial.user_attrs.get("train_seconds")
-        speed = "" if secs is None else f"  {secs:5.0f} s"
-        print(f"      run {done:>2}/{n_runs}  {role:<28}{size}  {value}{speed}"
-              f"  (elapsed {time.perf_counter() - start:.0f} s)", flush=True)
-
-    return callback
-
-
 def run_demo(
-    *, storage: str | None = None, cache_dir: str | None = None, fresh: bool = False, n_jobs: int | None = None
+    *, storage: str | None = None, cache_dir: str | None = None, fresh: bool = False, n_jobs: int | None = None,
+    config: RunConfig | None = None,
 ) -> AutoScaleResult:
     """Run the demo study to completion and print its summary.
 
@@ -235,7 +213,10 @@ def run_demo(
         storage: Optuna storage URL (default ``sqlite:///autoscale-demo.db`` in the working directory).
         cache_dir: Corpus cache folder (default ``$OPTUNA_AUTOSCALE_CACHE`` or ``~/.cache/optuna-autoscale``).
         fresh: Delete the demo study first instead of resuming it.
-        n_jobs: Proxy runs trained at a time (default: 2, or 1 on a single-core machine).
+        n_jobs: Proxy runs trained at a time, each in its own process (default: 2, or 1 on a
+            single-core machine).
+        config: Run another config through the demo's pipeline instead of :data:`DEMO_CONFIG`
+            (``storage`` and ``cache_dir`` still override its keys).
 
     Returns:
         The study's :class:`~optuna_autoscale.AutoScaleResult`.
@@ -247,32 +228,41 @@ def run_demo(
     from optuna_autoscale.results import AutoScaleResult
     from optuna_autoscale.storage import redact_url
 
-    cfg = demo_config(storage=storage, cache_dir=cache_dir)
+    if config is None:
+        cfg = demo_config(storage=storage, cache_dir=cache_dir)
+    else:
+        cfg = config
+        cfg.study.storage = storage or cfg.study.storage
+        cfg.corpus.cache_dir = cache_dir or cfg.corpus.cache_dir
     n_jobs = n_jobs or min(2, os.cpu_count() or 1)
     url = cfg.study.storage
     t0 = time.perf_counter()
     print("[1/3] building the embedded corpus (cached after the first run)", flush=True)
     objective, domains, unique = commands.build_objective(cfg)
     t1 = time.perf_counter()
-    print(f"      corpus ready in {t1 - t0:.0f} s: " + ", ".join(f"{d} {unique[d]:,} tokens" for d in domains), flush=True)
+    sizes = ", ".join(f"{d} {unique[d]:,} tokens" for d in domains) if unique else ", ".join(domains)
+    print(f"      corpus ready in {t1 - t0:.0f} s: {sizes}", flush=True)
     sampler = commands.build_sampler(cfg, domains, unique_tokens=unique)
-    storage_obj = commands._storage_for(url, cfg)
     if fresh:
         try:
-            optuna.delete_study(study_name=cfg.study.name, storage=storage_obj)
+            optuna.delete_study(study_name=cfg.study.name, storage=commands._storage_for(url, cfg))
         except KeyError:
             pass
-    study = optuna.create_study(storage=storage_obj, study_name=cfg.study.name, sampler=sampler,
-                                direction="minimize", load_if_exists=True)
-    n_runs = len(sampler.design.points) + len(sampler.design.dynamic_keys)
+    study = commands.open_study(cfg, url, sampler)
+    n_runs = commands.design_size(sampler)
     print(f"[2/3] AutoScale design: {len(domains)} domains, budgets "
           f"{', '.join(_fmt_tokens(b) for b in cfg.design.budgets)} tokens, {n_runs} proxy runs "
-          f"(preset {cfg.proxy_config().preset!r}), study {cfg.study.name!r} in {redact_url(url)}", flush=True)
+          f"(preset {cfg.proxy_config().preset!r}, {n_jobs} at a time), study {cfg.study.name!r} in {redact_url(url)}",
+          flush=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not sampler.is_complete(study):
-        # Two runs at a time (threads; torch releases the GIL), one torch thread each.
-        study.optimize(objective, callbacks=[_progress(n_runs)] + commands._callbacks(cfg), catch=(),
-                       gc_after_trial=False, n_jobs=n_jobs)
+        # n_jobs runs at a time, one torch thread each: this process and n_jobs - 1 `worker`
+        # processes on the same storage (processes, because a small model's step holds the GIL).
+        procs = commands.start_workers(cfg.study.name, url, n_jobs - 1, progress=True)
+        try:
+            commands._work(study, objective, cfg, None, progress=True)
+        finally:
+            commands.join_workers(procs)
     t2 = time.perf_counter()
     print(f"      design complete: {sampler.is_complete(study)} ({t2 - t1:.0f} s)\n", flush=True)
     print("[3/3] results", flush=True)

@@ -74,3 +74,28 @@ def test_demo_help(capsys) -> None:  # type: ignore[no-untyped-def]
         cli_main(["demo", "--help"])
     assert e.value.code == 0
     assert "--fresh" in capsys.readouterr().out
+
+
+def test_run_demo_pipeline_with_a_worker_process(tmp_path, capfd) -> None:  # type: ignore[no-untyped-def]
+    """The demo's own code path end to end (open the study, a second `worker` process with progress
+    lines, the report), on a simulated objective instead of the real proxies."""
+    from _autoscale_helpers import sim_config
+
+    from optuna_autoscale.config import load_config
+    from optuna_autoscale.demo import run_demo
+
+    path = sim_config(tmp_path / "demo.toml", storage="sqlite:///unused.db", name="demo-sim", sleep=0.05,
+                      budgets=(1e8, 4e8), verify=True)
+    path.write_text(path.read_text().replace("verify = true", "verify = true\nreplicates = 1"))
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    result = run_demo(config=load_config(path), storage=url, n_jobs=2)
+    out = capfd.readouterr().out  # capfd: the worker process writes to the inherited stdout
+    study = optuna.load_study(study_name="demo-sim", storage=url)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) >= 2 * (2 * 3 + 1 + 1) + 4  # both designs with a replicate each, and 4 verification runs
+    assert set(result.optima) == {1e8, 4e8}
+    assert "2 at a time" in out and "design complete: True" in out
+    assert out.count("      run ") == len(done)  # one progress line per run, from this process or the worker
+    assert "worker " in out and "ran " in out  # the worker process took part and said so
+    assert "seed noise (sd of the loss)" in out and "verify_predicted" in out
+    assert "autoscale:run_config" in study._storage.get_study_system_attrs(study._study_id)
