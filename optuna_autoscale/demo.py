@@ -123,6 +123,34 @@ def perturbation_effects(study: optuna.Study) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["budget"], r["domain"], r["multiplier"]))
 
 
+def budget_noise(study: optuna.Study) -> dict[float, tuple[float, int]]:
+    """Per budget, the sd of the objective over its base runs with different seeds.
+
+    The base run and its replicates (role ``base`` or ``replicate``) share the base allocation and
+    differ only in the seed, so their spread is the seed noise at that budget. The noise is not
+    the same at every budget (a proxy near a plateau's end is more seed-sensitive), so each
+    budget's effects are best read against its own sd.
+
+    Returns:
+        Budget -> ``(sd, runs)``, for budgets with at least two such runs.
+    """
+    import statistics
+
+    import optuna
+
+    from optuna_autoscale.design import POINT_ATTR
+
+    values: dict[float, list[float]] = {}
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        raw = t.system_attrs.get(POINT_ATTR)
+        if raw is None or t.value is None:
+            continue
+        p = json.loads(raw) if isinstance(raw, str) else raw
+        if p["role"] in ("base", "replicate"):
+            values.setdefault(float(p["budget"]), []).append(float(t.value))
+    return {b: (statistics.stdev(v), len(v)) for b, v in sorted(values.items()) if len(v) >= 2}
+
+
 def _fmt_tokens(tokens: float) -> str:
     exp = int(math.floor(math.log10(tokens)))
     mant = tokens / 10**exp
@@ -145,14 +173,18 @@ def report(study: optuna.Study, result: AutoScaleResult, *, storage: str) -> str
 
     effects = perturbation_effects(study)
     noise = result.noise
+    per_budget = budget_noise(study)
     out.append("Perturbation effects on the mean validation loss (nats; same seed as the base run)")
     if effects:
-        out.append(f"{'budget':>10} {'domain':<14}{'x':>5}{'effect':>10}{'effect/noise':>14}")
+        out.append(f"{'budget':>10} {'domain':<14}{'x':>5}{'effect':>10}{'/ budget sd':>13}{'/ pooled sd':>13}")
         for r in effects:
-            ratio = "n/a" if not noise else f"{abs(r['effect']) / noise:.1f}"
-            out.append(
-                f"{_fmt_tokens(r['budget']):>10} {r['domain']:<14}{r['multiplier']:>5g}{r['effect']:>+10.4f}{ratio:>14}"
-            )
+            sd = per_budget.get(r["budget"], (None, 0))[0]
+            own = "n/a" if not sd else f"{abs(r['effect']) / sd:.1f}"
+            pooled = "n/a" if not noise else f"{abs(r['effect']) / noise:.1f}"
+            out.append(f"{_fmt_tokens(r['budget']):>10} {r['domain']:<14}{r['multiplier']:>5g}"
+                       f"{r['effect']:>+10.4f}{own:>13}{pooled:>13}")
+    for b, (sd, n) in per_budget.items():
+        out.append(f"seed noise at {_fmt_tokens(b)} tokens: sd {sd:.4f} nats over {n} base runs with different seeds")
     if noise is None:
         out.append("seed noise: no estimate (no base replicates and no spare degrees of freedom)")
     else:

@@ -63,10 +63,25 @@ def test_report_prints_every_section(finished) -> None:  # type: ignore[no-untyp
     land, study, result = finished
     text = report(study, result, storage="sqlite:///demo.db")
     assert "seed noise (sd of the loss)" in text and "base replicates" in text
+    assert "seed noise at 1e8 tokens: sd" in text and "/ budget sd" in text
     assert "Optimal weights per budget" in text
     assert "4e9 joint" in text and "4e10 paper" in text
     assert "verify_predicted" in text
     assert "optuna-autoscale dashboard --storage sqlite:///demo.db" in text
+
+
+def test_budget_noise_is_the_sd_of_each_budgets_base_runs(finished) -> None:  # type: ignore[no-untyped-def]
+    import statistics
+
+    from optuna_autoscale.demo import budget_noise
+
+    _, study, _ = finished
+    noise = budget_noise(study)
+    assert set(noise) == {1e8, 4e8}
+    for budget, (sd, n) in noise.items():
+        runs = [t.value for t in study.trials if t.user_attrs.get("autoscale_role") in ("base", "replicate")
+                and t.user_attrs["tokens"] == pytest.approx(budget)]
+        assert n == len(runs) >= 2 and sd == pytest.approx(statistics.stdev(runs))
 
 
 def test_demo_help(capsys) -> None:  # type: ignore[no-untyped-def]
