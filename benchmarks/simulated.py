@@ -3,12 +3,15 @@
 For each simulator family (:mod:`optuna_autoscale.simulate`: ``separable`` — the family
 AutoScale assumes — and the misspecified ``transfer`` and ``mixing_law``), 7 domains, several
 landscape seeds, with noise (per-run plus seed-shared, at a given signal-to-noise ratio on the
-x3 effects at the smallest budget):
+x3 effects at the smallest budget; half of the mean loss's noise variance drawn independently per
+validation domain, :data:`DOMAIN_SHARE`, as in ``simulated_extrapolation.py``):
 
 - **AutoScale** runs its DDO design at two proxy budgets through Optuna
   (:class:`~optuna_autoscale.AutoScaleSampler`, ``study.optimize``), then
-  :meth:`AutoScaleResult.extrapolate` gives the target mixture (``joint``, the default, and
-  ``paper``, the paper's rule). **Direct transfer** reuses the larger budget's DDO optimum.
+  :meth:`AutoScaleResult.extrapolate` gives the target mixture (``joint``, the default: the
+  per-domain transfer law, since the simulator records ``loss_<domain>``; ``separable``, the
+  separable joint law forced; and ``paper``, the paper's rule). **Direct transfer** reuses the
+  larger budget's DDO optimum.
 - Every search baseline gets the **same search compute**: proxy tokens x proxy parameters; the
   simulated proxies all have the same size, so it is the total training tokens of AutoScale's
   trials. Each baseline spends it on runs at the smallest proxy budget (RegMix's recipe: many
@@ -27,7 +30,7 @@ recovered** ``(L(uniform) - L(method)) / (L(uniform) - L(oracle))``.
 
 Usage::
 
-    python benchmarks/simulated.py            # 3 families x 5 seeds (about ten minutes on 2 cores)
+    python benchmarks/simulated.py            # 3 families x 5 seeds (a few minutes on 2 cores; GP is the slow one)
     python benchmarks/simulated.py --quick    # smoke run (seconds)
 """
 
@@ -59,6 +62,9 @@ FAMILIES = ("separable", "transfer", "mixing_law")
 BUDGETS = (1e8, 4e8)
 M = 7
 SAMPLERS = ("TPE", "GP", "CMA-ES", "QMC", "Random")
+DOMAIN_SHARE = 0.5
+"""Default share of the mean loss's noise variance drawn independently per domain (``Landscape.domain_share``):
+real per-domain losses are correlated, not identical. 0 is the simulator's old noise (one draw for every domain)."""
 
 
 def _sampler(name: str, seed: int) -> Any:
@@ -87,7 +93,7 @@ def _at(weights: Mapping[str, float], tokens: float) -> dict[str, float]:
 
 
 def scenario(family: str, seed: int, *, snr: float, target: float, samplers: Sequence[str],
-             quick: bool, search_budget: float = BUDGETS[0]) -> dict[str, Any]:
+             quick: bool, search_budget: float = BUDGETS[0], domain_share: float = DOMAIN_SHARE) -> dict[str, Any]:
     """All methods on one landscape; returns per-method target allocation scores."""
     import optuna
 
@@ -101,7 +107,7 @@ def scenario(family: str, seed: int, *, snr: float, target: float, samplers: Seq
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.simplefilter("ignore")
     land = getattr(simulate, family)(M, seed=seed)
-    noisy = land if math.isinf(snr) else land.with_snr(snr, BUDGETS[0])
+    noisy = land if math.isinf(snr) else land.with_snr(snr, BUDGETS[0], domain_share=domain_share)
     domains = tuple(land.domains)
     oracle = land.oracle(target)
     l_o = land.true_loss(oracle)
@@ -133,7 +139,8 @@ def scenario(family: str, seed: int, *, snr: float, target: float, samplers: Seq
     compute = float(sum(t.user_attrs.get("tokens", 0.0) for t in study.trials if t.state.is_finished()))
     res = AutoScaleResult.from_study(study, write_summary=False)
     secs = time.perf_counter() - t0
-    for name, method in (("AutoScale (joint)", "joint"), ("AutoScale (paper rule)", "paper")):
+    for name, method in (("AutoScale (joint)", "joint"), ("AutoScale (separable law)", "separable"),
+                         ("AutoScale (paper rule)", "paper")):
         try:
             score(name, dict(res.extrapolate(target, method=method).weights), compute, secs)
         except Exception as e:  # a failing method scores nothing; say so
@@ -236,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--samplers", nargs="*", default=list(SAMPLERS))
     parser.add_argument("--search-budget", choices=("smallest", "largest"), default="smallest",
                         help="proxy budget at which the search baselines spend their compute")
+    parser.add_argument("--domain-share", type=float, default=DOMAIN_SHARE,
+                        help="share of the mean loss's noise variance drawn independently per domain (0: one draw for all)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     search_budget = BUDGETS[0] if args.search_budget == "smallest" else BUDGETS[-1]
@@ -250,14 +259,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for s in range(seeds):
             t0 = time.perf_counter()
             results.append(runner(f, s, snr=args.snr, target=target, samplers=samplers, quick=args.quick,
-                                  search_budget=search_budget))
+                                  search_budget=search_budget, domain_share=args.domain_share))
             print(f"[{f} seed={s}] {time.perf_counter() - t0:.1f}s", file=sys.stderr)
             args.out.mkdir(parents=True, exist_ok=True)  # partial results survive an interrupted run
             partial.write_text(json.dumps(results, indent=1, default=float))
     report = {"families": families, "seeds": seeds, "snr": args.snr, "budgets": list(BUDGETS), "target": target,
-              "m": M, "search_budget": search_budget, "results": results}
+              "m": M, "search_budget": search_budget, "domain_share": args.domain_share, "results": results}
     print(f"{M} domains, proxy budgets {BUDGETS[0]:.3g} and {BUDGETS[1]:.3g} tokens, target {target:.3g} tokens, "
-          f"SNR {args.snr:g}, {seeds} seed(s) per family; search baselines at {search_budget:.3g} tokens.")
+          f"SNR {args.snr:g} (domain share {args.domain_share:g}), {seeds} seed(s) per family; search baselines at "
+          f"{search_budget:.3g} tokens.")
     print(table(results))
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = ("_quick" if args.quick else "") + ("_largest" if args.search_budget == "largest" else "")
