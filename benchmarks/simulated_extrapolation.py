@@ -24,6 +24,9 @@ Each method proposes an allocation for the target, scored by the true (noiseless
 - ``joint separable (non-robust)``: that law's point optimum at the target;
 - ``per-domain transfer (robust)`` / ``(non-robust)``: :func:`optuna_autoscale.transfer.fit_transfer`
   on the per-domain losses (one transfer law per validation domain), the same robust rule and anchor;
+- ``per-domain, form by CV (robust)`` / ``(non-robust)``: the same with ``forms="auto"``: per
+  validation domain the power-law transfer form or the exponential (Data Mixing Laws) form,
+  whichever has the smaller leave-one-run-out error;
 - ``paper (DDO + extrapolate)``: :func:`fit_power_laws` per budget, each budget's optimum
   (lower bound 0.2x, the paper's), then :func:`extrapolation.extrapolate`;
 - ``direct transfer``: the 4e8 DDO optimum's weights reused at 4e9;
@@ -69,6 +72,8 @@ ROWS = (
     "joint separable (non-robust)",
     "per-domain transfer (robust)",
     "per-domain transfer (non-robust)",
+    "per-domain, form by CV (robust)",
+    "per-domain, form by CV (non-robust)",
     "paper (DDO + extrapolate)",
     "direct transfer",
     "oracle transfer (reference)",
@@ -157,8 +162,8 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
         law = fit_separable([r[:3] for r in obs], n_bootstrap=n_samples, seed=seed, **kw)  # type: ignore[arg-type]
         return law.optimal_allocation(TARGET, robust=robust, anchor=anchor)
 
-    def per_domain(obs: list[Run], *, robust: bool = True) -> dict[str, float]:
-        law = fit_transfer([(r[0], r[3], r[2]) for r in obs])
+    def per_domain(obs: list[Run], *, robust: bool = True, forms: str = "power") -> dict[str, float]:
+        law = fit_transfer([(r[0], r[3], r[2]) for r in obs], forms=forms)
         return law.optimal_allocation(TARGET, robust=robust, anchor=anchor)
 
     cache: dict[str, Mapping[str, float]] = {}
@@ -180,6 +185,8 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
         "joint separable (non-robust)": lambda: joint(base_obs, robust=False),
         "per-domain transfer (robust)": transfer_robust,
         "per-domain transfer (non-robust)": lambda: per_domain(base_obs, robust=False),
+        "per-domain, form by CV (robust)": lambda: per_domain(base_obs, forms="auto"),
+        "per-domain, form by CV (non-robust)": lambda: per_domain(base_obs, robust=False, forms="auto"),
         "paper (DDO + extrapolate)": lambda: extrapolate(optima, TARGET),
         "direct transfer": lambda: anchor,
         "oracle transfer (reference)": lambda: _rescale(land.oracle(BUDGETS[-1]), TARGET),  # type: ignore[attr-defined]

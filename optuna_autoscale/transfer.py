@@ -31,6 +31,7 @@ from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 import dataclasses
+import functools
 import math
 from typing import Any
 import warnings
@@ -62,18 +63,30 @@ TRANSFER_MAX = 1.0
 """Upper bound of ``A_kj``: a token of another domain counts at most as much as one of the domain itself."""
 
 _PRIOR_TRANSFER_SD = 0.3
+_PRIOR_LOG_ALPHA = (math.log(0.3), 1.0)
+_PRIOR_EXP_T_SD = 3.0
+_EXP_ALPHA_RANGE = (0.005, 3.0)
+_EXP_T_MAX = 30.0
+_EXP_CLIP = 60.0
 _BOUNDS = ((-60.0, 60.0), (math.log(1e-5), math.log(1e3)), (math.log(0.03), math.log(3.0)))
 _WEIGHT_RTOL = 1e-6
 _START_RTOL = 1e-6
 
 
 # ------------------------------------------------------------------------------ one domain
+FORMS = ("power", "exp", "auto")
+"""Per-domain law forms of :func:`fit_transfer`: the power law in effective tokens, the exponential
+(Data Mixing Laws) form with a power law in total tokens, or ``"auto"``: per domain, the one with
+the smaller leave-one-run-out error."""
+
+
 @dataclasses.dataclass(frozen=True)
 class _DomainModel:
-    """theta = [log beta', log u0, log gamma, A_kj for j != k], u = N / scale."""
+    """Power form. theta = [log beta', log u0, log gamma, A_kj for j != k], u = N / scale."""
 
     m: int
     k: int
+    form = "power"
 
     @property
     def n_params(self) -> int:
@@ -97,6 +110,13 @@ class _DomainModel:
         j = np.column_stack([f, dz * u0, -f * np.log(z) * g, dz[:, None] * u[:, self.others]])
         return f, j
 
+    def grad_u(self, theta: np.ndarray, u: np.ndarray) -> tuple[float, np.ndarray]:
+        """The law and its gradient in the tokens ``u`` (one allocation, ``(m,)``)."""
+        a = self.transfer_row(theta)
+        z = float(u @ a) + math.exp(theta[1])
+        f = math.exp(theta[0]) * z ** (-math.exp(theta[2]))
+        return f, (-math.exp(theta[2]) * f / z) * a
+
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         lo = np.r_[[b[0] for b in _BOUNDS], np.zeros(self.m - 1)]
         hi = np.r_[[b[1] for b in _BOUNDS], np.full(self.m - 1, TRANSFER_MAX)]
@@ -107,6 +127,119 @@ class _DomainModel:
         prec = np.r_[0.0, _PRIOR_LOG_N0[1] ** -2, _PRIOR_LOG_GAMMA[1] ** -2, np.full(self.m - 1, _PRIOR_TRANSFER_SD**-2)]
         return mu, prec
 
+    def starts(self, u: np.ndarray, y: np.ndarray, gidx: np.ndarray) -> list[np.ndarray]:
+        out = []
+        for g0 in (0.3, 0.7):
+            for lu0 in (math.log(0.5), math.log(2.0), math.log(6.0)):
+                for a0 in (0.0, 0.1):
+                    out.append(np.r_[0.0, lu0, math.log(g0), np.full(self.m - 1, a0)])
+        return out
+
+    def params(self, theta: np.ndarray, scale: float, domains: Sequence[str]) -> dict[str, Any]:
+        gam = math.exp(theta[2])
+        row = self.transfer_row(theta)
+        return {
+            "form": "power",
+            "beta": math.exp(theta[0]) * scale**gam,
+            "n0": math.exp(theta[1]) * scale,
+            "gamma": gam,
+            "transfer": {domains[j]: float(row[j]) for j in range(self.m) if j != self.k},
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class _ExpDomainModel:
+    """Exponential (Data Mixing Laws) form with a power law in total tokens.
+
+    ``f = k' S^(-alpha) exp(t . r)``, ``S = sum_j u_j`` (total tokens / scale), ``r = u / S``;
+    theta = [log k', log alpha, s], ``t = B s`` with ``B`` the orthonormal basis of mean-zero
+    rows (:func:`optuna_autoscale.baselines.dml._centering_basis`: a constant added to ``t`` is
+    ``k'`` again, since ``sum r = 1``).
+    """
+
+    m: int
+    k: int
+    form = "exp"
+
+    @property
+    def n_params(self) -> int:
+        return 2 + self.m - 1
+
+    def _basis(self) -> np.ndarray:
+        return _centering_basis_cached(self.m)
+
+    def interaction(self, theta: np.ndarray) -> np.ndarray:
+        return self._basis() @ np.asarray(theta[2:])
+
+    def f_and_jac(self, theta: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        kk, a = np.exp(theta[:2])
+        b = self._basis()
+        tot = u.sum(axis=1)
+        r = u / tot[:, None]
+        f = kk * tot ** (-a) * np.exp(np.clip(r @ (b @ theta[2:]), -_EXP_CLIP, _EXP_CLIP))
+        j = np.column_stack([f, -f * np.log(tot) * a, f[:, None] * (r @ b)])
+        return f, j
+
+    def grad_u(self, theta: np.ndarray, u: np.ndarray) -> tuple[float, np.ndarray]:
+        """The law and its gradient in the tokens ``u`` (one allocation, ``(m,)``)."""
+        a = math.exp(theta[1])
+        t = self.interaction(theta)
+        tot = float(u.sum())
+        r = u / tot
+        f = math.exp(theta[0]) * tot ** (-a) * math.exp(float(np.clip(r @ t, -_EXP_CLIP, _EXP_CLIP)))
+        return f, f * (-a + t - float(r @ t)) / tot
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        lo = np.r_[-60.0, math.log(_EXP_ALPHA_RANGE[0]), np.full(self.m - 1, -_EXP_T_MAX)]
+        hi = np.r_[60.0, math.log(_EXP_ALPHA_RANGE[1]), np.full(self.m - 1, _EXP_T_MAX)]
+        return lo, hi
+
+    def prior(self) -> tuple[np.ndarray, np.ndarray]:
+        mu = np.r_[0.0, _PRIOR_LOG_ALPHA[0], np.zeros(self.m - 1)]
+        prec = np.r_[0.0, _PRIOR_LOG_ALPHA[1] ** -2, np.full(self.m - 1, _PRIOR_EXP_T_SD**-2)]
+        return mu, prec
+
+    def starts(self, u: np.ndarray, y: np.ndarray, gidx: np.ndarray) -> list[np.ndarray]:
+        from optuna_autoscale.baselines.dml import _fit_one
+
+        # The Data Mixing Law fit (c, k, t in the proportions) of the largest group's runs.
+        g = int(np.argmax([u[gidx == i].sum(axis=1).mean() for i in range(int(gidx.max()) + 1)]))
+        sel = gidx == g
+        s_dml = np.zeros(self.m - 1)
+        if int(sel.sum()) > self.m + 1:
+            try:
+                _, _, t, _ = _fit_one(u[sel] / u[sel].sum(axis=1, keepdims=True), y[sel], self._basis(), 2)
+                s_dml = np.clip(self._basis().T @ t, -_EXP_T_MAX, _EXP_T_MAX)
+            except (RuntimeError, ValueError, np.linalg.LinAlgError):
+                pass
+        return [np.r_[0.0, math.log(a0), s0] for a0 in (0.1, 0.3) for s0 in (s_dml, np.zeros(self.m - 1))]
+
+    def params(self, theta: np.ndarray, scale: float, domains: Sequence[str]) -> dict[str, Any]:
+        a = math.exp(theta[1])
+        t = self.interaction(theta)
+        return {
+            "form": "exp",
+            "k": math.exp(theta[0]) * scale**a,
+            "alpha": a,
+            "interaction": {domains[j]: float(t[j]) for j in range(self.m)},
+        }
+
+
+_DomainLaw = _DomainModel | _ExpDomainModel
+
+
+def _model(form: str, m: int, k: int) -> _DomainLaw:
+    return _ExpDomainModel(m, k) if form == "exp" else _DomainModel(m, k)
+
+
+@functools.lru_cache(maxsize=64)
+def _centering_basis_cached(m: int) -> np.ndarray:
+    from optuna_autoscale.baselines.dml import _centering_basis
+
+    b = _centering_basis(m)
+    b.setflags(write=False)
+    return b
+
 
 @dataclasses.dataclass(frozen=True)
 class _DomainFit:
@@ -115,10 +248,12 @@ class _DomainFit:
     covariance: np.ndarray | None
     residuals: np.ndarray
     offsets: np.ndarray
+    press: float
+    """Leave-one-run-out squared error (linearised: residuals over one minus their leverage)."""
 
 
 def _fit_domain(
-    model: _DomainModel, u: np.ndarray, y: np.ndarray, gidx: np.ndarray, ng: int, noise: float | None
+    model: _DomainLaw, u: np.ndarray, y: np.ndarray, gidx: np.ndarray, ng: int, noise: float | None
 ) -> _DomainFit:
     """MAP fit of one validation domain's law (offsets profiled out), with its Laplace posterior."""
     n = len(y)
@@ -148,11 +283,7 @@ def _fit_domain(
         t[0] = math.log(coef if coef > 0 else abs(coef) * 0.1 + 1e-12)
         return t
 
-    starts = []
-    for g0 in (0.3, 0.7):
-        for lu0 in (math.log(0.5), math.log(2.0), math.log(6.0)):
-            for a0 in (0.0, 0.1):
-                starts.append(np.r_[0.0, lu0, math.log(g0), np.full(model.m - 1, a0)])
+    starts = model.starts(u, y, gidx)
     prepared = []
     for st in starts:
         st = np.clip(with_beta(np.clip(st, lo_b, hi_b)), lo_b, hi_b)
@@ -201,6 +332,15 @@ def _fit_domain(
     offsets = np.array([float(np.mean((y - f)[gidx == g])) for g in range(ng)])
     jc = _center(j, gidx, ng)
     a_mat = jc.T @ jc
+    # Leave-one-run-out error of the MAP fit, linearised: r_i / (1 - h_ii), the leverage h_ii of
+    # the (prior-regularised) Gauss-Newton hat matrix plus that of the group offset (1 / n_g).
+    reg_h = a_mat + np.diag(prec) * sig_box[0] ** 2
+    try:
+        lev = np.einsum("ip,ip->i", jc, np.linalg.solve(reg_h, jc.T).T)
+    except np.linalg.LinAlgError:
+        lev = np.full(n, p / max(n, 1))
+    lev = lev + 1.0 / np.bincount(gidx, minlength=ng)[gidx]
+    press = float(np.sum((r / np.maximum(1.0 - lev, 1e-3)) ** 2))
     sigma: float | None
     if noise is not None:
         sigma = float(noise)
@@ -218,13 +358,17 @@ def _fit_domain(
             covariance = (v / w) @ v.T
         else:
             covariance = np.zeros((p, p))
-    return _DomainFit(theta=theta, sigma=sigma, covariance=covariance, residuals=r, offsets=offsets)
+    return _DomainFit(theta=theta, sigma=sigma, covariance=covariance, residuals=r, offsets=offsets, press=press)
 
 
 # ------------------------------------------------------------------------------ the law
 @dataclasses.dataclass(frozen=True)
 class TransferLaw(_RobustAllocator):
-    """Per-domain transfer laws ``L_k = E_{k,g} + beta_k (N_k + sum_j A_kj N_j + N0_k)^(-gamma_k)``.
+    """Per-domain laws ``L_k = E_{k,g} + beta_k (N_k + sum_j A_kj N_j + N0_k)^(-gamma_k)`` (power form).
+
+    With ``forms="exp"`` or ``"auto"`` in :func:`fit_transfer` a domain may instead follow the
+    exponential (Data Mixing Laws) form ``L_k = E_{k,g} + k_k N^(-alpha_k) exp(sum_j t_kj r_j)``
+    (``N`` total tokens, ``r = N_j / N``); :attr:`forms` says which.
 
     The objective is ``sum_k weights_k L_k``. Build it with :func:`fit_transfer`. Like
     :class:`~optuna_autoscale.laws.SeparableLaw` it predicts loss differences between mixtures
@@ -234,8 +378,10 @@ class TransferLaw(_RobustAllocator):
     Attributes:
         domains: Domain names (training and validation domains are the same).
         weights: Objective weight per validation domain (non-negative).
-        params: Per domain ``{"beta", "n0", "gamma", "transfer"}``: ``n0`` in tokens, ``beta`` in
-            loss x tokens^gamma, ``transfer`` = ``{j: A_kj}`` for the other domains.
+        params: Per domain, power form: ``{"form": "power", "beta", "n0", "gamma", "transfer"}``:
+            ``n0`` in tokens, ``beta`` in loss x tokens^gamma, ``transfer`` = ``{j: A_kj}`` for
+            the other domains; exponential form: ``{"form": "exp", "k", "alpha", "interaction"}``:
+            ``k`` in loss x tokens^alpha, ``interaction`` = ``{j: t_kj}`` (mean zero over ``j``).
         offsets: Objective offset ``sum_k weights_k E_{k,g}`` per group key.
         domain_offsets: ``E_{k,g}`` per domain and group.
         noise: Residual sd of the objective (loss units; per-domain sds combined with their
@@ -247,8 +393,11 @@ class TransferLaw(_RobustAllocator):
         n_obs: Number of runs fitted.
         dof: Spare degrees of freedom per domain fit (runs minus parameters minus offsets).
         risk: Default risk aversion of the robust allocation.
-        thetas: Internal parameters per domain ``[log beta', log N0/scale, log gamma, A_kj...]``.
+        thetas: Internal parameters per domain (power: ``[log beta', log N0/scale, log gamma,
+            A_kj...]``; exponential: ``[log k', log alpha, s]``, ``t = B s``).
         covariances: Laplace posterior covariance per domain (``None`` without a noise estimate).
+        forms: Form per domain, ``"power"`` or ``"exp"``.
+        press: Leave-one-run-out squared error per domain and form fitted (linearised).
     """
 
     domains: tuple[str, ...]
@@ -266,11 +415,15 @@ class TransferLaw(_RobustAllocator):
     risk: float = DEFAULT_RISK
     thetas: tuple[tuple[float, ...], ...] = dataclasses.field(default=(), repr=False)
     covariances: tuple[np.ndarray, ...] | None = dataclasses.field(default=None, repr=False, compare=False)
+    forms: tuple[str, ...] = ()
+    press: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     _fit_name = "fit_transfer"
 
-    def _models(self) -> list[_DomainModel]:
-        return [_DomainModel(len(self.domains), k) for k in range(len(self.domains))]
+    def _models(self) -> list[_DomainLaw]:
+        m = len(self.domains)
+        forms = self.forms or ("power",) * m
+        return [_model(forms[k], m, k) for k in range(m)]
 
     def _w(self) -> np.ndarray:
         return np.array([self.weights[d] for d in self.domains])
@@ -315,13 +468,9 @@ class TransferLaw(_RobustAllocator):
         for k, (wk, model) in enumerate(zip(self._w(), self._models())):
             if wk == 0:
                 continue
-            theta = np.asarray(self.thetas[k])
-            f, _ = model.f_and_jac(theta, u)
-            a = model.transfer_row(theta)
-            z = float(u[0] @ a) + math.exp(theta[1])
-            g = math.exp(theta[2])
-            val += wk * float(f[0])
-            grad += wk * (-g * float(f[0]) / z) * a * total / self.scale
+            f, df = model.grad_u(np.asarray(self.thetas[k]), u[0])
+            val += wk * f
+            grad += wk * df * total / self.scale
         return val, grad
 
     def _point(self, total: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -416,6 +565,7 @@ class TransferLaw(_RobustAllocator):
             "n_obs": self.n_obs,
             "dof": self.dof,
             "risk": self.risk,
+            "forms": list(self.forms),
         }
 
 
@@ -459,6 +609,7 @@ def fit_transfer(
     weights: Mapping[str, float] | None = None,
     noise: float | Mapping[str, float] | None = None,
     risk: float = DEFAULT_RISK,
+    forms: str = "power",
 ) -> TransferLaw:
     """Fit the per-domain transfer law to runs at any number of budgets/groups.
 
@@ -471,6 +622,11 @@ def fit_transfer(
         noise: Known noise sd of the per-domain losses of runs sharing a seed (scalar or per
             domain); default the residual estimate.
         risk: Default risk aversion of the robust allocation.
+        forms: Per-domain law form (:data:`FORMS`): ``"power"`` (default), the transfer law
+            above; ``"exp"``, the exponential (Data Mixing Laws) form with a power law in total
+            tokens, ``E_{k,g} + k_k N^(-alpha_k) exp(sum_j t_kj r_j)``; ``"auto"``, per domain
+            the form with the smaller leave-one-run-out squared error (linearised, so no refits).
+            The objective's optimum and robust step use whichever forms were chosen.
 
     Returns:
         A :class:`TransferLaw`.
@@ -501,6 +657,8 @@ def fit_transfer(
     m = len(domains)
     if m < 2:
         raise ValueError("The transfer law needs at least 2 domains.")
+    if forms not in FORMS:
+        raise ValueError(f"forms must be one of {FORMS!r}, got {forms!r}.")
     rows, ys, groups = [], [], []
     for k, obs in enumerate(observations):
         if not isinstance(obs, (tuple, list)) or len(obs) != 3:
@@ -553,7 +711,14 @@ def fit_transfer(
     budgets = {g: float(np.median(x[gidx == i].sum(axis=1))) for i, g in enumerate(gnames)}
     scale = float(np.exp(np.mean(np.log(np.array(list(budgets.values())) / m))))
     u = x / scale
-    fits = [_fit_domain(_DomainModel(m, k), u, ymat[:, k], gidx, ng, noises[k]) for k in range(m)]
+    tried = ("power", "exp") if forms == "auto" else (forms,)
+    fits, chosen, press = [], [], {}
+    for k in range(m):
+        cand = {f: _fit_domain(_model(f, m, k), u, ymat[:, k], gidx, ng, noises[k]) for f in tried}
+        best_form = min(tried, key=lambda f: cand[f].press)
+        fits.append(cand[best_form])
+        chosen.append(best_form)
+        press[domains[k]] = {f: c.press for f, c in cand.items()}
     n = len(ymat)
     dof = n - _DomainModel(m, 0).n_params - ng
     res = np.column_stack([f.residuals for f in fits])
@@ -568,17 +733,7 @@ def fit_transfer(
         sv = np.array(sig, dtype=float) * w
         obj_noise = math.sqrt(max(float(sv @ corr @ sv), 0.0))
     covs = tuple(f.covariance for f in fits) if all(f.covariance is not None for f in fits) else None
-    params: dict[str, dict[str, Any]] = {}
-    for k, (d, f) in enumerate(zip(domains, fits)):
-        lb, lu, lg = f.theta[:3]
-        gam = math.exp(lg)
-        row = _DomainModel(m, k).transfer_row(f.theta)
-        params[d] = {
-            "beta": math.exp(lb) * scale**gam,
-            "n0": math.exp(lu) * scale,
-            "gamma": gam,
-            "transfer": {domains[j]: float(row[j]) for j in range(m) if j != k},
-        }
+    params = {d: _model(chosen[k], m, k).params(f.theta, scale, domains) for k, (d, f) in enumerate(zip(domains, fits))}
     domain_offsets = {d: {g: float(f.offsets[i]) for i, g in enumerate(gnames)} for d, f in zip(domains, fits)}
     offsets = {g: float(sum(w[k] * fits[k].offsets[i] for k in range(m))) for i, g in enumerate(gnames)}
     return TransferLaw(
@@ -597,6 +752,8 @@ def fit_transfer(
         risk=float(risk),
         thetas=tuple(tuple(float(t) for t in f.theta) for f in fits),
         covariances=covs,
+        forms=tuple(chosen),
+        press=press,
     )
 
 

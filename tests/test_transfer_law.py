@@ -12,6 +12,7 @@ from optuna_autoscale import AutoScaleResult
 from optuna_autoscale import AutoScaleSampler
 from optuna_autoscale import suggest_mixture
 from optuna_autoscale.laws import SeparableLaw
+from optuna_autoscale.simulate import mixing_law
 from optuna_autoscale.simulate import separable
 from optuna_autoscale.simulate import transfer
 from optuna_autoscale.transfer import fit_transfer
@@ -96,6 +97,51 @@ def test_bounds_are_respected_and_robust_shrinks_under_noise() -> None:
     assert law.optimal_allocation(TARGET, anchor=anchor, risk=0.0) == pytest.approx(
         law.optimal_allocation(TARGET, robust=False), rel=1e-6
     )
+
+
+def test_exponential_form_is_recovered_from_noiseless_mixing_law_data() -> None:
+    land = mixing_law(4, seed=3)
+    law = fit_transfer(_design(land), forms="exp")
+    assert law.forms == ("exp",) * land.m
+    t = np.array(land.interaction)
+    for k, d in enumerate(land.domains):
+        p = law.params[d]
+        assert p["form"] == "exp"
+        # Landscape: l_d = c_d + k_d (N / N_ref)^-alpha_d exp(t_d . r); the fit's rows have mean zero.
+        assert p["alpha"] == pytest.approx(land.alpha[k], rel=1e-4)
+        row = t[k] - t[k].mean()
+        assert [p["interaction"][e] for e in land.domains] == pytest.approx(row, abs=1e-4)
+        expected_k = land.scale[k] * land.reference_tokens ** land.alpha[k] * math.exp(t[k].mean())
+        assert p["k"] == pytest.approx(expected_k, rel=1e-3)
+    a = {d: 1e9 / land.m for d in land.domains}
+    b = {**a, land.domains[1]: 3 * a[land.domains[1]]}
+    assert law.predict(b) - law.predict(a) == pytest.approx(land.true_loss(b) - land.true_loss(a), rel=1e-5)
+    assert law.to_dict()["forms"] == ["exp"] * land.m
+    # Its optimum at the target is the landscape's (the power form alone gets much less).
+    exp_share = _share(land, law.optimal_allocation(TARGET, robust=False))
+    assert exp_share >= 0.99
+    assert _share(land, fit_transfer(_design(land)).optimal_allocation(TARGET, robust=False)) < exp_share - 0.03
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_form_selection_by_held_out_error(seed: int) -> None:
+    land_t = transfer(5, seed=seed)
+    law_t = fit_transfer(_design(land_t), forms="auto")
+    assert law_t.forms == ("power",) * land_t.m
+    assert all(p["exp"] > 10 * p["power"] for p in law_t.press.values())
+    land_m = mixing_law(5, seed=seed)
+    law_m = fit_transfer(_design(land_m), forms="auto")
+    assert law_m.forms == ("exp",) * land_m.m
+    assert all(p["power"] > 10 * p["exp"] for p in law_m.press.values())
+    anchor = {d: v * 10 for d, v in land_m.oracle(4e8).items()}
+    assert _share(land_m, law_m.optimal_allocation(TARGET, anchor=anchor)) >= 0.95
+    # Under noise both forms are fitted and the robust step still works on the mix.
+    noisy = fit_transfer(_design(land_m, snr=6.0), forms="auto")
+    assert set(noisy.forms) <= {"power", "exp"} and noisy.covariances is not None
+    alloc = noisy.optimal_allocation(TARGET, anchor=anchor)
+    assert sum(alloc.values()) == pytest.approx(TARGET)
+    with pytest.raises(ValueError, match="forms must be one of"):
+        fit_transfer(_design(land_m), forms="bogus")
 
 
 def test_objective_weights() -> None:
