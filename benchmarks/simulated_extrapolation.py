@@ -17,8 +17,8 @@ Each method proposes an allocation for the target, scored by the true (noiseless
 
 (1 = the whole gain, 0 = no better than uniform, < 0 = worse than uniform). Rows:
 
-- ``joint (robust, default)``: what :class:`AutoScaleResult` does (:data:`DEFAULT_LAW`), i.e.
-  one of the two rows below;
+- ``joint (robust, default)``: what :class:`AutoScaleResult` does (:data:`DEFAULT_LAW`,
+  :data:`TRANSFER_FORMS`), i.e. one of the rows below (now ``per-domain, form by CV (robust)``);
 - ``joint separable (robust)``: :func:`fit_separable` over both budgets on the scalar objective,
   ``optimal_allocation(robust=True)`` anchored at the 4e8 DDO optimum;
 - ``joint separable (non-robust)``: that law's point optimum at the target;
@@ -66,6 +66,8 @@ DOMAIN_SHARE = 0.5
 """Share of the mean loss's noise variance drawn independently per domain (``Landscape.domain_share``), every row."""
 DEFAULT_LAW = "transfer"
 """The law behind the ``joint (robust, default)`` row: what :class:`AutoScaleResult` uses ("separable" / "transfer")."""
+TRANSFER_FORMS = "auto"
+"""Its per-domain forms (``results.TRANSFER_FORMS``): "auto" = the ``form by CV`` row, "power" = ``per-domain transfer``."""
 ROWS = (
     "joint (robust, default)",
     "joint separable (robust)",
@@ -179,13 +181,21 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
     def transfer_robust() -> Mapping[str, float]:
         return once("transfer", lambda: per_domain(base_obs))
 
+    def forms_robust() -> Mapping[str, float]:
+        return once("forms", lambda: per_domain(base_obs, forms="auto"))
+
+    def default_law() -> Mapping[str, float]:
+        if DEFAULT_LAW == "separable":
+            return separable_robust()
+        return forms_robust() if TRANSFER_FORMS == "auto" else transfer_robust()
+
     makers: dict[str, Callable[[], Mapping[str, float]]] = {
-        "joint (robust, default)": transfer_robust if DEFAULT_LAW == "transfer" else separable_robust,
+        "joint (robust, default)": default_law,
         "joint separable (robust)": separable_robust,
         "joint separable (non-robust)": lambda: joint(base_obs, robust=False),
         "per-domain transfer (robust)": transfer_robust,
         "per-domain transfer (non-robust)": lambda: per_domain(base_obs, robust=False),
-        "per-domain, form by CV (robust)": lambda: per_domain(base_obs, forms="auto"),
+        "per-domain, form by CV (robust)": forms_robust,
         "per-domain, form by CV (non-robust)": lambda: per_domain(base_obs, robust=False, forms="auto"),
         "paper (DDO + extrapolate)": lambda: extrapolate(optima, TARGET),
         "direct transfer": lambda: anchor,

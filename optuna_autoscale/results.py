@@ -40,6 +40,10 @@ JOINT_LAWS = ("auto", "transfer", "separable")
 has per-domain losses that reproduce the objective as a fixed weighting, else the separable law."""
 DEFAULT_JOINT_LAW = "auto"
 """The joint law behind ``AutoScaleResult.law`` and ``extrapolate(method="joint")``."""
+TRANSFER_FORMS = "auto"
+"""Per-domain forms of the transfer law :func:`fit_joint` fits (``fit_transfer(..., forms=)``):
+per validation domain the power-law transfer form or the exponential (Data Mixing Laws) form,
+whichever has the smaller leave-one-run-out error."""
 
 DomainLosses = dict[int, dict[str, float]]
 """Trial number -> per-domain validation losses (user attrs ``loss_<domain>``)."""
@@ -152,7 +156,9 @@ def fit_joint(
             (:attr:`~optuna_autoscale.design.Ledger.losses`, read from the trials' user attrs
             ``loss_<domain>``). Without them (``{}``) only the separable law can be fitted.
         kind: ``"auto"`` (default): the per-domain transfer law
-            (:func:`~optuna_autoscale.transfer.fit_transfer`) when every run has per-domain losses
+            (:func:`~optuna_autoscale.transfer.fit_transfer`, per domain the power-law transfer
+            form or the exponential Data Mixing Laws form by held-out error: :data:`TRANSFER_FORMS`)
+            when every run has per-domain losses
             and the objective is a fixed non-negative weighting of them (the mean for metric
             ``"loss"``; :func:`~optuna_autoscale.transfer.objective_weights`), else the separable
             law (:func:`~optuna_autoscale.laws.fit_separable`). ``"transfer"`` or ``"separable"``
@@ -175,7 +181,9 @@ def fit_joint(
         weights = objective_weights([v for _, v, _ in obs], per, design.domains)
         if weights is not None:
             try:
-                return fit_transfer([(a, p, g) for (a, _, g), p in zip(obs, per)], weights=weights)
+                return fit_transfer(
+                    [(a, p, g) for (a, _, g), p in zip(obs, per)], weights=weights, forms=TRANSFER_FORMS
+                )
             except (ValueError, np.linalg.LinAlgError):
                 if kind == "transfer":
                     raise

@@ -169,6 +169,7 @@ def test_results_use_the_transfer_law_when_per_domain_losses_are_recorded() -> N
     land = transfer(4, seed=1)
     result = AutoScaleResult.from_study(_study(land, land.objective()))
     assert isinstance(result.law, TransferLaw)
+    assert result.law.forms == ("power",) * land.m  # chosen by held-out error (results.TRANSFER_FORMS)
     joint = result.extrapolate(TARGET)
     assert _share(land, joint.allocation) >= 0.95
     sep = result.extrapolate(TARGET, method="separable")
