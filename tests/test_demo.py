@@ -64,6 +64,7 @@ def test_report_prints_every_section(finished) -> None:  # type: ignore[no-untyp
     text = report(study, result, storage="sqlite:///demo.db")
     assert "seed noise (sd of the loss)" in text and "base replicates" in text
     assert "seed noise at 1e8 tokens: sd" in text and "/ budget sd" in text
+    assert "verify_predicted at " in text  # the verdict on what the verification can say
     assert "Optimal weights per budget" in text
     assert "4e9 joint" in text and "4e10 paper" in text
     assert "verify_predicted" in text
@@ -114,3 +115,13 @@ def test_run_demo_pipeline_with_a_worker_process(tmp_path, capfd) -> None:  # ty
     assert "worker " in out and "ran " in out  # the worker process took part and said so
     assert "seed noise (sd of the loss)" in out and "verify_predicted" in out
     assert "autoscale:run_config" in study._storage.get_study_system_attrs(study._study_id)
+
+
+def test_verification_verdict_bands() -> None:
+    from optuna_autoscale.demo import verification_verdict
+
+    # band = 2 sqrt(2) x 0.05 = 0.141
+    assert "neither confirm nor refute" in verification_verdict(0.1, -0.3, 0.05)
+    assert "agrees" in verification_verdict(0.3, 0.2, 0.05)
+    assert "distrust" in verification_verdict(0.3, -0.1, 0.05)
+    assert "cannot judge" in verification_verdict(0.3, 0.3, None)
