@@ -33,7 +33,8 @@ Each method proposes an allocation for the target, scored by the true (noiseless
 - ``oracle transfer (reference)``: the *true* 4e8 optimum reused (the best any transfer can do);
 - design options, all with the robust joint *separable* law: ``+ shared gamma``, ``+ multipliers 0.5, 2``
   (4 per domain), ``+ replicated design`` (each budget's design run with 2 seeds),
-  ``+ third budget 2e8``; and two of them with the robust per-domain transfer law.
+  ``+ third budget 2e8``; and two of them with the default per-domain law (``default + ...``, forms as
+  :data:`TRANSFER_FORMS`).
 
 Usage::
 
@@ -83,8 +84,8 @@ ROWS = (
     "joint + multipliers 0.5, 2",
     "joint + replicated design",
     "joint + third budget 2e8",
-    "per-domain transfer + multipliers 0.5, 2",
-    "per-domain transfer + replicated design",
+    "default + multipliers 0.5, 2",
+    "default + replicated design",
 )
 QUICK_ROWS = ("joint (robust, default)", "per-domain transfer (robust)", "paper (DDO + extrapolate)", "direct transfer")
 
@@ -208,11 +209,13 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
             base_obs + [o for j, b in enumerate(BUDGETS) for o in design_runs(land, b, snr, run_seed + 100 + j)]
         ),
         "joint + third budget 2e8": lambda: joint(base_obs + design_runs(land, THIRD, snr, run_seed + 50)),
-        "per-domain transfer + multipliers 0.5, 2": lambda: per_domain(
-            [o for j, b in enumerate(BUDGETS) for o in design_runs(land, b, snr, run_seed + j, (0.2, 0.5, 2.0, 3.0))]
+        "default + multipliers 0.5, 2": lambda: per_domain(
+            [o for j, b in enumerate(BUDGETS) for o in design_runs(land, b, snr, run_seed + j, (0.2, 0.5, 2.0, 3.0))],
+            forms=TRANSFER_FORMS,
         ),
-        "per-domain transfer + replicated design": lambda: per_domain(
-            base_obs + [o for j, b in enumerate(BUDGETS) for o in design_runs(land, b, snr, run_seed + 100 + j)]
+        "default + replicated design": lambda: per_domain(
+            base_obs + [o for j, b in enumerate(BUDGETS) for o in design_runs(land, b, snr, run_seed + 100 + j)],
+            forms=TRANSFER_FORMS,
         ),
     }
     out: dict[str, float] = {}
