@@ -510,6 +510,66 @@ def _center(v: np.ndarray, gidx: np.ndarray, ng: int) -> np.ndarray:
     return out
 
 
+class _MapProblem:
+    """A joint law's MAP fit as bounded least squares; the separable and per-domain laws share it.
+
+    The residuals are the model's errors with each group's mean removed (the per-group offsets
+    profiled out), then the Gaussian priors as extra residuals ``sigma * (theta - mu) / tau`` (MAP
+    under Gaussian noise). ``sigma`` starts as a tenth of the data's sd; :meth:`polish`
+    re-estimates it from the residuals and refits.
+
+    ``model`` needs ``f_and_jac(theta, u) -> (values, jacobian)``, ``prior() -> (mu, precision)``
+    and ``bounds() -> (lower, upper)``.
+    """
+
+    def __init__(self, model: Any, u: np.ndarray, y: np.ndarray, gidx: np.ndarray, ng: int) -> None:
+        self.model, self.u, self.y, self.gidx, self.ng = model, u, y, gidx, ng
+        self.yc = _center(y, gidx, ng)
+        self.ysd = float(np.std(self.yc)) or 1.0
+        self.mu, self.prec = model.prior()
+        self.lo, self.hi = model.bounds()
+        self.sigma = 0.1 * self.ysd
+
+    def resid(self, theta: np.ndarray) -> np.ndarray:
+        f, _ = self.model.f_and_jac(theta, self.u)
+        return np.r_[_center(f - self.y, self.gidx, self.ng), self.sigma * np.sqrt(self.prec) * (theta - self.mu)]
+
+    def jac(self, theta: np.ndarray) -> np.ndarray:
+        _, j = self.model.f_and_jac(theta, self.u)
+        return np.vstack([_center(j, self.gidx, self.ng), np.diag(self.sigma * np.sqrt(self.prec))])
+
+    def solve(self, start: np.ndarray, nfev: int) -> Any:
+        with np.errstate(all="ignore"):
+            return least_squares(self.resid, start, jac=self.jac, bounds=(self.lo, self.hi), method="trf",
+                                 xtol=1e-10, ftol=1e-12, gtol=1e-12, max_nfev=nfev)
+
+    def polish(self, theta: np.ndarray, noise: float | None, dof: int, rounds: int) -> np.ndarray:
+        """Re-estimate ``sigma`` (or take the known ``noise``) and refit, ``rounds`` times."""
+        for _ in range(rounds):
+            f0, _ = self.model.f_and_jac(theta, self.u)
+            r0 = _center(f0 - self.y, self.gidx, self.ng)
+            if noise is not None:
+                self.sigma = max(float(noise), 1e-12 * self.ysd)
+            else:
+                self.sigma = max(math.sqrt(float(r0 @ r0) / max(dof, 1)), 1e-9 * self.ysd)
+            theta = self.solve(theta, 200).x
+        return theta
+
+    def noise_sd(self, a_mat: np.ndarray, rss: float, noise: float | None, dof: int) -> float | None:
+        """The residual noise sd: ``noise`` if known, else the RSS over the effective residual dof.
+
+        The dof count the priors' shrinkage: runs - groups - tr(hat matrix), not n - p.
+        """
+        if noise is not None:
+            return float(noise)
+        if dof <= 0:
+            return None
+        p = a_mat.shape[0]
+        reg = a_mat + np.diag(self.prec) * self.sigma**2
+        p_eff = float(np.trace(np.linalg.solve(reg, a_mat))) if np.all(np.isfinite(reg)) else float(p)
+        return math.sqrt(rss / max(len(self.y) - self.ng - p_eff, 1.0))
+
+
 def _project_box_total(v: np.ndarray, total: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Scale ``v`` to ``total`` and, if that breaks the bounds, move it (Euclidean) into them."""
     x = v * (total / v.sum())
@@ -921,21 +981,9 @@ def fit_separable(
     budgets = {g: float(np.median(x[gidx == i].sum(axis=1))) for i, g in enumerate(gnames)}
     scale = float(np.exp(np.mean(np.log(np.array(list(budgets.values())) / m))))
     u = x / scale
-    yc = _center(y, gidx, ng)
-    ysd = float(np.std(yc)) or 1.0
-    mu, prec = model.prior()
-    lo_b, hi_b = model.bounds()
-    # The priors enter as extra residuals sigma * (theta - mu) / tau (MAP under Gaussian noise);
-    # sigma is first guessed, then re-estimated from the residuals and the fit polished.
-    sig_box = [0.1 * ysd]
-
-    def resid(theta: np.ndarray) -> np.ndarray:
-        f, _ = model.f_and_jac(theta, u)
-        return np.r_[_center(f - y, gidx, ng), sig_box[0] * np.sqrt(prec) * (theta - mu)]
-
-    def jac(theta: np.ndarray) -> np.ndarray:
-        _, j = model.f_and_jac(theta, u)
-        return np.vstack([_center(j, gidx, ng), np.diag(sig_box[0] * np.sqrt(prec))])
+    prob = _MapProblem(model, u, y, gidx, ng)
+    yc, prec = prob.yc, prob.prec
+    lo_b, hi_b = prob.lo, prob.hi
 
     def relinearise_beta(theta: np.ndarray) -> np.ndarray:
         """Given u0, gamma: least-squares beta' (kept positive) for a consistent start."""
@@ -948,10 +996,6 @@ def fit_separable(
         out[:m] = np.log(coef)
         return out
 
-    def solve(start: np.ndarray, nfev: int) -> Any:
-        return least_squares(resid, start, jac=jac, bounds=(lo_b, hi_b), method="trf",
-                             xtol=1e-10, ftol=1e-12, gtol=1e-12, max_nfev=nfev)
-
     starts = _group_starts(x, y, gidx, ng, domains, scale)
     shares = np.median(x / x.sum(axis=1, keepdims=True), axis=0)
     starts.append(np.r_[np.zeros(m), np.full(m, _PRIOR_LOG_N0[0]) + np.log(shares * m), np.full(m, _PRIOR_LOG_GAMMA[0])])
@@ -960,7 +1004,7 @@ def fit_separable(
         if shared_gamma:
             st = np.r_[st[: 2 * m], [float(np.median(st[2 * m :]))]]
         st = np.clip(relinearise_beta(np.clip(st, lo_b + 1e-6, hi_b - 1e-6)), lo_b + 1e-6, hi_b - 1e-6)
-        r0 = resid(st)
+        r0 = prob.resid(st)
         prepared.append((float(r0 @ r0) if np.all(np.isfinite(r0)) else math.inf, st))
     prepared.sort(key=lambda item: item[0])
     # Large problems (many domains) refine only the most promising start: each trust-region step
@@ -970,38 +1014,20 @@ def fit_separable(
     best_cost = math.inf
     for _, st in prepared[:n_refine]:
         try:
-            sol = solve(st, 100)
+            sol = prob.solve(st, 100)
         except (ValueError, FloatingPointError):
             continue
         if np.isfinite(sol.cost) and sol.cost < best_cost:
             best_cost, best = float(sol.cost), sol.x
     if best is None:
         raise ValueError("The joint law could not be fitted (every start failed); check the observations.")
-    for _ in range(2 if p <= 60 else 1):
-        f0, _ = model.f_and_jac(best, u)
-        r0 = _center(f0 - y, gidx, ng)
-        if noise is not None:
-            sig_box[0] = max(float(noise), 1e-12 * ysd)
-        else:
-            sig_box[0] = max(math.sqrt(float(r0 @ r0) / max(dof, 1)), 1e-9 * ysd)
-        best = solve(best, 200).x
-    theta = best
+    theta = prob.polish(best, noise, dof, 2 if p <= 60 else 1)
     f, j = model.f_and_jac(theta, u)
     r = _center(f - y, gidx, ng)
     offsets = {g: float(np.mean((y - f)[gidx == i])) for i, g in enumerate(gnames)}
     rss = float(r @ r)
-    if noise is not None:
-        sigma: float | None = float(noise)
-    elif dof > 0:
-        # Residual dof with the priors' shrinkage counted: n - groups - tr(hat matrix).
-        jc0 = _center(j, gidx, ng)
-        a_mat = jc0.T @ jc0
-        reg = a_mat + np.diag(prec) * sig_box[0] ** 2
-        p_eff = float(np.trace(np.linalg.solve(reg, a_mat))) if np.all(np.isfinite(reg)) else float(p)
-        sigma = math.sqrt(rss / max(n - ng - p_eff, 1.0))
-    else:
-        sigma = None
     jc = _center(j, gidx, ng)
+    sigma = prob.noise_sd(jc.T @ jc, rss, noise, dof)
     beta, u0, gam = model.unpack(theta)
     params = {
         d: {"beta": float(beta[i] * scale ** gam[i]), "n0": float(u0[i] * scale), "gamma": float(gam[i])}

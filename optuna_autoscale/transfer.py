@@ -42,6 +42,7 @@ from scipy import optimize
 from optuna_autoscale.laws import _center
 from optuna_autoscale.laws import _check_allocation
 from optuna_autoscale.laws import _check_value
+from optuna_autoscale.laws import _MapProblem
 from optuna_autoscale.laws import _PRIOR_LOG_GAMMA
 from optuna_autoscale.laws import _PRIOR_LOG_N0
 from optuna_autoscale.laws import _RobustAllocator
@@ -258,19 +259,9 @@ def _fit_domain(
     """MAP fit of one validation domain's law (offsets profiled out), with its Laplace posterior."""
     n = len(y)
     p = model.n_params
-    yc = _center(y, gidx, ng)
-    ysd = float(np.std(yc)) or 1.0
-    mu, prec = model.prior()
-    lo_b, hi_b = model.bounds()
-    sig_box = [0.1 * ysd]
-
-    def resid(theta: np.ndarray) -> np.ndarray:
-        f, _ = model.f_and_jac(theta, u)
-        return np.r_[_center(f - y, gidx, ng), sig_box[0] * np.sqrt(prec) * (theta - mu)]
-
-    def jac(theta: np.ndarray) -> np.ndarray:
-        _, j = model.f_and_jac(theta, u)
-        return np.vstack([_center(j, gidx, ng), np.diag(sig_box[0] * np.sqrt(prec))])
+    prob = _MapProblem(model, u, y, gidx, ng)
+    yc, prec = prob.yc, prob.prec
+    lo_b, hi_b = prob.lo, prob.hi
 
     def with_beta(theta: np.ndarray) -> np.ndarray:
         """Given u0, gamma, A: the least-squares beta' (kept positive)."""
@@ -287,14 +278,9 @@ def _fit_domain(
     prepared = []
     for st in starts:
         st = np.clip(with_beta(np.clip(st, lo_b, hi_b)), lo_b, hi_b)
-        r0 = resid(st)
+        r0 = prob.resid(st)
         prepared.append((float(r0 @ r0) if np.all(np.isfinite(r0)) else math.inf, st))
     prepared.sort(key=lambda item: item[0])
-
-    def solve(start: np.ndarray, nfev: int) -> Any:
-        with np.errstate(all="ignore"):
-            return optimize.least_squares(resid, start, jac=jac, bounds=(lo_b, hi_b), method="trf",
-                                          xtol=1e-10, ftol=1e-12, gtol=1e-12, max_nfev=nfev)
 
     # Up to 6 starts, most promising first; stop once two of them reach the same minimum (their
     # costs agree to _START_RTOL). On 504 per-domain fits of the simulated benchmark designs the
@@ -305,7 +291,7 @@ def _fit_domain(
     costs: list[float] = []
     for _, st in prepared[:6]:
         try:
-            sol = solve(st, 100)
+            sol = prob.solve(st, 100)
         except (ValueError, FloatingPointError):
             continue
         if not np.isfinite(sol.cost):
@@ -319,15 +305,7 @@ def _fit_domain(
     if best is None:
         raise ValueError("The transfer law could not be fitted (every start failed); check the per-domain losses.")
     dof = n - p - ng
-    for _ in range(2):
-        f0, _ = model.f_and_jac(best, u)
-        r0 = _center(f0 - y, gidx, ng)
-        if noise is not None:
-            sig_box[0] = max(float(noise), 1e-12 * ysd)
-        else:
-            sig_box[0] = max(math.sqrt(float(r0 @ r0) / max(dof, 1)), 1e-9 * ysd)
-        best = solve(best, 200).x
-    theta = best
+    theta = prob.polish(best, noise, dof, 2)
     f, j = model.f_and_jac(theta, u)
     r = _center(f - y, gidx, ng)
     offsets = np.array([float(np.mean((y - f)[gidx == g])) for g in range(ng)])
@@ -335,22 +313,14 @@ def _fit_domain(
     a_mat = jc.T @ jc
     # Leave-one-run-out error of the MAP fit, linearised: r_i / (1 - h_ii), the leverage h_ii of
     # the (prior-regularised) Gauss-Newton hat matrix plus that of the group offset (1 / n_g).
-    reg_h = a_mat + np.diag(prec) * sig_box[0] ** 2
+    reg_h = a_mat + np.diag(prec) * prob.sigma**2
     try:
         lev = np.einsum("ip,ip->i", jc, np.linalg.solve(reg_h, jc.T).T)
     except np.linalg.LinAlgError:
         lev = np.full(n, p / max(n, 1))
     lev = lev + 1.0 / np.bincount(gidx, minlength=ng)[gidx]
     press = float(np.sum((r / np.maximum(1.0 - lev, 1e-3)) ** 2))
-    sigma: float | None
-    if noise is not None:
-        sigma = float(noise)
-    elif dof > 0:
-        reg = a_mat + np.diag(prec) * sig_box[0] ** 2
-        p_eff = float(np.trace(np.linalg.solve(reg, a_mat))) if np.all(np.isfinite(reg)) else float(p)
-        sigma = math.sqrt(float(r @ r) / max(n - ng - p_eff, 1.0))
-    else:
-        sigma = None
+    sigma = prob.noise_sd(a_mat, float(r @ r), noise, dof)
     covariance = None
     if sigma is not None:
         if sigma > 0:
