@@ -50,7 +50,7 @@ dashboard = true
 [design]
 # Tokens per proxy run, sized from measurements on a 2-core CPU (benchmarks/RESULTS.md, "Demo"):
 # with the mini proxy and batches of 4 sequences (880 steps at 4.5e5 tokens), the x3 and x0.2
-# effects at these budgets are 0.1 to 0.3 nats against a seed sd of 0.01 to 0.08, and the whole
+# effects at these budgets are 0.1 to 0.3 nats against a seed sd of 0.01 to 0.11, and the whole
 # design trains in about 6 minutes.
 budgets = [1.5e5, 4.5e5]
 multipliers = [0.2, 3.0]
@@ -88,31 +88,38 @@ def demo_config(*, storage: str | None = None, cache_dir: str | None = None) -> 
     return cfg
 
 
+def _completed_points(study: optuna.Study) -> list[tuple[dict[str, Any], float]]:
+    """``(design point, objective)`` of every completed trial that ran an AutoScale design point."""
+    import optuna
+
+    from optuna_autoscale.design import POINT_ATTR
+
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        raw = t.system_attrs.get(POINT_ATTR)
+        if raw is not None and t.value is not None:
+            out.append((json.loads(raw) if isinstance(raw, str) else raw, float(t.value)))
+    return out
+
+
 def perturbation_effects(study: optuna.Study) -> list[dict[str, Any]]:
     """Each completed perturbation's effect on the objective against its budget's base run.
 
-    Both runs share a seed (common random numbers), so the difference cancels the seed's noise.
+    Both runs share a seed (common random numbers), meant to cancel the seed's noise; on the demo's
+    small proxies it cancels only part of it (``benchmarks/RESULTS.md``, "Demo").
 
     Returns:
         Rows ``{"budget", "domain", "multiplier", "effect"}`` (effect = perturbed - base, in the
         objective's units), sorted by budget, domain and multiplier.
     """
-    import optuna
-
-    from optuna_autoscale.design import POINT_ATTR
-
     base: dict[tuple[float, int], list[float]] = {}
     perturbed: dict[tuple[float, int, str, float], list[float]] = {}
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        raw = t.system_attrs.get(POINT_ATTR)
-        if raw is None or t.value is None:
-            continue
-        p = json.loads(raw) if isinstance(raw, str) else raw
+    for p, value in _completed_points(study):
         budget, seed = float(p["budget"]), int(p["seed"])
         if p["role"] == "base":
-            base.setdefault((budget, seed), []).append(t.value)
+            base.setdefault((budget, seed), []).append(value)
         elif p["role"] == "perturb":
-            perturbed.setdefault((budget, seed, p["domain"], float(p["multiplier"])), []).append(t.value)
+            perturbed.setdefault((budget, seed, p["domain"], float(p["multiplier"])), []).append(value)
     rows = []
     for (budget, seed, domain, mult), values in perturbed.items():
         ref = base.get((budget, seed))
@@ -136,18 +143,10 @@ def budget_noise(study: optuna.Study) -> dict[float, tuple[float, int]]:
     """
     import statistics
 
-    import optuna
-
-    from optuna_autoscale.design import POINT_ATTR
-
     values: dict[float, list[float]] = {}
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        raw = t.system_attrs.get(POINT_ATTR)
-        if raw is None or t.value is None:
-            continue
-        p = json.loads(raw) if isinstance(raw, str) else raw
+    for p, value in _completed_points(study):
         if p["role"] in ("base", "replicate"):
-            values.setdefault(float(p["budget"]), []).append(float(t.value))
+            values.setdefault(float(p["budget"]), []).append(value)
     return {b: (statistics.stdev(v), len(v)) for b, v in sorted(values.items()) if len(v) >= 2}
 
 
@@ -311,7 +310,7 @@ def run_demo(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not sampler.is_complete(study):
         # n_jobs runs at a time, one torch thread each: this process and n_jobs - 1 `worker`
-        # processes on the same storage (processes, because a small model's step holds the GIL).
+        # processes on the same storage (see commands.start_workers for why processes).
         procs = commands.start_workers(cfg.study.name, url, n_jobs - 1, progress=True)
         try:
             commands._work(study, objective, cfg, None, progress=True)
