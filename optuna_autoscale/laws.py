@@ -510,6 +510,36 @@ def _center(v: np.ndarray, gidx: np.ndarray, ng: int) -> np.ndarray:
     return out
 
 
+def _group_design(
+    x: np.ndarray, groups: Sequence[str], domains: Sequence[str]
+) -> tuple[list[str], np.ndarray, dict[str, float], float]:
+    """A joint fit's groups, each run's group index, each group's nominal budget, and the token scale.
+
+    A group's nominal budget is its median run's total tokens; the scale is the geometric mean over
+    groups of that budget per domain, so the fitted parameters are of order one.
+
+    Raises:
+        ValueError: a domain never changes within any group (its effect would be confounded with
+            the group offsets).
+    """
+    gnames = list(dict.fromkeys(groups))
+    gidx = np.array([gnames.index(g) for g in groups])
+    # Each domain must vary within some group, else its law is not identified.
+    varies = np.zeros(x.shape[1], dtype=bool)
+    for g in range(len(gnames)):
+        xs = x[gidx == g]
+        if len(xs) > 1:
+            varies |= np.ptp(xs, axis=0) > 1e-9 * np.maximum(np.abs(xs).max(axis=0), 1.0)
+    if not np.all(varies):
+        raise ValueError(
+            f"Domains {[d for d, v in zip(domains, varies) if not v]!r} never change within a group, so their "
+            "effect cannot be separated from the group offsets; add runs that vary them (a DDO design)."
+        )
+    budgets = {g: float(np.median(x[gidx == i].sum(axis=1))) for i, g in enumerate(gnames)}
+    scale = float(np.exp(np.mean(np.log(np.array(list(budgets.values())) / x.shape[1]))))
+    return gnames, gidx, budgets, scale
+
+
 class _MapProblem:
     """A joint law's MAP fit as bounded least squares; the separable and per-domain laws share it.
 
@@ -956,30 +986,16 @@ def fit_separable(
     y = np.array(ys)
     if np.any(x.sum(axis=1) <= 0):
         raise ValueError("Every observation needs a positive total number of tokens.")
-    gnames = list(dict.fromkeys(groups))
-    gidx = np.array([gnames.index(g) for g in groups])
-    ng = len(gnames)
     if n_bootstrap < 0:
         raise ValueError(f"n_bootstrap must be >= 0, got {n_bootstrap}.")
     if noise is not None and (not math.isfinite(float(noise)) or float(noise) < 0):
         raise ValueError(f"noise must be a finite sd >= 0 (loss units), got {noise!r}.")
+    gnames, gidx, budgets, scale = _group_design(x, groups, domains)
+    ng = len(gnames)
     model = _Model(m, bool(shared_gamma))
     p = model.n_params
     n = len(y)
     dof = n - p - ng
-    # Each domain must vary within some group, else its law is not identified.
-    varies = np.zeros(m, dtype=bool)
-    for g in range(ng):
-        xs = x[gidx == g]
-        if len(xs) > 1:
-            varies |= np.ptp(xs, axis=0) > 1e-9 * np.maximum(np.abs(xs).max(axis=0), 1.0)
-    if not np.all(varies):
-        raise ValueError(
-            f"Domains {[d for d, v in zip(domains, varies) if not v]!r} never change within a group, so their "
-            "effect cannot be separated from the group offsets; add runs that vary them (a DDO design)."
-        )
-    budgets = {g: float(np.median(x[gidx == i].sum(axis=1))) for i, g in enumerate(gnames)}
-    scale = float(np.exp(np.mean(np.log(np.array(list(budgets.values())) / m))))
     u = x / scale
     prob = _MapProblem(model, u, y, gidx, ng)
     yc, prec = prob.yc, prob.prec

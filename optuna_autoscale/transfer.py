@@ -42,6 +42,7 @@ from scipy import optimize
 from optuna_autoscale.laws import _center
 from optuna_autoscale.laws import _check_allocation
 from optuna_autoscale.laws import _check_value
+from optuna_autoscale.laws import _group_design
 from optuna_autoscale.laws import _MapProblem
 from optuna_autoscale.laws import _PRIOR_LOG_GAMMA
 from optuna_autoscale.laws import _PRIOR_LOG_N0
@@ -666,21 +667,8 @@ def fit_transfer(
     for v in noises:
         if v is not None and (not math.isfinite(v) or v < 0):
             raise ValueError(f"noise must be a finite sd >= 0 (loss units), got {noise!r}.")
-    gnames = list(dict.fromkeys(groups))
-    gidx = np.array([gnames.index(g) for g in groups])
+    gnames, gidx, budgets, scale = _group_design(x, groups, domains)
     ng = len(gnames)
-    varies = np.zeros(m, dtype=bool)
-    for g in range(ng):
-        xs = x[gidx == g]
-        if len(xs) > 1:
-            varies |= np.ptp(xs, axis=0) > 1e-9 * np.maximum(np.abs(xs).max(axis=0), 1.0)
-    if not np.all(varies):
-        raise ValueError(
-            f"Domains {[d for d, v in zip(domains, varies) if not v]!r} never change within a group, so their "
-            "effect cannot be separated from the group offsets; add runs that vary them (a DDO design)."
-        )
-    budgets = {g: float(np.median(x[gidx == i].sum(axis=1))) for i, g in enumerate(gnames)}
-    scale = float(np.exp(np.mean(np.log(np.array(list(budgets.values())) / m))))
     u = x / scale
     tried = ("power", "exp") if forms == "auto" else (forms,)
     fits, chosen, press = [], [], {}
