@@ -34,11 +34,25 @@ Each method proposes an allocation for the target, scored by the true (noiseless
 - design options, all with the robust joint *separable* law: ``+ shared gamma``, ``+ multipliers 0.5, 2``
   (4 per domain), ``+ replicated design`` (each budget's design run with 2 seeds),
   ``+ third budget 2e8``; and two of them with the default per-domain law (``default + ...``, forms as
-  :data:`TRANSFER_FORMS`).
+  :data:`TRANSFER_FORMS`);
+- posterior-draw rules on the default law (:func:`posterior_allocation`, not adopted; see RESULTS.md):
+  ``default law, posterior expected loss`` = the allocation on the whole simplex minimising the mean,
+  over 256 Laplace posterior draws per validation domain, of the objective's change from the anchor;
+  ``default law, posterior mean + 0.5 sd (line)`` = mean + 0.5 sd over the draws, on the
+  anchor -> point-optimum line (the best of the posterior-draw variants on the tuning seeds);
+- information ceilings (:func:`ceiling_law`), the family's own per-domain law with shape parameters
+  fixed at the simulator's true values: ``ceiling: true N0, gamma`` (power form; ``alpha`` for the
+  exponential form of ``mixing_law``) fits the rest (``beta`` and the transfer coefficients, or ``k``
+  and the interaction row) with the default robust rule / its point optimum; ``ceiling: only beta
+  fitted`` fixes everything but the linear coefficient (``beta`` / ``k``) and the offsets.
+
+Rules are tuned on other landscape seeds than the reported ones: ``--seed-offset 100`` runs seeds
+100-107 (the tables in RESULTS.md use the default, seeds 0-7).
 
 Usage::
 
     python benchmarks/simulated_extrapolation.py            # full table (about 10 minutes with --jobs 1)
+    python benchmarks/simulated_extrapolation.py --seed-offset 100 --rows ...   # tuning seeds
     python benchmarks/simulated_extrapolation.py --quick    # smoke run, seconds
 """
 
@@ -52,6 +66,7 @@ import math
 import multiprocessing
 import sys
 import time
+from typing import Any
 import warnings
 
 import numpy as np
@@ -86,6 +101,11 @@ ROWS = (
     "joint + third budget 2e8",
     "default + multipliers 0.5, 2",
     "default + replicated design",
+    "default law, posterior expected loss",
+    "default law, posterior mean + 0.5 sd (line)",
+    "ceiling: true N0, gamma (robust)",
+    "ceiling: true N0, gamma (non-robust)",
+    "ceiling: only beta fitted (robust)",
 )
 QUICK_ROWS = ("joint (robust, default)", "per-domain transfer (robust)", "paper (DDO + extrapolate)", "direct transfer")
 
@@ -137,6 +157,217 @@ def _rescale(alloc: Mapping[str, float], tokens: float) -> dict[str, float]:
     return {d: v * tokens / tot for d, v in alloc.items()}
 
 
+def _laplace_draws(law: Any, n: int, seed: int) -> list[np.ndarray]:
+    """``n`` draws per validation domain from a :class:`TransferLaw`'s Laplace posteriors (clipped to
+    the parameter bounds), correlated across domains, coordinate by coordinate, by the residual
+    correlation."""
+    models = law._models()
+    m = len(models)
+    pmax = max(mod.n_params for mod in models)
+    xi = np.random.default_rng(seed).standard_normal((n, m, pmax))
+    try:
+        c = np.linalg.cholesky(np.asarray(law.correlation, dtype=float) + 1e-9 * np.eye(m))
+    except np.linalg.LinAlgError:
+        c = np.eye(m)
+    z = np.einsum("kl,slp->skp", c, xi)
+    out = []
+    for k, mod in enumerate(models):
+        w, v = np.linalg.eigh(law.covariances[k])
+        root = v * np.sqrt(np.maximum(w, 0.0))
+        lo, hi = mod.bounds()
+        out.append(np.clip(np.asarray(law.thetas[k]) + z[:, k, : mod.n_params] @ root.T, lo, hi))
+    return out
+
+
+def _draw_values(law: Any, draws: list[np.ndarray], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The objective of allocation ``x`` (tokens) under every draw, and its gradient in tokens: ``(S,)``, ``(S, m)``.
+
+    Vectorised copies of the two forms' ``grad_u`` (checked against them on the first draw).
+    """
+    u = np.asarray(x, dtype=float) / law.scale
+    m = len(u)
+    val, grad = np.zeros(len(draws[0])), np.zeros((len(draws[0]), m))
+    for k, (wk, mod) in enumerate(zip(law._w(), law._models())):
+        th = draws[k]
+        if mod.form == "power":
+            beta, u0, g = np.exp(th[:, 0]), np.exp(th[:, 1]), np.exp(th[:, 2])
+            a = np.ones((len(th), m))
+            a[:, mod.others] = th[:, 3:]
+            z = a @ u + u0
+            f = beta * z ** (-g)
+            df = (-g * f / z)[:, None] * a
+        else:
+            al = np.exp(th[:, 1])
+            t = th[:, 2:] @ mod._basis().T
+            tot = float(u.sum())
+            tr = t @ (u / tot)
+            f = np.exp(th[:, 0]) * tot ** (-al) * np.exp(np.clip(tr, -60.0, 60.0))
+            df = f[:, None] * (-al[:, None] + t - tr[:, None]) / tot
+        f1, df1 = mod.grad_u(th[0], u)
+        assert np.isclose(f[0], f1, rtol=1e-9) and np.allclose(df[0], df1, rtol=1e-9, atol=0.0)
+        val += wk * f
+        grad += wk * df / law.scale
+    return val, grad
+
+
+def posterior_allocation(
+    law: Any,
+    total: float,
+    anchor: Mapping[str, float],
+    *,
+    risk: float,
+    line: bool,
+    n_draws: int = 256,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Minimise mean + ``risk`` x sd, over Laplace posterior draws, of the objective's change from ``anchor``.
+
+    ``line``: on the anchor -> point-optimum line (41 steps, like the default robust rule); else on
+    the whole simplex (SLSQP from the anchor and from the point optimum, the better kept). Without
+    a posterior (no noise estimate) the point optimum.
+    """
+    from scipy import optimize
+
+    from optuna_autoscale.laws import _project_box_total
+
+    domains = law.domains
+    m = len(domains)
+    lo, hi = np.zeros(m), np.full(m, np.inf)
+    point = law._point(total, lo, hi)
+    if law.covariances is None:
+        return dict(zip(domains, point.tolist()))
+    draws = _laplace_draws(law, n_draws, seed)
+    a_map = _rescale(anchor, total)
+    a_vec = np.array([a_map[d] for d in domains])
+    fa, _ = _draw_values(law, draws, a_vec)
+
+    def crit(x: np.ndarray) -> tuple[float, np.ndarray]:
+        f, g = _draw_values(law, draws, x)
+        d = f - fa
+        mean, gm = float(d.mean()), g.mean(axis=0)
+        dc = d - mean
+        sd = math.sqrt(float(dc @ dc) / len(d))
+        gsd = (dc @ (g - gm)) / (len(d) * sd) if sd > 0 else np.zeros(m)
+        return mean + risk * sd, gm + risk * gsd
+
+    if line:
+        ts = np.linspace(0.0, 1.0, 41)
+        cands = a_vec[None, :] + ts[:, None] * (point - a_vec)[None, :]
+        best = cands[int(np.argmin([crit(c)[0] for c in cands]))]
+    else:
+        f0 = abs(float(fa.mean())) or 1.0
+
+        def fun(sh: np.ndarray) -> tuple[float, np.ndarray]:
+            v, gr = crit(np.maximum(sh, 0.0) * total)
+            return v / f0, gr * total / f0
+
+        cons = [{"type": "eq", "fun": lambda sh: sh.sum() - 1.0, "jac": lambda sh: np.ones_like(sh)}]
+        best, best_v = a_vec, 0.0
+        for start in (a_vec / total, point / total):
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                res = optimize.minimize(fun, start, jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * m,
+                                        constraints=cons, options={"ftol": 1e-12, "maxiter": 300})
+            sh = np.asarray(res.x, dtype=float)
+            if np.all(np.isfinite(sh)) and sh.sum() > 0:
+                x = _project_box_total(np.clip(sh, 0.0, 1.0), total, lo, hi)
+                v = crit(x)[0]
+                if v < best_v:
+                    best, best_v = x, v
+    return dict(zip(domains, (best * total / best.sum()).tolist()))
+
+
+class _FixedShape:
+    """A per-domain law of :mod:`optuna_autoscale.transfer` with the parameters outside ``free``
+    fixed at ``theta`` (the first, ``log beta'`` / ``log k'``, must be free)."""
+
+    def __init__(self, base: object, theta: np.ndarray, free: np.ndarray) -> None:
+        self.base, self.theta, self.free = base, np.asarray(theta, dtype=float), np.asarray(free)
+        self.n_params = len(self.free)
+
+    def full(self, t: np.ndarray) -> np.ndarray:
+        out = self.theta.copy()
+        out[self.free] = t
+        return out
+
+    def f_and_jac(self, t: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        f, j = self.base.f_and_jac(self.full(t), u)  # type: ignore[attr-defined]
+        return f, j[:, self.free]
+
+    def prior(self) -> tuple[np.ndarray, np.ndarray]:
+        mu, prec = self.base.prior()  # type: ignore[attr-defined]
+        return mu[self.free], prec[self.free]
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = self.base.bounds()  # type: ignore[attr-defined]
+        return lo[self.free], hi[self.free]
+
+    def starts(self, u: np.ndarray, y: np.ndarray, gidx: np.ndarray) -> list[np.ndarray]:
+        return [st[self.free] for st in self.base.starts(u, y, gidx)]  # type: ignore[attr-defined]
+
+
+def ceiling_law(land: object, family: str, obs: list[Run], *, only_linear: bool) -> object:
+    """The family's own per-domain law with shape parameters fixed at the simulator's true values.
+
+    Fixed: ``N0`` and ``gamma`` (power form; ``separable`` and ``transfer``) or ``alpha``
+    (exponential form; ``mixing_law``); with ``only_linear`` also the transfer coefficients
+    ``A_kj`` / the interaction row, so only the linear coefficient (``beta`` / ``k``) and the group
+    offsets are fitted. The rest is fitted as :func:`fit_transfer` does (MAP, Laplace posterior),
+    so the robust rule sees only the noise on the parameters left free: an information ceiling.
+    """
+    from optuna_autoscale import transfer as tr
+    from optuna_autoscale.laws import _group_design
+
+    domains = tuple(land.domains)  # type: ignore[attr-defined]
+    m = len(domains)
+    x = np.array([[r[0][d] for d in domains] for r in obs])
+    ymat = np.array([[r[3][d] for d in domains] for r in obs])
+    gnames, gidx, budgets, scale = _group_design(x, [r[2] for r in obs], domains)
+    ng = len(gnames)
+    u = x / scale
+    form = "exp" if family == "mixing_law" else "power"
+    fits, thetas, covs = [], [], []
+    for k in range(m):
+        base = tr._model(form, m, k)
+        if form == "power":
+            t_mat = np.array(getattr(land, "transfer_matrix", np.zeros((m, m))))
+            true = np.r_[0.0, math.log(land.offset[k] / scale), math.log(land.gamma[k]),  # type: ignore[attr-defined]
+                         t_mat[k, base.others]]
+            free = np.array([0]) if only_linear else np.r_[0, np.arange(3, base.n_params)]
+        else:
+            t_row = np.array(land.interaction[k])  # type: ignore[attr-defined]
+            true = np.r_[0.0, math.log(land.alpha[k]), base._basis().T @ t_row]  # type: ignore[attr-defined]
+            free = np.array([0]) if only_linear else np.r_[0, np.arange(2, base.n_params)]
+        fixed = _FixedShape(base, true, free)
+        fit = tr._fit_domain(fixed, u, ymat[:, k], gidx, ng, None)  # type: ignore[arg-type]
+        fits.append(fit)
+        thetas.append(tuple(fixed.full(fit.theta).tolist()))
+        cov = np.zeros((base.n_params, base.n_params))
+        if fit.covariance is not None:
+            cov[np.ix_(free, free)] = fit.covariance
+        covs.append(cov)
+    res = np.column_stack([f.residuals for f in fits])
+    norms = np.sqrt((res**2).sum(axis=0))
+    corr = (res.T @ res) / np.outer(norms, norms) if np.all(norms > 0) else np.ones((m, m))
+    have_cov = all(f.covariance is not None for f in fits)
+    return tr.TransferLaw(
+        domains=domains,
+        weights={d: 1.0 / m for d in domains},
+        params={},
+        offsets={},
+        domain_offsets={},
+        noise=None,
+        domain_noise={},
+        correlation=corr,
+        scale=scale,
+        budgets=budgets,
+        n_obs=len(obs),
+        thetas=tuple(thetas),
+        covariances=tuple(covs) if have_cov else None,
+        forms=(form,) * m,
+    )
+
+
 def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, float]:
     """Shares recovered by every row for one (family, snr, seed)."""
     from optuna_autoscale.extrapolation import extrapolate
@@ -170,6 +401,7 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
         return law.optimal_allocation(TARGET, robust=robust, anchor=anchor)
 
     cache: dict[str, Mapping[str, float]] = {}
+    laws: dict[str, Any] = {}
 
     def once(key: str, make: Callable[[], Mapping[str, float]]) -> Mapping[str, float]:
         if key not in cache:
@@ -182,8 +414,19 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
     def transfer_robust() -> Mapping[str, float]:
         return once("transfer", lambda: per_domain(base_obs))
 
+    def forms_law() -> Any:
+        if "forms_law" not in laws:
+            laws["forms_law"] = fit_transfer([(r[0], r[3], r[2]) for r in base_obs], forms="auto")
+        return laws["forms_law"]
+
     def forms_robust() -> Mapping[str, float]:
-        return once("forms", lambda: per_domain(base_obs, forms="auto"))
+        return once("forms", lambda: forms_law().optimal_allocation(TARGET, anchor=anchor))
+
+    def ceiling(only_linear: bool) -> Any:
+        key = f"ceiling{only_linear}"
+        if key not in laws:
+            laws[key] = ceiling_law(land, family, base_obs, only_linear=only_linear)
+        return laws[key]
 
     def default_law() -> Mapping[str, float]:
         if DEFAULT_LAW == "separable":
@@ -197,7 +440,7 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
         "per-domain transfer (robust)": transfer_robust,
         "per-domain transfer (non-robust)": lambda: per_domain(base_obs, robust=False),
         "per-domain, form by CV (robust)": forms_robust,
-        "per-domain, form by CV (non-robust)": lambda: per_domain(base_obs, robust=False, forms="auto"),
+        "per-domain, form by CV (non-robust)": lambda: forms_law().optimal_allocation(TARGET, robust=False),
         "paper (DDO + extrapolate)": lambda: extrapolate(optima, TARGET),
         "direct transfer": lambda: anchor,
         "oracle transfer (reference)": lambda: _rescale(land.oracle(BUDGETS[-1]), TARGET),  # type: ignore[attr-defined]
@@ -217,6 +460,15 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
             base_obs + [o for j, b in enumerate(BUDGETS) for o in design_runs(land, b, snr, run_seed + 100 + j)],
             forms=TRANSFER_FORMS,
         ),
+        "default law, posterior expected loss": lambda: posterior_allocation(
+            forms_law(), TARGET, anchor, risk=0.0, line=False
+        ),
+        "default law, posterior mean + 0.5 sd (line)": lambda: posterior_allocation(
+            forms_law(), TARGET, anchor, risk=0.5, line=True
+        ),
+        "ceiling: true N0, gamma (robust)": lambda: ceiling(False).optimal_allocation(TARGET, anchor=anchor),
+        "ceiling: true N0, gamma (non-robust)": lambda: ceiling(False).optimal_allocation(TARGET, robust=False),
+        "ceiling: only beta fitted (robust)": lambda: ceiling(True).optimal_allocation(TARGET, anchor=anchor),
     }
     out: dict[str, float] = {}
     for row in rows:
@@ -229,9 +481,21 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
 
 
 def run(
-    *, families: Sequence[str], snrs: Sequence[float], seeds: int, rows: Sequence[str], n_samples: int, jobs: int
+    *,
+    families: Sequence[str],
+    snrs: Sequence[float],
+    seeds: int,
+    rows: Sequence[str],
+    n_samples: int,
+    jobs: int,
+    seed_offset: int = 0,
 ) -> dict[tuple[str, float], list[dict[str, float]]]:
-    tasks = [(f, s, k, tuple(rows), n_samples) for f in families for s in snrs for k in range(seeds)]
+    tasks = [
+        (f, s, k, tuple(rows), n_samples)
+        for f in families
+        for s in snrs
+        for k in range(seed_offset, seed_offset + seeds)
+    ]
     if jobs > 1:
         with multiprocessing.get_context("spawn").Pool(jobs) as pool:
             results = pool.map(scenario, tasks, chunksize=1)
@@ -268,7 +532,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 family, 1 seed, 4 rows (seconds)")
     parser.add_argument("--seeds", type=int, default=8, help="landscape seeds per cell (default 8)")
-    parser.add_argument("--samples", type=int, default=None, help="posterior samples of the joint law")
+    parser.add_argument("--seed-offset", type=int, default=0,
+                        help="first landscape seed (default 0; tune rules on other seeds, e.g. 100, and report on 0)")
+    parser.add_argument("--samples", type=int, default=None,
+                        help="Laplace posterior draws kept by the joint separable law (fit_separable's n_bootstrap)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--families", nargs="*", default=list(FAMILIES))
     parser.add_argument("--rows", nargs="*", default=None, help="rows to compute (default: all)")
@@ -283,9 +550,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
         n_samples = 200 if args.samples is None else args.samples
     t0 = time.perf_counter()
-    table = run(families=families, snrs=snrs, seeds=seeds, rows=rows, n_samples=n_samples, jobs=jobs)
+    offset = 0 if args.quick else args.seed_offset
+    table = run(
+        families=families, snrs=snrs, seeds=seeds, rows=rows, n_samples=n_samples, jobs=jobs, seed_offset=offset
+    )
     print(f"Share of the uniform->oracle gain recovered at {TARGET:.0e} tokens (budgets "
-          f"{BUDGETS[0]:.0e}, {BUDGETS[1]:.0e}; m={M}; {seeds} seed(s) per cell), mean over seeds:\n")
+          f"{BUDGETS[0]:.0e}, {BUDGETS[1]:.0e}; m={M}; {seeds} seed(s) per cell, landscape seeds "
+          f"{offset}-{offset + seeds - 1}), mean over seeds:\n")
     print(format_table(table, rows))
     print("\nWorst seed per cell:\n")
     print(format_table(table, rows, stat="min"))
