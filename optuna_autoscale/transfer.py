@@ -504,6 +504,11 @@ class TransferLaw(_RobustAllocator):
         the problem is convex); ``robust=True`` moves from the anchor toward ``P`` only as far as
         the linearised posterior mean + ``risk`` sd of the objective change is lowest.
 
+        (Minimising the posterior expected objective over draws of the per-domain parameters, on
+        the whole simplex or on this line, with or without an sd penalty, from the Laplace posterior
+        or an MCMC one, was measured no better on the simulated landscapes' tuning seeds; see
+        ``benchmarks/RESULTS.md``, "Simulated extrapolation".)
+
         Args:
             total: Total tokens at the target budget.
             lower: Lower bounds in tokens (scalar or per domain; default 0).
