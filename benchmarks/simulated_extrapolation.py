@@ -40,6 +40,9 @@ Each method proposes an allocation for the target, scored by the true (noiseless
   over 256 Laplace posterior draws per validation domain, of the objective's change from the anchor;
   ``default law, posterior mean + 0.5 sd (line)`` = mean + 0.5 sd over the draws, on the
   anchor -> point-optimum line (the best of the posterior-draw variants on the tuning seeds);
+- partial pooling of the exponents across validation domains on the default law (``forms="auto"``):
+  ``default + pooled exponents (auto)`` = ``fit_transfer(..., pool_exponents="auto")`` (empirical-Bayes
+  pooling sd from the spread of the unpooled fits), ``(sd 0.2)`` = a fixed pooling sd of 0.2;
 - information ceilings (:func:`ceiling_law`), the family's own per-domain law with shape parameters
   fixed at the simulator's true values: ``ceiling: true N0, gamma`` (power form; ``alpha`` for the
   exponential form of ``mixing_law``) fits the rest (``beta`` and the transfer coefficients, or ``k``
@@ -103,6 +106,8 @@ ROWS = (
     "default + replicated design",
     "default law, posterior expected loss",
     "default law, posterior mean + 0.5 sd (line)",
+    "default + pooled exponents (auto)",
+    "default + pooled exponents (sd 0.2)",
     "ceiling: true N0, gamma (robust)",
     "ceiling: true N0, gamma (non-robust)",
     "ceiling: only beta fitted (robust)",
@@ -396,8 +401,8 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
         law = fit_separable([r[:3] for r in obs], n_bootstrap=n_samples, seed=seed, **kw)  # type: ignore[arg-type]
         return law.optimal_allocation(TARGET, robust=robust, anchor=anchor)
 
-    def per_domain(obs: list[Run], *, robust: bool = True, forms: str = "power") -> dict[str, float]:
-        law = fit_transfer([(r[0], r[3], r[2]) for r in obs], forms=forms)
+    def per_domain(obs: list[Run], *, robust: bool = True, forms: str = "power", **kw: Any) -> dict[str, float]:
+        law = fit_transfer([(r[0], r[3], r[2]) for r in obs], forms=forms, **kw)
         return law.optimal_allocation(TARGET, robust=robust, anchor=anchor)
 
     cache: dict[str, Mapping[str, float]] = {}
@@ -466,6 +471,8 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
         "default law, posterior mean + 0.5 sd (line)": lambda: posterior_allocation(
             forms_law(), TARGET, anchor, risk=0.5, line=True
         ),
+        "default + pooled exponents (auto)": lambda: per_domain(base_obs, forms="auto", pool_exponents="auto"),
+        "default + pooled exponents (sd 0.2)": lambda: per_domain(base_obs, forms="auto", pool_exponents=0.2),
         "ceiling: true N0, gamma (robust)": lambda: ceiling(False).optimal_allocation(TARGET, anchor=anchor),
         "ceiling: true N0, gamma (non-robust)": lambda: ceiling(False).optimal_allocation(TARGET, robust=False),
         "ceiling: only beta fitted (robust)": lambda: ceiling(True).optimal_allocation(TARGET, anchor=anchor),

@@ -549,14 +549,24 @@ class _MapProblem:
     re-estimates it from the residuals and refits.
 
     ``model`` needs ``f_and_jac(theta, u) -> (values, jacobian)``, ``prior() -> (mu, precision)``
-    and ``bounds() -> (lower, upper)``.
+    and ``bounds() -> (lower, upper)``; ``prior`` replaces the model's prior (e.g. a pooled one,
+    :func:`_pooled_prior`). The Laplace covariance and the effective residual dof
+    (:meth:`noise_sd`) use whichever prior the fit used.
     """
 
-    def __init__(self, model: Any, u: np.ndarray, y: np.ndarray, gidx: np.ndarray, ng: int) -> None:
+    def __init__(
+        self,
+        model: Any,
+        u: np.ndarray,
+        y: np.ndarray,
+        gidx: np.ndarray,
+        ng: int,
+        prior: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         self.model, self.u, self.y, self.gidx, self.ng = model, u, y, gidx, ng
         self.yc = _center(y, gidx, ng)
         self.ysd = float(np.std(self.yc)) or 1.0
-        self.mu, self.prec = model.prior()
+        self.mu, self.prec = model.prior() if prior is None else (np.asarray(prior[0]), np.asarray(prior[1]))
         self.lo, self.hi = model.bounds()
         self.sigma = 0.1 * self.ysd
 
@@ -598,6 +608,45 @@ class _MapProblem:
         reg = a_mat + np.diag(self.prec) * self.sigma**2
         p_eff = float(np.trace(np.linalg.solve(reg, a_mat))) if np.all(np.isfinite(reg)) else float(p)
         return math.sqrt(rss / max(len(self.y) - self.ng - p_eff, 1.0))
+
+
+POOL_SD_FLOOR = 0.1
+"""Smallest pooling sd ``pool=\"auto\"`` estimates (log units)."""
+
+
+def _pooled_prior(
+    values: np.ndarray, variances: np.ndarray | None, base: tuple[float, float], pool: float | str
+) -> tuple[float, float]:
+    """Partial pooling of one log-parameter across domains (empirical Bayes): the prior each domain gets.
+
+    Hierarchical model: ``theta_k ~ N(mu, tau^2)`` for the domains ``k``, ``mu ~ N(base)`` (the
+    fixed prior's mean and sd). ``values`` are the per-domain estimates of a fit under the fixed
+    prior and ``variances`` their posterior variances (``None``: unknown, taken as 0). ``mu`` is
+    its posterior mean given those estimates (weights ``1 / (tau^2 + variance_k)``); ``tau`` is
+    ``pool`` if a number, else (``"auto"``) the method-of-moments spread ``sqrt(var(values) -
+    mean(variances))``, floored at :data:`POOL_SD_FLOOR` and capped at the fixed prior's sd.
+
+    Returns:
+        ``(mu, sd)`` with ``sd = sqrt(tau^2 + var(mu))``: the pooled prior of each domain,
+        including the common mean's own uncertainty, used in the MAP refit and its Laplace
+        covariance.
+    """
+    v = np.asarray(values, dtype=float)
+    var = np.zeros_like(v) if variances is None else np.maximum(np.asarray(variances, dtype=float), 0.0)
+    mu0, s0 = base
+    if isinstance(pool, str):
+        if pool != "auto":
+            raise ValueError(f"pool must be a positive sd, None or 'auto', got {pool!r}.")
+        spread = float(np.var(v, ddof=1)) - float(np.mean(var)) if len(v) > 1 else 0.0
+        tau = min(max(math.sqrt(max(spread, 0.0)), POOL_SD_FLOOR), s0)
+    else:
+        tau = float(pool)
+        if not math.isfinite(tau) or tau <= 0:
+            raise ValueError(f"pool must be a positive sd, None or 'auto', got {pool!r}.")
+    wts = 1.0 / (tau**2 + var)
+    prec_mu = float(wts.sum()) + s0**-2
+    mu = (float(wts @ v) + mu0 / s0**2) / prec_mu
+    return mu, math.sqrt(tau**2 + 1.0 / prec_mu)
 
 
 def _project_box_total(v: np.ndarray, total: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

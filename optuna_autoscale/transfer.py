@@ -13,12 +13,14 @@ budget's design sharing one seed: common random numbers), like the separable joi
 :mod:`optuna_autoscale.laws`. The objective is a fixed non-negative weighting of the ``L_k``
 (the mean for metric ``"loss"``). Each domain is a MAP fit (weak priors: ``log gamma ~ N(log 0.5,
 0.7)``, ``log(N0 / s) ~ N(log 2, 1.5)``, ``A_kj ~ N(0, 0.3)`` truncated at 0) with a Laplace
-posterior. The per-domain posteriors are combined for the objective with the correlation of the
-fits' residuals across domains (the noise of one run is correlated across its validation
-domains). The bounded optimum at any budget is a convex problem (each term is a convex decreasing
-function of an affine map of the allocation), solved by SLSQP; the robust step toward it from
-an anchor is the lower-confidence-bound rule of :class:`~optuna_autoscale.laws.SeparableLaw`
-(the same code).
+posterior; ``pool_exponents`` / ``pool_offsets`` optionally replace the fixed priors of the
+exponents / offsets by an empirical-Bayes prior pooled across the validation domains (not the
+default: see ``benchmarks/RESULTS.md``). The per-domain posteriors are combined for the
+objective with the correlation of the fits' residuals across domains (the noise of one run is
+correlated across its validation domains). The bounded optimum at any budget is a convex
+problem (each term is a convex decreasing function of an affine map of the allocation), solved
+by SLSQP; the robust step toward it from an anchor is the lower-confidence-bound rule of
+:class:`~optuna_autoscale.laws.SeparableLaw` (the same code).
 
 **The mixture-weight transfer law with K components** (:func:`fit_component_law`), the model of
 ``benchmarks/regmix_offline.py``: ``L = c + sum_k beta_k (A_k . w + n0_k)^(-gamma_k)`` at one
@@ -46,6 +48,7 @@ from optuna_autoscale.laws import _group_design
 from optuna_autoscale.laws import _MapProblem
 from optuna_autoscale.laws import _PRIOR_LOG_GAMMA
 from optuna_autoscale.laws import _PRIOR_LOG_N0
+from optuna_autoscale.laws import _pooled_prior
 from optuna_autoscale.laws import _RobustAllocator
 from optuna_autoscale.laws import DEFAULT_RISK
 
@@ -89,6 +92,7 @@ class _DomainModel:
     m: int
     k: int
     form = "power"
+    pool_index = {"exponent": 2, "offset": 1}  # the log-parameters fit_transfer can pool across domains
 
     @property
     def n_params(self) -> int:
@@ -162,6 +166,7 @@ class _ExpDomainModel:
     m: int
     k: int
     form = "exp"
+    pool_index = {"exponent": 1}
 
     @property
     def n_params(self) -> int:
@@ -255,12 +260,22 @@ class _DomainFit:
 
 
 def _fit_domain(
-    model: _DomainLaw, u: np.ndarray, y: np.ndarray, gidx: np.ndarray, ng: int, noise: float | None
+    model: _DomainLaw,
+    u: np.ndarray,
+    y: np.ndarray,
+    gidx: np.ndarray,
+    ng: int,
+    noise: float | None,
+    prior: tuple[np.ndarray, np.ndarray] | None = None,
+    start: np.ndarray | None = None,
 ) -> _DomainFit:
-    """MAP fit of one validation domain's law (offsets profiled out), with its Laplace posterior."""
+    """MAP fit of one validation domain's law (offsets profiled out), with its Laplace posterior.
+
+    ``prior`` replaces the model's prior (mean, precision); ``start`` is tried with its starts.
+    """
     n = len(y)
     p = model.n_params
-    prob = _MapProblem(model, u, y, gidx, ng)
+    prob = _MapProblem(model, u, y, gidx, ng, prior)
     yc, prec = prob.yc, prob.prec
     lo_b, hi_b = prob.lo, prob.hi
 
@@ -275,7 +290,7 @@ def _fit_domain(
         t[0] = math.log(coef if coef > 0 else abs(coef) * 0.1 + 1e-12)
         return t
 
-    starts = model.starts(u, y, gidx)
+    starts = model.starts(u, y, gidx) + ([] if start is None else [np.asarray(start, dtype=float)])
     prepared = []
     for st in starts:
         st = np.clip(with_beta(np.clip(st, lo_b, hi_b)), lo_b, hi_b)
@@ -331,6 +346,43 @@ def _fit_domain(
         else:
             covariance = np.zeros((p, p))
     return _DomainFit(theta=theta, sigma=sigma, covariance=covariance, residuals=r, offsets=offsets, press=press)
+
+
+def _fit_form(
+    form: str,
+    m: int,
+    u: np.ndarray,
+    ymat: np.ndarray,
+    gidx: np.ndarray,
+    ng: int,
+    noises: Sequence[float | None],
+    pool: Mapping[str, float | str | None],
+) -> list[_DomainFit]:
+    """Every validation domain's fit in one form, with the shape parameters named in ``pool`` pooled.
+
+    Fitted first under the fixed priors; then each pooled log-parameter gets the empirical-Bayes
+    prior of :func:`~optuna_autoscale.laws._pooled_prior` (common mean and sd from those fits)
+    and every domain is refitted under it (starts: its own plus the unpooled optimum).
+    """
+    models = [_model(form, m, k) for k in range(m)]
+    fits = [_fit_domain(models[k], u, ymat[:, k], gidx, ng, noises[k]) for k in range(m)]
+    idx = {name: i for name, i in models[0].pool_index.items() if pool.get(name) is not None}
+    if not idx:
+        return fits
+    mu, prec = models[0].prior()
+    mu, prec = np.array(mu, dtype=float), np.array(prec, dtype=float)
+    for name, i in idx.items():
+        vals = np.array([f.theta[i] for f in fits])
+        var = None
+        if all(f.covariance is not None for f in fits):
+            var = np.array([f.covariance[i, i] for f in fits])  # type: ignore[index]
+        base = (float(mu[i]), float(prec[i]) ** -0.5)
+        mean_i, sd_i = _pooled_prior(vals, var, base, pool[name])  # type: ignore[arg-type]
+        mu[i], prec[i] = mean_i, sd_i**-2
+    return [
+        _fit_domain(models[k], u, ymat[:, k], gidx, ng, noises[k], prior=(mu, prec), start=fits[k].theta)
+        for k in range(m)
+    ]
 
 
 # ------------------------------------------------------------------------------ the law
@@ -587,6 +639,8 @@ def fit_transfer(
     noise: float | Mapping[str, float] | None = None,
     risk: float = DEFAULT_RISK,
     forms: str = "power",
+    pool_exponents: float | str | None = None,
+    pool_offsets: float | str | None = None,
 ) -> TransferLaw:
     """Fit the per-domain transfer law to runs at any number of budgets/groups.
 
@@ -604,6 +658,15 @@ def fit_transfer(
             tokens, ``E_{k,g} + k_k N^(-alpha_k) exp(sum_j t_kj r_j)``; ``"auto"``, per domain
             the form with the smaller leave-one-run-out squared error (linearised, so no refits).
             The objective's optimum and robust step use whichever forms were chosen.
+        pool_exponents: Partial pooling of the exponents across validation domains (each
+            domain's ``log gamma_k``, or ``log alpha_k`` in the exponential form, shrunk toward
+            a fitted common mean; empirical Bayes, :func:`optuna_autoscale.laws._pooled_prior`):
+            ``None`` (default) keeps the fixed independent priors; a number is the pooling sd
+            (log units); ``"auto"`` estimates it from the spread of the unpooled fits. Each
+            form's domains are fitted under the fixed priors, then refitted under the pooled
+            prior, whose sd includes the common mean's uncertainty (so the Laplace covariances
+            and the effective residual dof count it).
+        pool_offsets: The same for the power form's offsets ``log N0_k``.
 
     Returns:
         A :class:`TransferLaw`.
@@ -676,9 +739,14 @@ def fit_transfer(
     ng = len(gnames)
     u = x / scale
     tried = ("power", "exp") if forms == "auto" else (forms,)
+    pool = {"exponent": pool_exponents, "offset": pool_offsets}
+    for v in pool.values():
+        if v is not None and v != "auto" and (isinstance(v, str) or not (math.isfinite(float(v)) and float(v) > 0)):
+            raise ValueError(f"pool_exponents / pool_offsets must be None, 'auto' or a positive sd, got {v!r}.")
+    by_form = {f: _fit_form(f, m, u, ymat, gidx, ng, noises, pool) for f in tried}
     fits, chosen, press = [], [], {}
     for k in range(m):
-        cand = {f: _fit_domain(_model(f, m, k), u, ymat[:, k], gidx, ng, noises[k]) for f in tried}
+        cand = {f: by_form[f][k] for f in tried}
         best_form = min(tried, key=lambda f: cand[f].press)
         fits.append(cand[best_form])
         chosen.append(best_form)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -142,6 +143,53 @@ def test_form_selection_by_held_out_error(seed: int) -> None:
     assert sum(alloc.values()) == pytest.approx(TARGET)
     with pytest.raises(ValueError, match="forms must be one of"):
         fit_transfer(_design(land_m), forms="bogus")
+
+
+def test_pooled_exponents_pull_an_outlying_domain_toward_the_others() -> None:
+    # Every domain has gamma = 0.5; at SNR 6 two domains' exponents are fitted far off (0.37 and
+    # 0.30 in log units). Pooling (a common mean fitted across domains) pulls them toward the rest.
+    land = dataclasses.replace(transfer(6, seed=2), gamma=(0.5,) * 6)
+    obs = _design(land, snr=6.0)
+    free = fit_transfer(obs)
+
+    def log_gamma(law: TransferLaw) -> np.ndarray:
+        return np.log([law.params[d]["gamma"] for d in land.domains])
+
+    err_free = np.abs(log_gamma(free) - math.log(0.5))
+    assert err_free.max() > 0.25  # the setting is a poorly identified outlier
+    for pool in (0.1, "auto"):
+        pooled = fit_transfer(obs, pool_exponents=pool)
+        lg = log_gamma(pooled)
+        assert np.abs(lg - math.log(0.5)).max() < 0.5 * err_free.max()
+        assert np.std(lg) < 0.5 * np.std(log_gamma(free))
+        assert pooled.covariances is not None and pooled.noise is not None
+    # Noiseless data identify every exponent: pooling leaves them (nearly) where they are.
+    clean = transfer(5, seed=1)
+    law = fit_transfer(_design(clean), pool_exponents="auto", pool_offsets="auto")
+    for k, d in enumerate(clean.domains):
+        assert law.params[d]["gamma"] == pytest.approx(clean.gamma[k], rel=1e-2)
+    with pytest.raises(ValueError, match="pool_exponents"):
+        fit_transfer(obs, pool_exponents=0.0)
+    with pytest.raises(ValueError, match="pool_exponents"):
+        fit_transfer(obs, pool_offsets="yes")
+
+
+def test_pooled_prior() -> None:
+    from optuna_autoscale.laws import _pooled_prior
+    from optuna_autoscale.laws import POOL_SD_FLOOR
+
+    base = (math.log(0.5), 0.7)
+    vals = np.log([0.4, 0.5, 0.6, 0.45])
+    mu, sd = _pooled_prior(vals, np.zeros(4), base, 0.2)
+    # Common mean: the estimates' mean, shrunk slightly toward the fixed prior's mean.
+    w = 4 / 0.2**2
+    assert mu == pytest.approx((w * vals.mean() + base[0] / 0.7**2) / (w + 0.7**-2))
+    assert sd == pytest.approx(math.sqrt(0.2**2 + 1 / (w + 0.7**-2)))
+    # "auto": spread beyond the estimates' own variances, floored.
+    _, sd_auto = _pooled_prior(vals, np.full(4, 1.0), base, "auto")
+    assert sd_auto == pytest.approx(math.sqrt(POOL_SD_FLOOR**2 + 1 / (4 / (POOL_SD_FLOOR**2 + 1.0) + 0.7**-2)))
+    with pytest.raises(ValueError, match="pool"):
+        _pooled_prior(vals, None, base, "bad")
 
 
 def test_objective_weights() -> None:
