@@ -18,7 +18,8 @@ Each method proposes an allocation for the target, scored by the true (noiseless
 (1 = the whole gain, 0 = no better than uniform, < 0 = worse than uniform). Rows:
 
 - ``joint (robust, default)``: what :class:`AutoScaleResult` does (:data:`DEFAULT_LAW`,
-  :data:`TRANSFER_FORMS`), i.e. one of the rows below (now ``per-domain, form by CV (robust)``);
+  :data:`TRANSFER_FORMS`, :data:`TRANSFER_POOL`), i.e. one of the rows below (now ``default + pooled
+  exponents (auto)``; before, ``per-domain, form by CV (robust)``);
 - ``joint separable (robust)``: :func:`fit_separable` over both budgets on the scalar objective,
   ``optimal_allocation(robust=True)`` anchored at the 4e8 DDO optimum;
 - ``joint separable (non-robust)``: that law's point optimum at the target;
@@ -34,15 +35,17 @@ Each method proposes an allocation for the target, scored by the true (noiseless
 - design options, all with the robust joint *separable* law: ``+ shared gamma``, ``+ multipliers 0.5, 2``
   (4 per domain), ``+ replicated design`` (each budget's design run with 2 seeds),
   ``+ third budget 2e8``; and two of them with the default per-domain law (``default + ...``, forms as
-  :data:`TRANSFER_FORMS`);
-- posterior-draw rules on the default law (:func:`posterior_allocation`, not adopted; see RESULTS.md):
+  :data:`TRANSFER_FORMS`, pooling as :data:`TRANSFER_POOL`);
+- posterior-draw rules on the ``form by CV`` law (the default before pooling; :func:`posterior_allocation`,
+  not adopted; see RESULTS.md):
   ``default law, posterior expected loss`` = the allocation on the whole simplex minimising the mean,
   over 256 Laplace posterior draws per validation domain, of the objective's change from the anchor;
   ``default law, posterior mean + 0.5 sd (line)`` = mean + 0.5 sd over the draws, on the
   anchor -> point-optimum line (the best of the posterior-draw variants on the tuning seeds);
-- partial pooling of the exponents across validation domains on the default law (``forms="auto"``):
-  ``default + pooled exponents (auto)`` = ``fit_transfer(..., pool_exponents="auto")`` (empirical-Bayes
-  pooling sd from the spread of the unpooled fits), ``(sd 0.2)`` = a fixed pooling sd of 0.2;
+- partial pooling of the exponents across validation domains on the ``form by CV`` law:
+  ``default + pooled exponents (auto)`` = ``fit_transfer(..., forms="auto", pool_exponents="auto")``
+  (empirical-Bayes pooling sd from the spread of the unpooled fits; the default since it was tuned),
+  ``(sd 0.2)`` = a fixed pooling sd of 0.2;
 - information ceilings (:func:`ceiling_law`), the family's own per-domain law with shape parameters
   fixed at the simulator's true values: ``ceiling: true N0, gamma`` (power form; ``alpha`` for the
   exponential form of ``mixing_law``) fits the rest (``beta`` and the transfer coefficients, or ``k``
@@ -87,6 +90,8 @@ DEFAULT_LAW = "transfer"
 """The law behind the ``joint (robust, default)`` row: what :class:`AutoScaleResult` uses ("separable" / "transfer")."""
 TRANSFER_FORMS = "auto"
 """Its per-domain forms (``results.TRANSFER_FORMS``): "auto" = the ``form by CV`` row, "power" = ``per-domain transfer``."""
+TRANSFER_POOL = "auto"
+"""Its pooling of the exponents (``results.TRANSFER_POOL``): "auto" = the ``default + pooled exponents (auto)`` row."""
 ROWS = (
     "joint (robust, default)",
     "joint separable (robust)",
@@ -436,6 +441,8 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
     def default_law() -> Mapping[str, float]:
         if DEFAULT_LAW == "separable":
             return separable_robust()
+        if TRANSFER_POOL is not None:
+            return once("default", lambda: per_domain(base_obs, forms=TRANSFER_FORMS, pool_exponents=TRANSFER_POOL))
         return forms_robust() if TRANSFER_FORMS == "auto" else transfer_robust()
 
     makers: dict[str, Callable[[], Mapping[str, float]]] = {
@@ -460,10 +467,12 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
         "default + multipliers 0.5, 2": lambda: per_domain(
             [o for j, b in enumerate(BUDGETS) for o in design_runs(land, b, snr, run_seed + j, (0.2, 0.5, 2.0, 3.0))],
             forms=TRANSFER_FORMS,
+            pool_exponents=TRANSFER_POOL,
         ),
         "default + replicated design": lambda: per_domain(
             base_obs + [o for j, b in enumerate(BUDGETS) for o in design_runs(land, b, snr, run_seed + 100 + j)],
             forms=TRANSFER_FORMS,
+            pool_exponents=TRANSFER_POOL,
         ),
         "default law, posterior expected loss": lambda: posterior_allocation(
             forms_law(), TARGET, anchor, risk=0.0, line=False
@@ -471,7 +480,9 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
         "default law, posterior mean + 0.5 sd (line)": lambda: posterior_allocation(
             forms_law(), TARGET, anchor, risk=0.5, line=True
         ),
-        "default + pooled exponents (auto)": lambda: per_domain(base_obs, forms="auto", pool_exponents="auto"),
+        "default + pooled exponents (auto)": lambda: once(
+            "default", lambda: per_domain(base_obs, forms="auto", pool_exponents="auto")
+        ),
         "default + pooled exponents (sd 0.2)": lambda: per_domain(base_obs, forms="auto", pool_exponents=0.2),
         "ceiling: true N0, gamma (robust)": lambda: ceiling(False).optimal_allocation(TARGET, anchor=anchor),
         "ceiling: true N0, gamma (non-robust)": lambda: ceiling(False).optimal_allocation(TARGET, robust=False),

@@ -622,9 +622,14 @@ def _pooled_prior(
     Hierarchical model: ``theta_k ~ N(mu, tau^2)`` for the domains ``k``, ``mu ~ N(base)`` (the
     fixed prior's mean and sd). ``values`` are the per-domain estimates of a fit under the fixed
     prior and ``variances`` their posterior variances (``None``: unknown, taken as 0). ``mu`` is
-    its posterior mean given those estimates (weights ``1 / (tau^2 + variance_k)``); ``tau`` is
-    ``pool`` if a number, else (``"auto"``) the method-of-moments spread ``sqrt(var(values) -
-    mean(variances))``, floored at :data:`POOL_SD_FLOOR` and capped at the fixed prior's sd.
+    its posterior mean given those estimates (weights ``1 / (tau^2 + variance_k)``).
+
+    ``pool`` a number: ``tau = pool``. ``pool="auto"``: ``tau`` is the sd of the estimates
+    themselves, floored at :data:`POOL_SD_FLOOR` and capped at the fixed prior's sd, and the
+    estimates are weighted equally (``variances`` ignored). Their spread includes their noise,
+    so this pools less than the method-of-moments spread ``sqrt(var(values) -
+    mean(variances))``, which measured worse (it hits the floor at low SNR, where the fixed
+    prior has already shrunk the estimates; ``benchmarks/RESULTS.md``).
 
     Returns:
         ``(mu, sd)`` with ``sd = sqrt(tau^2 + var(mu))``: the pooled prior of each domain,
@@ -637,8 +642,8 @@ def _pooled_prior(
     if isinstance(pool, str):
         if pool != "auto":
             raise ValueError(f"pool must be a positive sd, None or 'auto', got {pool!r}.")
-        spread = float(np.var(v, ddof=1)) - float(np.mean(var)) if len(v) > 1 else 0.0
-        tau = min(max(math.sqrt(max(spread, 0.0)), POOL_SD_FLOOR), s0)
+        var = np.zeros_like(v)
+        tau = min(max(float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, POOL_SD_FLOOR), s0)
     else:
         tau = float(pool)
         if not math.isfinite(tau) or tau <= 0:

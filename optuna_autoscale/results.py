@@ -44,6 +44,11 @@ TRANSFER_FORMS = "auto"
 """Per-domain forms of the transfer law :func:`fit_joint` fits (``fit_transfer(..., forms=)``):
 per validation domain the power-law transfer form or the exponential (Data Mixing Laws) form,
 whichever has the smaller leave-one-run-out error."""
+TRANSFER_POOL = "auto"
+"""Partial pooling of the per-domain exponents across validation domains in :func:`fit_joint`'s
+transfer law (``fit_transfer(..., pool_exponents=)``): ``"auto"`` = an empirical-Bayes prior
+(common mean and sd from the unpooled fits); ``None`` = the fixed independent priors. Chosen on
+``benchmarks/simulated_extrapolation.py``'s tuning seeds (``benchmarks/RESULTS.md``)."""
 
 DomainLosses = dict[int, dict[str, float]]
 """Trial number -> per-domain validation losses (user attrs ``loss_<domain>``)."""
@@ -182,7 +187,8 @@ def fit_joint(
         if weights is not None:
             try:
                 return fit_transfer(
-                    [(a, p, g) for (a, _, g), p in zip(obs, per)], weights=weights, forms=TRANSFER_FORMS
+                    [(a, p, g) for (a, _, g), p in zip(obs, per)], weights=weights, forms=TRANSFER_FORMS,
+                    pool_exponents=TRANSFER_POOL,
                 )
             except (ValueError, np.linalg.LinAlgError):
                 if kind == "transfer":

@@ -662,7 +662,7 @@ def fit_transfer(
             domain's ``log gamma_k``, or ``log alpha_k`` in the exponential form, shrunk toward
             a fitted common mean; empirical Bayes, :func:`optuna_autoscale.laws._pooled_prior`):
             ``None`` (default) keeps the fixed independent priors; a number is the pooling sd
-            (log units); ``"auto"`` estimates it from the spread of the unpooled fits. Each
+            (log units); ``"auto"`` takes it from the spread of the unpooled fits. Each
             form's domains are fitted under the fixed priors, then refitted under the pooled
             prior, whose sd includes the common mean's uncertainty (so the Laplace covariances
             and the effective residual dof count it).

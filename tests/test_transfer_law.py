@@ -185,9 +185,14 @@ def test_pooled_prior() -> None:
     w = 4 / 0.2**2
     assert mu == pytest.approx((w * vals.mean() + base[0] / 0.7**2) / (w + 0.7**-2))
     assert sd == pytest.approx(math.sqrt(0.2**2 + 1 / (w + 0.7**-2)))
-    # "auto": spread beyond the estimates' own variances, floored.
-    _, sd_auto = _pooled_prior(vals, np.full(4, 1.0), base, "auto")
-    assert sd_auto == pytest.approx(math.sqrt(POOL_SD_FLOOR**2 + 1 / (4 / (POOL_SD_FLOOR**2 + 1.0) + 0.7**-2)))
+    # "auto": the estimates' own sd (their variances ignored), floored.
+    tau = float(np.std(vals, ddof=1))
+    assert tau > POOL_SD_FLOOR
+    mu_auto, sd_auto = _pooled_prior(vals, np.full(4, 1.0), base, "auto")
+    assert sd_auto == pytest.approx(math.sqrt(tau**2 + 1 / (4 / tau**2 + 0.7**-2)))
+    assert mu_auto == pytest.approx((4 / tau**2 * vals.mean() + base[0] / 0.7**2) / (4 / tau**2 + 0.7**-2))
+    _, sd_floor = _pooled_prior(np.zeros(4), None, base, "auto")
+    assert sd_floor == pytest.approx(math.sqrt(POOL_SD_FLOOR**2 + 1 / (4 / POOL_SD_FLOOR**2 + 0.7**-2)))
     with pytest.raises(ValueError, match="pool"):
         _pooled_prior(vals, None, base, "bad")
 
@@ -213,10 +218,22 @@ def _study(land, objective):  # type: ignore[no-untyped-def]
     return study
 
 
-def test_results_use_the_transfer_law_when_per_domain_losses_are_recorded() -> None:
+def test_results_use_the_transfer_law_when_per_domain_losses_are_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import optuna_autoscale.transfer as transfer_module
+
+    calls: list[dict] = []
+    fit = transfer_module.fit_transfer
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(kwargs)
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(transfer_module, "fit_transfer", spy)
     land = transfer(4, seed=1)
     result = AutoScaleResult.from_study(_study(land, land.objective()))
     assert isinstance(result.law, TransferLaw)
+    # The default law pools the exponents across validation domains (results.TRANSFER_POOL).
+    assert calls and all(c.get("pool_exponents") == "auto" and c.get("forms") == "auto" for c in calls)
     assert result.law.forms == ("power",) * land.m  # chosen by held-out error (results.TRANSFER_FORMS)
     joint = result.extrapolate(TARGET)
     assert _share(land, joint.allocation) >= 0.95
