@@ -268,14 +268,21 @@ def _fit_domain(
     noise: float | None,
     prior: tuple[np.ndarray, np.ndarray] | None = None,
     start: np.ndarray | None = None,
+    sigma0: float | None = None,
 ) -> _DomainFit:
     """MAP fit of one validation domain's law (offsets profiled out), with its Laplace posterior.
 
-    ``prior`` replaces the model's prior (mean, precision); ``start`` is tried with its starts.
+    ``prior`` replaces the model's prior (mean, precision). ``start`` (a refit's previous optimum)
+    is then the only start: a refit under a nearby prior continues from there, at the cost of one
+    solve instead of the two or more the multi-start search needs; ``sigma0`` (that fit's noise
+    sd) is then the working noise scale of the prior terms from the first solve on, so the sigma
+    polish starts where the previous fit ended.
     """
     n = len(y)
     p = model.n_params
     prob = _MapProblem(model, u, y, gidx, ng, prior)
+    if sigma0 is not None and sigma0 > 0:
+        prob.sigma = float(sigma0)
     yc, prec = prob.yc, prob.prec
     lo_b, hi_b = prob.lo, prob.hi
 
@@ -290,7 +297,7 @@ def _fit_domain(
         t[0] = math.log(coef if coef > 0 else abs(coef) * 0.1 + 1e-12)
         return t
 
-    starts = model.starts(u, y, gidx) + ([] if start is None else [np.asarray(start, dtype=float)])
+    starts = model.starts(u, y, gidx) if start is None else [np.asarray(start, dtype=float)]
     prepared = []
     for st in starts:
         st = np.clip(with_beta(np.clip(st, lo_b, hi_b)), lo_b, hi_b)
@@ -362,7 +369,7 @@ def _fit_form(
 
     Fitted first under the fixed priors; then each pooled log-parameter gets the empirical-Bayes
     prior of :func:`~optuna_autoscale.laws._pooled_prior` (common mean and sd from those fits)
-    and every domain is refitted under it (starts: its own plus the unpooled optimum).
+    and every domain is refitted under it, from its unpooled optimum.
     """
     models = [_model(form, m, k) for k in range(m)]
     fits = [_fit_domain(models[k], u, ymat[:, k], gidx, ng, noises[k]) for k in range(m)]
@@ -380,7 +387,8 @@ def _fit_form(
         mean_i, sd_i = _pooled_prior(vals, var, base, pool[name])  # type: ignore[arg-type]
         mu[i], prec[i] = mean_i, sd_i**-2
     return [
-        _fit_domain(models[k], u, ymat[:, k], gidx, ng, noises[k], prior=(mu, prec), start=fits[k].theta)
+        _fit_domain(models[k], u, ymat[:, k], gidx, ng, noises[k], prior=(mu, prec), start=fits[k].theta,
+                    sigma0=fits[k].sigma)
         for k in range(m)
     ]
 
