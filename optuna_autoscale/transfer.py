@@ -275,8 +275,8 @@ def _fit_domain(
     ``prior`` replaces the model's prior (mean, precision). ``start`` (a refit's previous optimum)
     is then the only start: a refit under a nearby prior continues from there, at the cost of one
     solve instead of the two or more the multi-start search needs; ``sigma0`` (that fit's noise
-    sd) is then the working noise scale of the prior terms from the first solve on, so the sigma
-    polish starts where the previous fit ended.
+    sd) is then the working noise scale of the prior terms, and the sigma polish is skipped: the
+    previous fit already polished it.
     """
     n = len(y)
     p = model.n_params
@@ -328,7 +328,8 @@ def _fit_domain(
     if best is None:
         raise ValueError("The transfer law could not be fitted (every start failed); check the per-domain losses.")
     dof = n - p - ng
-    theta = prob.polish(best, noise, dof, 2)
+    # A refit (sigma0 given) already has the polished noise scale: no polish rounds.
+    theta = prob.polish(best, noise, dof, 0 if sigma0 else 2)
     f, j = model.f_and_jac(theta, u)
     r = _center(f - y, gidx, ng)
     offsets = np.array([float(np.mean((y - f)[gidx == g])) for g in range(ng)])
