@@ -8,6 +8,7 @@ result equal to a reference run of the same config without workers or faults.
 from __future__ import annotations
 
 from collections import Counter
+import functools
 import os
 from pathlib import Path
 import signal
@@ -55,8 +56,16 @@ def _spawn(*args: str, log: Path) -> subprocess.Popen:
                             stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+@functools.lru_cache(maxsize=1)
+def _reader() -> optuna.storages.BaseStorage:
+    # One storage (one connection pool) for every read: the tests poll every 0.1 s, and a new
+    # storage per poll left an engine, with its open connection, per poll until the garbage
+    # collector ran, which exhausted PostgreSQL's 100 connections ("too many clients") mid-test.
+    return create_storage(POSTGRES_URL, heartbeat_interval=None)
+
+
 def _study(name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=create_storage(POSTGRES_URL, heartbeat_interval=None))
+    return optuna.load_study(study_name=name, storage=_reader())
 
 
 def _design_counts(study: optuna.Study) -> tuple[Design, Ledger, Counter]:
