@@ -14,8 +14,10 @@ budget's design sharing one seed: common random numbers), like the separable joi
 (the mean for metric ``"loss"``). Each domain is a MAP fit (weak priors: ``log gamma ~ N(log 0.5,
 0.7)``, ``log(N0 / s) ~ N(log 2, 1.5)``, ``A_kj ~ N(0, 0.3)`` truncated at 0) with a Laplace
 posterior; ``pool_exponents`` / ``pool_offsets`` optionally replace the fixed priors of the
-exponents / offsets by an empirical-Bayes prior pooled across the validation domains (not the
-default: see ``benchmarks/RESULTS.md``). The per-domain posteriors are combined for the
+exponents / offsets by an empirical-Bayes prior pooled across the validation domains (off in
+this function by default; :func:`optuna_autoscale.results.fit_joint`, which the sampler and
+:class:`~optuna_autoscale.results.AutoScaleResult` use, pools the exponents: ``results.TRANSFER_POOL``,
+chosen on ``benchmarks/RESULTS.md``'s tuning seeds). The per-domain posteriors are combined for the
 objective with the correlation of the fits' residuals across domains (the noise of one run is
 correlated across its validation domains). The bounded optimum at any budget is a convex
 problem (each term is a convex decreasing function of an affine map of the allocation), solved
