@@ -5,13 +5,18 @@ A :class:`Design` lists every run AutoScale needs, from its constructor argument
 - per budget ``N_b`` (tokens): one *base* run at the base shares ``p`` (uniform by default),
   one *perturb* run per domain and multiplier (only that domain's tokens scaled, so the total
   changes, as in the paper), and ``replicates`` extra base runs with other seeds;
+- with ``design_seeds = k > 1``: every budget's base run and perturbations again, as *copies*
+  ``1 .. k-1``, each copy with its own seed (keys ``b{i}/s{c}/base``,
+  ``b{i}/s{c}/perturb/x{k}/{domain}``; copy 0 keeps the keys ``b{i}/base`` ... and the seed of
+  ``design_seeds=1``);
 - with ``verify``: after a budget's design completes, a *verify_optimum* run at its fitted
   optimum; at the held-out budget ``sqrt(N_min N_max)`` (only with two or more budgets) a
   *verify_uniform* run and, once every budget's design is complete, a *verify_predicted* run
   at the joint law's optimum, with the same seed as the uniform run.
 
-Every run of one budget's design shares one seed (common random numbers), so that differences
-between its runs cancel the seed's noise.
+Every run of one budget's design (one copy of it, with ``design_seeds``) shares one seed
+(common random numbers), so that differences between its runs cancel the seed's noise; the
+joint law fits one offset per such (budget, seed) group.
 
 A :class:`Ledger` reads the trials of a study (their ``autoscale:point`` system attrs and
 states) and assigns the next point. The assignment is a deterministic function of the trial
@@ -287,6 +292,15 @@ def _check_bounds(
     return out
 
 
+def _check_design_seeds(design_seeds: Any) -> int:
+    if isinstance(design_seeds, bool) or not isinstance(design_seeds, (int, np.integer)) or design_seeds < 1:
+        raise ValueError(
+            f"design_seeds must be an integer >= 1 (how many seeds each budget's whole design runs with; "
+            f"1 = one seed, the plain design), got {design_seeds!r}."
+        )
+    return int(design_seeds)
+
+
 class Design:
     """The full AutoScale design, from the sampler's constructor arguments alone.
 
@@ -299,6 +313,10 @@ class Design:
         replicates: Extra base runs per budget, each with its own seed.
         verify: Add the verification runs.
         seed: Base of every derived seed (``0`` when None, so that workers agree).
+        design_seeds: How many times each budget's base run and perturbations run, each copy
+            with its own seed (integer >= 1). Copy 0 is the design of ``design_seeds=1``
+            (same keys and seed); copies ``c >= 1`` have keys ``b{i}/s{c}/...`` and seed
+            :meth:`copy_seed`. Each copy is its own common-random-numbers group.
 
     Example:
         .. code-block:: python
@@ -307,6 +325,8 @@ class Design:
 
             design = Design(["web", "code"], [1e8, 4e8])
             assert len(design.points) == 2 * (1 + 2 * 2) + 1  # base + 2x2 perturbations, + uniform
+            twice = Design(["web", "code"], [1e8, 4e8], design_seeds=2)  # each budget's design, 2 seeds
+            assert len(twice.points) == 2 * 2 * (1 + 2 * 2) + 1
     """
 
     def __init__(
@@ -320,6 +340,7 @@ class Design:
         replicates: int = 0,
         verify: bool = True,
         seed: int | None = None,
+        design_seeds: int = 1,
     ) -> None:
         self.domains = validate_domains(domains)
         self.budgets = _check_budgets(budgets)
@@ -333,10 +354,12 @@ class Design:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed must be an integer or None, got {seed!r}.")
         self.seed = 0 if seed is None else int(seed)
+        self.design_seeds = _check_design_seeds(design_seeds)
         self.heldout: float | None = (
             math.sqrt(self.budgets[0] * self.budgets[-1]) if self.verify and len(self.budgets) >= 2 else None
         )
         self._check_feasible()
+        self._check_seeds()
         self.points: tuple[DesignPoint, ...] = self._static_points()
         self.dynamic_keys: tuple[str, ...] = self._dynamic_keys()
         self._by_key = {p.key: p for p in self.points}
@@ -368,10 +391,60 @@ class Design:
                     "Raise some upper bounds (e.g. allow more epochs) or lower the budget."
                 )
 
+    def _check_seeds(self) -> None:
+        """Every design group's seed differs from every other run seed of the design.
+
+        Copies (tag 3), replicates (tag 1) and budgets (tag 0) derive their seeds with distinct
+        tags, so a clash has probability ~1e-9; this makes it a guarantee (the joint law groups
+        runs by budget and seed, so a replicate sharing a copy's seed would join its group).
+        Checked only with copies, so that a design of ``design_seeds=1`` is exactly the one it was.
+        """
+        if self.design_seeds == 1:
+            return
+        seen: dict[int, str] = {}
+        n = len(self.budgets) + (1 if self.heldout is not None else 0)
+        runs = [(self.budget_seed(i), f"budget {i}") for i in range(n)]
+        runs += [
+            (self.copy_seed(i, c), f"budget {i} copy {c}")
+            for i in range(len(self.budgets))
+            for c in range(1, self.design_seeds)
+        ]
+        runs += [
+            (self.replicate_seed(i, r), f"budget {i} replicate {r}")
+            for i in range(len(self.budgets))
+            for r in range(1, self.replicates + 1)
+        ]
+        for s, what in runs:
+            if s in seen:
+                raise ValueError(
+                    f"The derived seeds of {seen[s]} and {what} coincide ({s}) for seed={self.seed}; "
+                    "use another seed."
+                )
+            seen[s] = what
+
     # ----------------------------------------------------------------------------- seeds
     def budget_seed(self, index: int) -> int:
-        """The seed shared by every run of budget ``index``'s design (``len(budgets)``: held out)."""
+        """The seed shared by every run of budget ``index``'s design (``len(budgets)``: held out).
+
+        With ``design_seeds > 1`` this is the seed of copy 0; see :meth:`copy_seed`.
+        """
         return derive_seed(self.seed, 0, index)
+
+    def copy_seed(self, index: int, copy: int) -> int:
+        """The seed of copy ``copy`` (0-based, ``< design_seeds``) of budget ``index``'s design.
+
+        Copy 0 has :meth:`budget_seed`; the others derive with their own tag, so they never
+        equal a replicate's or a filler's seed.
+        """
+        if not 0 <= copy < self.design_seeds:
+            raise ValueError(
+                f"copy must be in [0, {self.design_seeds}) (design_seeds={self.design_seeds}), got {copy!r}."
+            )
+        return self.budget_seed(index) if copy == 0 else derive_seed(self.seed, 3, index, copy)
+
+    def copy_seeds(self, index: int) -> tuple[int, ...]:
+        """The seeds of budget ``index``'s design copies, copy 0 first (one per CRN group)."""
+        return tuple(self.copy_seed(index, c) for c in range(self.design_seeds))
 
     def replicate_seed(self, index: int, replicate: int) -> int:
         """The seed of the ``replicate``-th extra base run (1-based) of budget ``index``."""
@@ -394,16 +467,19 @@ class Design:
     def _static_points(self) -> tuple[DesignPoint, ...]:
         pts: list[DesignPoint] = []
         for i, n in enumerate(self.budgets):
-            seed = self.budget_seed(i)
             base = self.base_allocation(i)
-            pts.append(DesignPoint(f"b{i}/base", "base", n, i, seed=seed, allocation=base))
-            for d in self.domains:
-                for k in self.multipliers:
-                    alloc = dict(base)
-                    alloc[d] = base[d] * k
-                    pts.append(
-                        DesignPoint(f"b{i}/perturb/x{k!r}/{d}", "perturb", n, i, d, k, seed, alloc)
-                    )
+            # Copy 0 first (the keys of design_seeds=1), then the other copies, then replicates.
+            for c in range(self.design_seeds):
+                seed = self.copy_seed(i, c)
+                prefix = f"b{i}" if c == 0 else f"b{i}/s{c}"
+                pts.append(DesignPoint(f"{prefix}/base", "base", n, i, seed=seed, allocation=dict(base)))
+                for d in self.domains:
+                    for k in self.multipliers:
+                        alloc = dict(base)
+                        alloc[d] = base[d] * k
+                        pts.append(
+                            DesignPoint(f"{prefix}/perturb/x{k!r}/{d}", "perturb", n, i, d, k, seed, alloc)
+                        )
             for r in range(1, self.replicates + 1):
                 pts.append(
                     DesignPoint(
@@ -437,7 +513,7 @@ class Design:
         return self._by_key.get(key)
 
     def budget_keys(self, index: int) -> tuple[str, ...]:
-        """Keys of budget ``index``'s design runs (base, perturbations, replicates)."""
+        """Keys of budget ``index``'s design runs (base, perturbations of every copy, replicates)."""
         return self._budget_keys[index]
 
     def dynamic_point(self, key: str, allocation: Mapping[str, float] | None) -> DesignPoint:
@@ -482,8 +558,12 @@ class Design:
 
     # ----------------------------------------------------------------------------- config
     def to_config(self) -> dict[str, Any]:
-        """JSON-ready constructor arguments (stored in the study system attr :data:`CONFIG_ATTR`)."""
-        return {
+        """JSON-ready constructor arguments (stored in the study system attr :data:`CONFIG_ATTR`).
+
+        ``design_seeds`` appears only when it is not 1, so a design of ``design_seeds=1`` has the
+        config (and equality, hash) it had before the option existed.
+        """
+        out: dict[str, Any] = {
             "domains": list(self.domains),
             "budgets": list(self.budgets),
             "base": dict(self.base),
@@ -493,10 +573,14 @@ class Design:
             "verify": self.verify,
             "seed": self.seed,
         }
+        if self.design_seeds != 1:
+            out["design_seeds"] = self.design_seeds
+        return out
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Design:
-        """Inverse of :meth:`to_config`."""
+        """Inverse of :meth:`to_config` (a config without ``design_seeds``, as stored before the
+        option existed, has ``design_seeds=1``)."""
         return cls(
             config["domains"],
             config["budgets"],
@@ -506,6 +590,7 @@ class Design:
             replicates=int(config.get("replicates", 0)),
             verify=bool(config.get("verify", True)),
             seed=config.get("seed"),
+            design_seeds=config.get("design_seeds", 1),
         )
 
     def __eq__(self, other: object) -> bool:
