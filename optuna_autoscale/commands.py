@@ -201,6 +201,7 @@ def build_sampler(cfg: RunConfig, domains: Sequence[str], *, unique_tokens: Mapp
         multipliers=tuple(cfg.design.multipliers),
         bounds=_bounds(cfg, unique_tokens),
         replicates=cfg.design.replicates,
+        design_seeds=cfg.design.design_seeds,
         verify=cfg.design.verify,
         seed=cfg.design.seed,
     )

@@ -270,6 +270,9 @@ class DesignConfig:
         multipliers: Per-domain token multipliers of the perturbation runs (paper: 0.2 and 3).
         base: Optional base shares ``{domain = share}``; default uniform.
         replicates: Extra base runs with other seeds per budget (noise estimate).
+        design_seeds: How many seeds each budget's whole design (base run and perturbations)
+            runs with, an integer >= 1 (default 1); ``k`` costs ``k`` times the design runs and
+            gives the joint law one offset per (budget, seed).
         verify: After the design, run the fitted optima and a held-out-budget check.
         seed: Seed of the design (the seeds of the budgets' runs derive from it).
         bounds: Optional per-domain ``[lower, upper]`` tokens, e.g. ``{code = [0, 5e6]}``.
@@ -281,6 +284,7 @@ class DesignConfig:
     multipliers: list[float] = dataclasses.field(default_factory=lambda: [0.2, 3.0], metadata=_doc("token multipliers"))
     base: dict[str, float] | None = dataclasses.field(default=None, metadata=_doc("base shares"))
     replicates: int = dataclasses.field(default=0, metadata=_doc("extra base runs per budget"))
+    design_seeds: int = dataclasses.field(default=1, metadata=_doc("seeds per budget's whole design"))
     verify: bool = dataclasses.field(default=True, metadata=_doc("run verification trials"))
     seed: int | None = dataclasses.field(default=0, metadata=_doc("design seed"))
     bounds: dict[str, list[float]] = dataclasses.field(default_factory=dict, metadata=_doc("token bounds"))
@@ -305,6 +309,7 @@ class DesignConfig:
                 raise ConfigError(f"{s}.base", f"must be a table {{domain = share}}, got {self.base!r}")
             self.base = {str(k): _number(f"{s}.base.{k}", v, positive=True) for k, v in self.base.items()}
         self.replicates = _integer(f"{s}.replicates", self.replicates, minimum=0)  # type: ignore[assignment]
+        self.design_seeds = _integer(f"{s}.design_seeds", self.design_seeds, minimum=1)  # type: ignore[assignment]
         self.verify = _bool(f"{s}.verify", self.verify)
         self.seed = _integer(f"{s}.seed", self.seed, minimum=0, allow_none=True)
         if not isinstance(self.bounds, Mapping):
@@ -676,6 +681,10 @@ class RunConfig:
             "domains": [_plain(d) for d in self.domains],
             "proxy": dict(self.proxy),
         }
+        if out["design"].get("design_seeds") == 1:
+            # Left out at its default, so that a study stored before the option existed still
+            # has the same [design] (open_study refuses a study started with another one).
+            del out["design"]["design_seeds"]
         if self.simulate is not None:
             out["simulate"] = _plain(self.simulate)
         return out
