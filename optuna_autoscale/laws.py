@@ -578,13 +578,20 @@ class _MapProblem:
         _, j = self.model.f_and_jac(theta, self.u)
         return np.vstack([_center(j, self.gidx, self.ng), np.diag(self.sigma * np.sqrt(self.prec))])
 
-    def solve(self, start: np.ndarray, nfev: int) -> Any:
+    def solve(self, start: np.ndarray, nfev: int, *, coarse: bool = False) -> Any:
+        """Bounded trust-region least squares from ``start``.
+
+        ``coarse`` stops at relative cost changes of 1e-9 instead of 1e-12: for a first pass
+        whose optimum only seeds a refit (which converges tightly), it saves the last creeping
+        steps.
+        """
+        tol = (1e-7, 1e-9, 1e-9) if coarse else (1e-10, 1e-12, 1e-12)
         with np.errstate(all="ignore"):
             return least_squares(self.resid, start, jac=self.jac, bounds=(self.lo, self.hi), method="trf",
-                                 xtol=1e-10, ftol=1e-12, gtol=1e-12, max_nfev=nfev)
+                                 xtol=tol[0], ftol=tol[1], gtol=tol[2], max_nfev=nfev)
 
-    def polish(self, theta: np.ndarray, noise: float | None, dof: int, rounds: int) -> np.ndarray:
-        """Re-estimate ``sigma`` (or take the known ``noise``) and refit, ``rounds`` times."""
+    def polish(self, theta: np.ndarray, noise: float | None, dof: int, rounds: int, *, coarse: bool = False) -> np.ndarray:
+        """Re-estimate ``sigma`` (or take the known ``noise``) and refit, ``rounds`` times (``coarse``: see :meth:`solve`)."""
         for _ in range(rounds):
             f0, _ = self.model.f_and_jac(theta, self.u)
             r0 = _center(f0 - self.y, self.gidx, self.ng)
@@ -592,7 +599,7 @@ class _MapProblem:
                 self.sigma = max(float(noise), 1e-12 * self.ysd)
             else:
                 self.sigma = max(math.sqrt(float(r0 @ r0) / max(dof, 1)), 1e-9 * self.ysd)
-            theta = self.solve(theta, 200).x
+            theta = self.solve(theta, 200, coarse=coarse).x
         return theta
 
     def noise_sd(self, a_mat: np.ndarray, rss: float, noise: float | None, dof: int) -> float | None:

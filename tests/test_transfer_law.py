@@ -174,6 +174,30 @@ def test_pooled_exponents_pull_an_outlying_domain_toward_the_others() -> None:
         fit_transfer(obs, pool_offsets="yes")
 
 
+def test_long_fits_show_progress_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+
+    from optuna_autoscale import transfer as transfer_module
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    obs = _design(transfer(3, seed=0), snr=6.0)
+    monkeypatch.setattr(transfer_module, "PROGRESS_DELAY", 0.0)
+    for pool, fits in ((None, 6), ("auto", 12)):  # 3 domains x 2 forms, twice when pooled
+        term = Terminal()
+        monkeypatch.setattr(sys, "stderr", term)
+        fit_transfer(obs, forms="auto", pool_exponents=pool)
+        assert f" 0/{fits} " in term.getvalue() and "fitting the transfer law (3 domains, 14 runs)" in term.getvalue()
+    # Not a terminal (logs, CI): silent.
+    quiet = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", quiet)
+    fit_transfer(obs, forms="auto", pool_exponents="auto")
+    assert quiet.getvalue() == ""
+
+
 def test_pooled_prior() -> None:
     from optuna_autoscale.laws import _pooled_prior
     from optuna_autoscale.laws import POOL_SD_FLOOR
