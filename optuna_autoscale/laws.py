@@ -258,7 +258,6 @@ class DDOFit:
     def optimal_allocation(
         self,
         total: float | None = None,
-        *,
         lower: float | Mapping[str, float] | None = None,
         upper: float | Mapping[str, float] | None = None,
     ) -> dict[str, float]:
@@ -858,9 +857,9 @@ class SeparableLaw(_RobustAllocator):
     def optimal_allocation(
         self,
         total: float,
-        *,
         lower: float | Mapping[str, float] | None = None,
         upper: float | Mapping[str, float] | None = None,
+        *,
         robust: bool = True,
         anchor: Mapping[str, float] | None = None,
         risk: float | None = None,

@@ -567,9 +567,9 @@ class TransferLaw(_RobustAllocator):
     def optimal_allocation(
         self,
         total: float,
-        *,
         lower: float | Mapping[str, float] | None = None,
         upper: float | Mapping[str, float] | None = None,
+        *,
         robust: bool = True,
         anchor: Mapping[str, float] | None = None,
         risk: float | None = None,

@@ -212,6 +212,12 @@ def test_joint_law_recovers_noiseless_optimum_at_10x() -> None:
     assert sum(robust.values()) == pytest.approx(target)
     gain_r = (_true_loss(uni) - _true_loss(robust)) / (_true_loss(uni) - _true_loss(dict(zip(doms, opt))))
     assert gain_r > 0.98
+    # optimal_allocation(total, lower=None, upper=None): the bounds may be passed by position.
+    lower = {d: 0.2 * target / len(doms) for d in doms}
+    upper = {d: 0.3 * target for d in doms}
+    by_position = law.optimal_allocation(target, lower, upper)
+    assert by_position == law.optimal_allocation(target, lower=lower, upper=upper)
+    assert all(lower[d] * (1 - 1e-9) <= by_position[d] <= upper[d] * (1 + 1e-9) for d in doms)
     # predictions of differences, within and beyond the data
     a1, a2 = dict(zip(doms, opt)), uni
     assert law.predict(a1) - law.predict(a2) == pytest.approx(_true_loss(a1) - _true_loss(a2), rel=0.05)
