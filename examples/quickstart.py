@@ -9,9 +9,10 @@ SQLite file, and stops the study when its design and verification runs are compl
 - the extrapolated mixture for 4e9 and 4e10 tokens by the joint law (default) and by the
   paper's rule, with the true loss of each (the simulator knows it) against uniform and the
   oracle;
-- the verification table: predicted against observed loss gains over uniform.
+- the verification table: predicted against observed loss, absolute and as the gain over uniform.
 
-Run:  python examples/quickstart.py [--db PATH] [--n-jobs N]   (or `make demo`)
+Run:  python examples/quickstart.py [--db PATH] [--n-jobs N]   (or `make quickstart`; `make demo`
+is the real-text demo with GPT-2 proxies)
 """
 
 from __future__ import annotations
@@ -83,13 +84,18 @@ def main() -> None:
             print()
 
         print("Verification (same seed as the reference run; gain = reference loss - run loss)")
-        print(f"{'check':<18}{'budget':>9}{'reference':>11}{'observed':>10}{'obs gain':>10}{'pred gain':>10}")
+        print(f"{'check':<18}{'budget':>9}{'reference':>11}{'predicted':>11}{'observed':>10}"
+              f"{'pred gain':>11}{'obs gain':>10}")
+
+        def fmt(v: float | None, width: int) -> str:
+            return f"{'n/a' if v is None else format(v, '.4f'):>{width}}"
+
         for row in result.verification():
-            pred = row["predicted_gain"]
             print(
-                f"{row['check']:<18}{row['budget']:>9.2g}{row['reference']:>11}{row['observed']:>10.4f}"
-                f"{row['observed_gain']:>10.4f}{'n/a' if pred is None else format(pred, '.4f'):>10}"
+                f"{row['check']:<18}{row['budget']:>9.2g}{row['reference']:>11}{fmt(row['predicted'], 11)}"
+                f"{row['observed']:>10.4f}{fmt(row['predicted_gain'], 11)}{row['observed_gain']:>10.4f}"
             )
+        print("(predicted loss at the held-out budget: up to the law's per-budget offset; compare the gains)")
         src = result.noise_source or "none available"
         noise = "n/a" if result.noise is None else f"{result.noise:.4f}"
         print(f"\nnoise estimate (sd of the loss): {noise} ({src})")
