@@ -96,6 +96,8 @@ def main() -> None:
                 f"{row['observed']:>10.4f}{fmt(row['predicted_gain'], 11)}{row['observed_gain']:>10.4f}"
             )
         print("(predicted loss at the held-out budget: up to the law's per-budget offset; compare the gains)")
+        for row in result.verification():
+            print(f"  {row['check']} at {row['budget']:.2g}: {row['verdict']}")
         src = result.noise_source or "none available"
         noise = "n/a" if result.noise is None else f"{result.noise:.4f}"
         print(f"\nnoise estimate (sd of the loss): {noise} ({src})")

@@ -271,6 +271,32 @@ def verification_allocation(
 
 
 # --------------------------------------------------------------------------------- result
+def verification_verdict(predicted_gain: float, observed_gain: float, noise: float | None) -> str:
+    """What one verification pair (a run and its reference, one seed each) can say about a predicted gain.
+
+    A gain is the difference of two runs, so its noise sd is about ``sqrt(2) * noise``; two of those
+    (``2.8 * noise``) is the band inside which a single pair cannot tell a gain from zero or from
+    the prediction.
+
+    Args:
+        predicted_gain: The law's predicted gain of the run over its reference (loss units).
+        observed_gain: The observed gain (reference loss minus run loss).
+        noise: The seed noise sd of one run (e.g. :attr:`AutoScaleResult.noise`), ``None`` if unknown.
+
+    Returns:
+        One sentence: cannot judge, agrees, or misses the prediction (distrust the fit).
+    """
+    if noise is None or not math.isfinite(noise) or noise <= 0:
+        return "no noise estimate: cannot judge"
+    band = 2.0 * math.sqrt(2.0) * noise
+    if abs(predicted_gain) < band:
+        return (f"predicted gain within the noise of one pair of runs (+-{band:.3f}): "
+                "this check can neither confirm nor refute it")
+    if abs(observed_gain - predicted_gain) <= band:
+        return f"observed gain agrees with the prediction (within +-{band:.3f})"
+    return f"observed gain misses the prediction by more than the noise (+-{band:.3f}): distrust the fit"
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, Mapping):
         return {str(k): _jsonable(v) for k, v in obj.items()}
@@ -507,8 +533,10 @@ class AutoScaleResult:
         (``"uniform"``, or ``"base"`` for a non-uniform base), ``weights``, ``observed`` /
         ``observed_reference`` (losses of the run and of the same-seed reference run),
         ``observed_gain`` (reference minus run), ``predicted`` / ``predicted_reference`` (joint
-        law; at the held-out budget up to the law's offset), ``predicted_gain``, and
-        ``trials`` (numbers of the run and of the reference).
+        law; at the held-out budget up to the law's offset), ``predicted_gain``,
+        ``verdict`` (:func:`verification_verdict` with :attr:`noise`: whether this one pair of runs
+        confirms, refutes or cannot judge the predicted gain) and ``trials`` (numbers of the run and
+        of the reference).
         """
         d = self.design
         led = self._ledger
@@ -523,6 +551,7 @@ class AutoScaleResult:
             obs_ref = float(np.mean([v for _, v in led.done[ref_key]]))
             pred = self._predict(pt.allocation or {}, group)
             pred_ref = self._predict(ref.allocation or {}, group)
+            pred_gain = None if pred is None or pred_ref is None else pred_ref - pred
             rows.append(
                 {
                     "check": check,
@@ -534,7 +563,11 @@ class AutoScaleResult:
                     "observed_gain": obs_ref - obs,
                     "predicted": pred,
                     "predicted_reference": pred_ref,
-                    "predicted_gain": None if pred is None or pred_ref is None else pred_ref - pred,
+                    "predicted_gain": pred_gain,
+                    "verdict": (
+                        "no prediction" if pred_gain is None
+                        else verification_verdict(pred_gain, obs_ref - obs, self.noise)
+                    ),
                     "trials": [led.done[key][0][0], led.done[ref_key][0][0]],
                 }
             )

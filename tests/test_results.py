@@ -57,6 +57,18 @@ def test_fits_optima_and_joint_extrapolation(noiseless) -> None:  # type: ignore
     assert paper.tokens == pytest.approx(target) and set(paper.weights) == set(land.domains)
 
 
+def test_verification_verdict() -> None:
+    from optuna_autoscale.results import verification_verdict
+
+    assert "cannot judge" in verification_verdict(0.1, 0.1, None)
+    assert "cannot judge" in verification_verdict(0.1, 0.1, 0.0)
+    # band = 2 sqrt(2) * 0.01 = 0.028
+    assert "neither confirm nor refute" in verification_verdict(0.02, -0.05, 0.01)
+    assert "agrees" in verification_verdict(0.10, 0.08, 0.01)
+    assert "distrust the fit" in verification_verdict(0.10, 0.0, 0.01)
+    assert "distrust the fit" in verification_verdict(-0.10, 0.0, 0.01)
+
+
 def test_verification_table_predicts_observed_gains(noiseless) -> None:  # type: ignore[no-untyped-def]
     land, study, result = noiseless
     rows = result.verification()
@@ -68,6 +80,7 @@ def test_verification_table_predicts_observed_gains(noiseless) -> None:  # type:
         assert r["predicted_gain"] == pytest.approx(r["observed_gain"], rel=0.05, abs=1e-5)
         assert r["observed_gain"] > 0  # the optimum beats uniform, same seed
         assert sum(r["weights"].values()) == pytest.approx(1.0)
+        assert isinstance(r["verdict"], str) and r["verdict"]
     # The held-out run is the joint law's optimum at 2e8.
     t = study.trials[rows[-1]["trials"][0]]
     assert t.user_attrs["autoscale_role"] == "verify_predicted"
