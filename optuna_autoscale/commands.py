@@ -542,7 +542,7 @@ def format_mixtures(
         rows.append(["(tokens)"] + [float(mixtures[k].tokens) for k in labels])
         return _table(["domain"] + labels, rows)
     if fmt in ("json", "yaml"):
-        data: dict[str, Any] = {k: {"tokens": m.tokens, "weights": dict(m.weights), "allocation": m.allocation, "seed": m.seed}
+        data: dict[str, Any] = {k: {"tokens": m.tokens, "weights": dict(m.weights), "allocation": dict(m.allocation), "seed": m.seed}
                                 for k, m in mixtures.items()}
         if extra:
             data.update(extra)

@@ -89,7 +89,8 @@ def params_to_weights(u: Sequence[float]) -> np.ndarray:
             f"Mixture parameters must be finite numbers in [0, 1], got {arr.tolist()!r}. "
             "Use enqueue_mixture() to enqueue a mixture by its weights."
         )
-    x = -np.log(np.clip(arr, np.finfo(float).tiny, 1.0))
+    # ``+ 0.0`` turns the ``-0.0`` that ``-log(1)`` gives (an enqueued zero weight) into 0.0.
+    x = -np.log(np.clip(arr, np.finfo(float).tiny, 1.0)) + 0.0
     total = x.sum()
     if total <= 0.0:
         return np.full(len(arr), 1.0 / len(arr))
@@ -100,6 +101,62 @@ def weights_to_params(weights: Sequence[float]) -> np.ndarray:
     """Inverse of :func:`params_to_weights`: ``u_i = exp(-w_i)`` (weights already normalised)."""
     w = np.asarray(weights, dtype=float)
     return np.exp(-w)
+
+
+class ReadOnlyDict(dict[str, float]):
+    """A read-only ``dict``: the weights and allocation of a :class:`Mixture`.
+
+    It is a ``dict`` subclass so that everything that takes a mixture's mapping keeps working
+    unchanged: ``json.dumps``, Optuna user attrs, ``dataclasses.asdict``, ``dict(...)``, equality
+    with plain dicts, pickling and ``copy``. Every mutating method raises ``TypeError``; it is
+    hashable (by its items, order-independent, consistent with ``dict`` equality). ``copy()``
+    and ``dict(m)`` give an ordinary, mutable ``dict``.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> ReadOnlyDict:
+        self = super().__new__(cls)
+        dict.update(self, *args, **kwargs)
+        return self
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # filled in __new__; re-init is a no-op
+        pass
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            "A Mixture's weights and allocation are read-only; build a new Mixture instead "
+            "(e.g. Mixture.normalised(new_weights, tokens) or dict(mixture.weights) for a mutable copy)."
+        )
+
+    __setitem__ = _read_only
+    __delitem__ = _read_only
+    __ior__ = _read_only
+    clear = _read_only
+    pop = _read_only
+    popitem = _read_only
+    setdefault = _read_only
+    update = _read_only
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(frozenset(self.items()))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (dict(self),))
+
+    def __copy__(self) -> ReadOnlyDict:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ReadOnlyDict:
+        return self
+
+    def copy(self) -> dict[str, float]:  # type: ignore[override]
+        """A mutable ``dict`` copy."""
+        return dict(self)
+
+    @classmethod
+    def fromkeys(cls, iterable: Iterable[Any], value: Any = None) -> ReadOnlyDict:  # type: ignore[override]
+        return cls(dict.fromkeys(iterable, value))
 
 
 def _check_tokens(tokens: float, what: str = "tokens") -> float:
@@ -116,8 +173,13 @@ def _check_tokens(tokens: float, what: str = "tokens") -> float:
 class Mixture:
     """A data mixture: per-domain weights and a total training budget in tokens.
 
+    Mixtures are immutable and hashable: ``weights`` and ``allocation`` are read-only mappings
+    (:class:`ReadOnlyDict`, a ``dict`` subclass whose mutating methods raise ``TypeError``), so
+    equal mixtures hash equal and a mixture can be a dict key or set member.
+
     Attributes:
-        weights: Domain -> share of the training tokens. Non-negative, finite, summing to 1.
+        weights: Domain -> share of the training tokens. Non-negative, finite, summing to 1
+            (renormalised on construction; a ``-0.0`` is stored as ``0.0``).
         tokens: Total training tokens.
         seed: The seed the objective should use for model init and data order. Runs sharing a
             seed share their seed noise (common random numbers).
@@ -147,7 +209,8 @@ class Mixture:
                 f"Mixture weights must sum to 1, got {total!r}. Use Mixture.normalised(...) or "
                 "Mixture.from_allocation(...) to build one from unnormalised values."
             )
-        object.__setattr__(self, "weights", {k: v / total for k, v in w.items()})
+        # ``+ 0.0`` maps -0.0 to 0.0 so that a zero weight is stored (and exported) as 0.0.
+        object.__setattr__(self, "weights", ReadOnlyDict({k: v / total + 0.0 for k, v in w.items()}))
         object.__setattr__(self, "tokens", _check_tokens(self.tokens))
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
             raise ValueError(f"Mixture seed must be an integer, got {self.seed!r}.")
@@ -159,9 +222,9 @@ class Mixture:
         return tuple(self.weights)
 
     @property
-    def allocation(self) -> dict[str, float]:
-        """Domain -> training tokens (``weight * tokens``)."""
-        return {d: w * self.tokens for d, w in self.weights.items()}
+    def allocation(self) -> Mapping[str, float]:
+        """Domain -> training tokens (``weight * tokens``), read-only (``dict(...)`` to copy)."""
+        return ReadOnlyDict({d: w * self.tokens for d, w in self.weights.items()})
 
     @classmethod
     def normalised(cls, weights: Mapping[str, float], tokens: float, seed: int = DEFAULT_SEED) -> Mixture:
@@ -197,7 +260,7 @@ class Mixture:
             "weights": dict(self.weights),
             "tokens": self.tokens,
             "seed": self.seed,
-            "allocation": self.allocation,
+            "allocation": dict(self.allocation),
         }
 
     @classmethod
