@@ -34,8 +34,10 @@ Each method proposes an allocation for the target, scored by the true (noiseless
 - ``oracle transfer (reference)``: the *true* 4e8 optimum reused (the best any transfer can do);
 - design options, all with the robust joint *separable* law: ``+ shared gamma``, ``+ multipliers 0.5, 2``
   (4 per domain), ``+ replicated design`` (each budget's design run with 2 seeds),
-  ``+ third budget 2e8``; and two of them with the default per-domain law (``default + ...``, forms as
-  :data:`TRANSFER_FORMS`, pooling as :data:`TRANSFER_POOL`);
+  ``+ third budget 2e8``; and with the default per-domain law (``default + ...``, forms as
+  :data:`TRANSFER_FORMS`, pooling as :data:`TRANSFER_POOL`): ``+ multipliers 0.5, 2``,
+  ``+ replicated design`` (the sampler's ``design_seeds=2``), ``+ third budget 2e8``, and
+  ``+ replicated design, multipliers 0.5, 2`` (4x the runs of the paper's design);
 - posterior-draw rules on the ``form by CV`` law (the default before pooling; :func:`posterior_allocation`,
   not adopted; see RESULTS.md):
   ``default law, posterior expected loss`` = the allocation on the whole simplex minimising the mean,
@@ -109,6 +111,8 @@ ROWS = (
     "joint + third budget 2e8",
     "default + multipliers 0.5, 2",
     "default + replicated design",
+    "default + third budget 2e8",
+    "default + replicated design, multipliers 0.5, 2",
     "default law, posterior expected loss",
     "default law, posterior mean + 0.5 sd (line)",
     "default + pooled exponents (auto)",
@@ -471,6 +475,15 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
         ),
         "default + replicated design": lambda: per_domain(
             base_obs + [o for j, b in enumerate(BUDGETS) for o in design_runs(land, b, snr, run_seed + 100 + j)],
+            forms=TRANSFER_FORMS,
+            pool_exponents=TRANSFER_POOL,
+        ),
+        "default + third budget 2e8": lambda: per_domain(
+            base_obs + design_runs(land, THIRD, snr, run_seed + 50), forms=TRANSFER_FORMS, pool_exponents=TRANSFER_POOL
+        ),
+        "default + replicated design, multipliers 0.5, 2": lambda: per_domain(
+            [o for j, b in enumerate(BUDGETS) for o in design_runs(land, b, snr, run_seed + j, (0.2, 0.5, 2.0, 3.0))]
+            + [o for j, b in enumerate(BUDGETS) for o in design_runs(land, b, snr, run_seed + 100 + j, (0.2, 0.5, 2.0, 3.0))],
             forms=TRANSFER_FORMS,
             pool_exponents=TRANSFER_POOL,
         ),
