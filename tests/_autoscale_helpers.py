@@ -6,6 +6,7 @@ read it (figures, dashboard, CLI output).
 """
 from __future__ import annotations
 
+import datetime
 import os
 from pathlib import Path
 import subprocess
@@ -13,7 +14,11 @@ import sys
 import uuid
 
 import optuna
+from optuna.trial import TrialState
 import pytest
+
+from optuna_autoscale.design import DesignPoint
+from optuna_autoscale.design import POINT_ATTR
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,6 +26,30 @@ DOMAINS = ("web", "code", "books")
 BUDGETS = (1e8, 4e8)
 POSTGRES_URL = os.environ.get("AUTOSCALE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("AUTOSCALE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def frozen_trial(
+    number: int, state: TrialState, point: DesignPoint | None, value: float | None = 1.0, **kw: object
+) -> optuna.trial.FrozenTrial:
+    """A finished or running trial carrying design point ``point`` (``None``: no point), for ledger tests.
+
+    ``start=`` sets its start time, ``sys=`` adds system attrs.
+    """
+    now = datetime.datetime.now()
+    return optuna.trial.FrozenTrial(
+        number=number,
+        state=state,
+        value=value if state == TrialState.COMPLETE else None,
+        values=None,
+        datetime_start=kw.get("start", now),  # type: ignore[arg-type]
+        datetime_complete=now if state.is_finished() else None,
+        params={},
+        distributions={},
+        user_attrs={},
+        system_attrs={} if point is None else {POINT_ATTR: point.to_json(), **kw.get("sys", {})},  # type: ignore[dict-item]
+        intermediate_values={},
+        trial_id=number,
+    )
 
 
 def unique_name(prefix: str = "t") -> str:

@@ -11,6 +11,7 @@ import optuna
 from optuna.trial import TrialState
 import pytest
 
+from _autoscale_helpers import frozen_trial as _trial
 from optuna_autoscale.design import Design
 from optuna_autoscale.design import DesignPoint
 from optuna_autoscale.design import derive_seed
@@ -146,22 +147,6 @@ def test_bounds_checked_at_heldout_budget() -> None:
 
 
 # ------------------------------------------------------------------------------------ ledger
-def _trial(number: int, state: TrialState, point: DesignPoint | None, value: float | None = 1.0, **kw) -> optuna.trial.FrozenTrial:
-    now = datetime.datetime.now()
-    return optuna.trial.FrozenTrial(
-        number=number,
-        state=state,
-        value=value if state == TrialState.COMPLETE else None,
-        values=None,
-        datetime_start=kw.get("start", now),
-        datetime_complete=now if state.is_finished() else None,
-        params={},
-        distributions={},
-        user_attrs={},
-        system_attrs={} if point is None else {POINT_ATTR: point.to_json(), **kw.get("sys", {})},
-        intermediate_values={},
-        trial_id=number,
-    )
 
 
 def test_ledger_claims_fail_waiting_and_unattributed() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-import datetime
 import json
 import math
 
@@ -12,6 +11,7 @@ import optuna
 from optuna.trial import TrialState
 import pytest
 
+from _autoscale_helpers import frozen_trial as _trial
 from optuna_autoscale import AutoScaleResult
 from optuna_autoscale import AutoScaleSampler
 from optuna_autoscale.commands import build_sampler
@@ -47,22 +47,6 @@ domains = ["a", "b", "c"]
 """
 
 
-def _trial(number: int, state: TrialState, point: DesignPoint, value: float = 1.0) -> optuna.trial.FrozenTrial:
-    now = datetime.datetime.now()
-    return optuna.trial.FrozenTrial(
-        number=number,
-        state=state,
-        value=value if state == TrialState.COMPLETE else None,
-        values=None,
-        datetime_start=now,
-        datetime_complete=now if state.is_finished() else None,
-        params={},
-        distributions={},
-        user_attrs={},
-        system_attrs={POINT_ATTR: point.to_json()},
-        intermediate_values={},
-        trial_id=number,
-    )
 
 
 def _keys(study: optuna.Study) -> Counter[str]:
