@@ -22,8 +22,10 @@ from optuna_autoscale.mixture import validate_domains
 if TYPE_CHECKING:
     import optuna
 
+    from optuna_autoscale.mixture import Mixture
     from optuna_autoscale.proxy.train import CorpusLike
     from optuna_autoscale.proxy.train import ProxyConfig
+    from optuna_autoscale.proxy.train import ProxyResult
 
 
 _logger = logging.getLogger(__name__)
@@ -42,7 +44,7 @@ def make_objective(
     domains: Sequence[str] | None = None,
     tokens: float | None = None,
     progress: bool = False,
-) -> Callable[[optuna.Trial], float]:
+) -> ProxyObjective:
     """An objective for ``study.optimize`` that trains a proxy on each trial's mixture.
 
     Each trial calls :func:`~optuna_autoscale.suggest_mixture` (under
@@ -50,7 +52,8 @@ def make_objective(
     trains with :func:`~optuna_autoscale.proxy.train_proxy` and stores numeric user attrs:
     ``loss_<d>`` and ``ppl_<d>`` per evaluated domain, ``mean_loss``, ``mean_ppl``,
     ``tokens_seen``, ``tokens_per_second``, ``train_seconds``, ``steps``, ``n_params`` and
-    ``epochs_<d>`` per trained domain. A non-finite result is logged, recorded in the user attr
+    ``epochs_<d>`` per trained domain, and ``world_size`` (the processes that trained the
+    proxy together under ``torchrun``; 1 otherwise). A non-finite result is logged, recorded in the user attr
     ``fail_reason`` and returned as NaN, so Optuna marks the trial FAIL and the study goes on.
 
     Args:
@@ -69,7 +72,9 @@ def make_objective(
         progress: Show a progress bar per trial.
 
     Returns:
-        ``objective(trial) -> float``.
+        A :class:`ProxyObjective`: ``objective(trial) -> float``. Under ``torchrun`` run it with
+        :func:`optuna_autoscale.proxy.distributed.optimize` on every rank: rank 0 runs the study
+        and shares each trial's mixture, the other ranks train it with rank 0 (DDP).
 
     Raises:
         ValueError: for an unknown metric, bad target weights, or domains not in the corpus.
@@ -110,11 +115,62 @@ def make_objective(
         if extra:
             config = dataclasses.replace(config, eval_domains=evaluated + extra)
 
-    def objective(trial: optuna.Trial) -> float:
+    return ProxyObjective(corpus, config, score, doms, tokens=tokens, progress=progress)
+
+
+class ProxyObjective:
+    """The objective :func:`make_objective` returns: ``objective(trial) -> float``.
+
+    Attributes:
+        corpus: The tokenised corpus.
+        config: The :class:`~optuna_autoscale.proxy.ProxyConfig` every trial trains with.
+        domains: The mixture's domains.
+        tokens: The fixed budget (samplers other than AutoScaleSampler), or None.
+        progress: The progress-bar setting passed to ``train_proxy``.
+    """
+
+    def __init__(
+        self,
+        corpus: CorpusLike,
+        config: ProxyConfig,
+        score: Callable[[Mapping[str, float]], float],
+        domains: tuple[str, ...],
+        *,
+        tokens: float | None,
+        progress: bool,
+    ) -> None:
+        self.corpus = corpus
+        self.config = config
+        self.score = score
+        self.domains = domains
+        self.tokens = tokens
+        self.progress = progress
+
+    def train(self, mixture: Mixture, trial: optuna.Trial | None = None) -> ProxyResult:
+        """Train one proxy on ``mixture`` (what every rank does for a trial)."""
         from optuna_autoscale.proxy.train import train_proxy
 
-        mixture = suggest_mixture(trial, doms, tokens=tokens)
-        result = train_proxy(corpus, mixture, config, trial=trial, progress=progress, metric=score)
+        return train_proxy(self.corpus, mixture, self.config, trial=trial, progress=self.progress, metric=self.score)
+
+    def follow(self) -> int:
+        """Ranks > 0 under ``torchrun``: train each mixture rank 0's trials send, until it stops.
+
+        Returns the number of mixtures trained. See :mod:`optuna_autoscale.proxy.distributed`.
+        """
+        from optuna_autoscale.proxy import distributed
+
+        distributed.init(self.config.device)
+        return distributed.follow(self.train)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        from optuna_autoscale.proxy import distributed
+
+        mixture = suggest_mixture(trial, self.domains, tokens=self.tokens)
+        world = distributed.world_size()
+        if world > 1:
+            distributed.init(self.config.device)
+            distributed.share_mixture(mixture)  # the other ranks train the same mixture with us
+        result = self.train(mixture, trial)
         for d, loss in result.losses.items():
             trial.set_user_attr(f"{LOSS_PREFIX}{d}", _finite_or_none(loss))
         for d, ppl in result.perplexities.items():
@@ -127,18 +183,17 @@ def make_objective(
         trial.set_user_attr("tokens_seen", int(result.tokens_seen))
         trial.set_user_attr("steps", int(result.steps))
         trial.set_user_attr("n_params", int(result.n_params))
-        value = float(score(result.losses))
+        trial.set_user_attr("world_size", int(world))
+        value = float(self.score(result.losses))
         if not math.isfinite(value):
             reason = (
                 f"The proxy's validation metric is {value} (losses {result.losses}); the run diverged. "
-                f"Lower the learning rate (peak {config.peak_lr:g}) or check the data."
+                f"Lower the learning rate (peak {self.config.peak_lr:g}) or check the data."
             )
             _logger.warning("Trial %d: %s", trial.number, reason)
             trial.set_user_attr("fail_reason", reason)
             return float("nan")  # Optuna marks the trial FAIL and goes on
         return value
-
-    return objective
 
 
 def _make_score(
