@@ -406,6 +406,14 @@ class DomainConfig:
         split: The dataset split.
         subset: The dataset's configuration name.
         data_files: Data files or glob patterns passed to ``datasets.load_dataset``.
+        revision: Hub datasets: the revision (commit, tag or branch) to pin.
+        domain_field: One dataset holding several domains: the column (dotted for nested, e.g.
+            ``"meta.redpajama_set_name"``) whose value says which domain a row belongs to. Give
+            ``domain_value`` with it; rows with another value are skipped.
+        domain_value: The value of ``domain_field`` that selects this domain's rows (a string,
+            integer, float or boolean, e.g. ``"RedPajamaGithub"``).
+        streaming: Stream the dataset instead of downloading or converting it whole; default
+            (omitted): stream hub datasets, convert local files.
         max_docs: Keep at most this many documents of this domain.
         sample_by: Plain-text files: ``"paragraph"``, ``"line"`` or ``"document"``.
         data_path: The Megatron ``--data-path`` prefix of this domain, for
@@ -418,6 +426,10 @@ class DomainConfig:
     split: str = dataclasses.field(default="train", metadata=_doc("dataset split"))
     subset: str | None = dataclasses.field(default=None, metadata=_doc("dataset configuration"))
     data_files: list[str] | None = dataclasses.field(default=None, metadata=_doc("data files / globs"))
+    revision: str | None = dataclasses.field(default=None, metadata=_doc("hub revision to pin"))
+    domain_field: str | None = dataclasses.field(default=None, metadata=_doc("column naming each row's domain"))
+    domain_value: Any = dataclasses.field(default=None, metadata=_doc("domain_field value of this domain"))
+    streaming: bool | None = dataclasses.field(default=None, metadata=_doc("stream the dataset"))
     max_docs: int | None = dataclasses.field(default=None, metadata=_doc("documents kept"))
     sample_by: str = dataclasses.field(default="paragraph", metadata=_doc("text splitting", choices=SAMPLE_BY))
     data_path: str | None = dataclasses.field(default=None, metadata=_doc("Megatron data prefix"))
@@ -435,6 +447,20 @@ class DomainConfig:
         self.subset = _string(f"{k}.subset", self.subset, allow_none=True)
         if self.data_files is not None:
             self.data_files = _string_list(f"{k}.data_files", self.data_files)
+        self.revision = _string(f"{k}.revision", self.revision, allow_none=True)
+        self.domain_field = _string(f"{k}.domain_field", self.domain_field, allow_none=True)
+        if self.domain_value is not None and (
+            not isinstance(self.domain_value, (str, int, float, bool))
+            or (isinstance(self.domain_value, float) and not math.isfinite(self.domain_value))
+        ):
+            raise ConfigError(f"{k}.domain_value", "must be a string, integer, finite float or boolean, "
+                              f"got {self.domain_value!r}")
+        if (self.domain_field is None) != (self.domain_value is None):
+            missing, given = ("domain_value", "domain_field") if self.domain_value is None else ("domain_field", "domain_value")
+            raise ConfigError(f"{k}.{missing}", f"is missing: {given} selects this domain's rows only together with "
+                              f"{missing} (the column, and the value of that column that marks this domain)")
+        if self.streaming is not None:
+            self.streaming = _bool(f"{k}.streaming", self.streaming)
         self.max_docs = _integer(f"{k}.max_docs", self.max_docs, minimum=1, allow_none=True)
         self.sample_by = _string(f"{k}.sample_by", self.sample_by, choices=SAMPLE_BY)  # type: ignore[assignment]
         self.data_path = _string(f"{k}.data_path", self.data_path, allow_none=True)
@@ -446,7 +472,8 @@ class DomainConfig:
         return DomainSource(
             self.path, text_field=self.text_field, split=self.split, config=self.subset,
             data_files=None if self.data_files is None else tuple(self.data_files),
-            max_docs=self.max_docs, sample_by=self.sample_by,
+            revision=self.revision, domain_field=self.domain_field, domain_value=self.domain_value,
+            streaming=self.streaming, max_docs=self.max_docs, sample_by=self.sample_by,
         )
 
 

@@ -174,3 +174,76 @@ def test_dataclass_validation_without_file() -> None:
     with pytest.raises(ConfigError, match="study.objective"):
         StudyConfig(objective="train")
     assert isinstance(RunConfig(study=StudyConfig(objective="simulate")).simulate, SimulateConfig)
+
+
+DOMAIN_COLUMN = """
+[study]
+name = "cols"
+[design]
+budgets = [1e5]
+[corpus]
+vocab_size = 300
+cache_dir = "cache"
+[[domains]]
+name = "code"
+path = "mixed.jsonl"
+domain_field = "meta.redpajama_set_name"
+domain_value = "RedPajamaGithub"
+streaming = false
+[[domains]]
+name = "books"
+path = "mixed.jsonl"
+domain_field = "meta.redpajama_set_name"
+domain_value = "RedPajamaBook"
+revision = "main"
+"""
+
+
+def test_domain_column_tables_select_rows_and_build_a_corpus(tmp_path: Path) -> None:
+    """[[domains]] with domain_field/domain_value: one jsonl holding two domains, built offline."""
+    pytest.importorskip("datasets")
+    pytest.importorskip("tokenizers")
+    sets = {"RedPajamaGithub": "def return import class self lambda yield", "RedPajamaBook": "the river ran past the mill"}
+    with open(tmp_path / "mixed.jsonl", "w", encoding="utf-8") as fh:
+        for i in range(90):
+            name = ("RedPajamaGithub", "RedPajamaBook", "RedPajamaWikipedia")[i % 3]
+            words = sets.get(name, "encyclopedia article about a topic").split()
+            text = " ".join(words[(i + j) % len(words)] for j in range(25)) + f" {i}"
+            fh.write(json.dumps({"text": text, "meta": {"redpajama_set_name": name}}) + "\n")
+    path = tmp_path / "run.toml"
+    path.write_text(DOMAIN_COLUMN)
+    cfg = load_config(path)
+    code, books = cfg.domains
+    assert (code.domain_field, code.domain_value, code.streaming) == ("meta.redpajama_set_name", "RedPajamaGithub", False)
+    assert books.revision == "main" and books.streaming is None
+    src = code.source()
+    assert (src.domain_field, src.domain_value, src.streaming, src.path) == (
+        "meta.redpajama_set_name", "RedPajamaGithub", False, str(tmp_path / "mixed.jsonl"))
+    assert books.source().revision == "main"
+    assert config_from_json(cfg.to_json()).domains == cfg.domains  # what a worker rebuilds
+
+    corpus = cfg.build_corpus()
+    assert corpus.domains == ("code", "books")
+    assert {d: sum(n) for d, n in corpus.document_counts().items()} == {"code": 30, "books": 30}
+    code_text = corpus.decode(corpus.train_tokens("code")[:400].tolist())
+    books_text = corpus.decode(corpus.train_tokens("books")[:400].tolist())
+    assert "lambda" in code_text and "river" not in code_text and "encyclopedia" not in code_text
+    assert "river" in books_text and "lambda" not in books_text
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "fragment"),
+    [
+        ('domain_field = "meta.set"', "domains.a.domain_value", "is missing"),
+        ('domain_value = "x"', "domains.a.domain_field", "is missing"),
+        ('domain_field = ""\ndomain_value = "x"', "domains.a.domain_field", "non-empty string"),
+        ('domain_field = "meta.set"\ndomain_value = [1, 2]', "domains.a.domain_value", "must be a string"),
+        ("streaming = 1", "domains.a.streaming", "true or false"),
+        ("revision = 3", "domains.a.revision", "non-empty string"),
+        ("domian_field = \"x\"", "domains[0].domian_field", "did you mean 'domain_field'"),
+    ],
+)
+def test_bad_domain_column_keys(extra: str, key: str, fragment: str) -> None:
+    err = _err(PROXY.replace('path = "a.jsonl"\n', f'path = "a.jsonl"\n{extra}\n'))
+    assert err.key == key, str(err)
+    assert fragment in str(err), str(err)
