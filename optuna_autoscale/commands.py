@@ -258,7 +258,18 @@ def build_objective(cfg: RunConfig) -> tuple[Callable[[Any], float], tuple[str, 
         metric = dict(metric)
     # No tqdm bars: the CLI prints one line per run (--progress), and workers share a terminal.
     obj = make_objective(corpus, proxy_config, metric=metric, progress=False)
-    return obj, tuple(corpus.domains), dict(corpus.unique_tokens())
+    return obj, tuple(corpus.domains), usable_unique_tokens(corpus, proxy_config.context)
+
+
+def usable_unique_tokens(corpus: Any, context: int) -> dict[str, int]:
+    """Unique training tokens per domain that the trainer can use: its whole non-overlapping
+    sequences of ``context`` tokens (each needs ``context + 1`` tokens for its targets).
+
+    ``[design] max_epochs`` times these is the sampler's upper bound of a domain, and the trainer
+    (whose ``max_epochs`` is the same cap) counts epochs in these sequences, so an allocation at
+    the bound is exactly ``max_epochs`` epochs for both.
+    """
+    return {d: max(0, (int(len(corpus.train_tokens(d))) - 1) // context) * context for d in corpus.domains}
 
 
 def _storage_for(url: str, cfg: RunConfig | None) -> Any:

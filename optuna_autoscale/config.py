@@ -277,7 +277,9 @@ class DesignConfig:
         seed: Seed of the design (the seeds of the budgets' runs derive from it).
         bounds: Optional per-domain ``[lower, upper]`` tokens, e.g. ``{code = [0, 5e6]}``.
         max_epochs: Optional epoch cap: a number for every domain or ``{domain = epochs}``;
-            a domain's upper bound is then its unique training tokens times this.
+            a domain's upper bound is then its unique training tokens (in whole training
+            sequences) times this. It is also the trainer's ``max_epochs`` (its repetition
+            warning), so ``[proxy]`` must not set a different one.
     """
 
     budgets: list[float] = dataclasses.field(default_factory=list, metadata=_doc("design budgets (tokens)"))
@@ -614,6 +616,14 @@ class RunConfig:
                     close = difflib.get_close_matches(str(k), fields, n=1)
                     hint = f"; did you mean {close[0]!r}?" if close else ""
                     raise ConfigError(f"proxy.{k}", f"unknown key in [proxy]{hint}", allowed=fields)
+            if self.design.max_epochs is not None and "max_epochs" in self.proxy:
+                if self.proxy["max_epochs"] != self.design.max_epochs:
+                    raise ConfigError(
+                        "proxy.max_epochs",
+                        f"is {self.proxy['max_epochs']!r} but design.max_epochs is {self.design.max_epochs!r}: the "
+                        "design's cap bounds the sampler and sets the trainer's repetition warning; set it once, "
+                        "in [design]",
+                    )
             if "preset" in self.proxy:
                 from optuna_autoscale.proxy.model import PRESETS
 
@@ -639,13 +649,20 @@ class RunConfig:
     def proxy_config(self) -> Any:
         """The :class:`~optuna_autoscale.proxy.train.ProxyConfig` of ``[proxy]`` (imports torch).
 
+        ``[design] max_epochs``, when set, is the trainer's ``max_epochs`` too: the cap that
+        bounds the sampler's allocations is the repetition limit the trainer warns at.
+
         Raises:
             ConfigError: for a bad ``[proxy]`` value, naming the file and key.
         """
         from optuna_autoscale.proxy.train import ProxyConfig
 
+        kwargs = dict(self.proxy)
+        caps = self.design.max_epochs
+        if caps is not None:
+            kwargs["max_epochs"] = dict(caps) if isinstance(caps, Mapping) else caps
         try:
-            return ProxyConfig(**self.proxy)
+            return ProxyConfig(**kwargs)
         except (TypeError, ValueError) as e:
             msg = str(e)
             key = next((k for k in self.proxy if k in msg), "(table)")

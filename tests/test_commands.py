@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 import re
+from typing import Any
 
 import optuna
 import pytest
@@ -165,3 +166,89 @@ def test_run_resumes_and_a_second_run_does_nothing(tmp_path: Path, capsys: pytes
     from optuna_autoscale.config import config_from_json
 
     assert config_from_json(attrs["autoscale:run_config"]).design.budgets == [1e8]
+
+
+_EPOCHS_CONFIG = """
+[study]
+name = "epochs"
+[design]
+budgets = [4096]
+max_epochs = {max_epochs}
+bounds = {{code = [0, 100]}}
+[corpus]
+vocab_size = 300
+cache_dir = "{cache}"
+[[domains]]
+name = "prose"
+path = "{prose}"
+[[domains]]
+name = "code"
+path = "{code}"
+[[domains]]
+name = "legal"
+path = "{legal}"
+[proxy]
+preset = "micro"
+context = 16
+batch_size = 4
+eval_tokens = 64
+device = "cpu"
+"""
+
+
+def _epochs_config(tmp_path: Path, text_domains: dict[str, Path], max_epochs: str, proxy: str = "") -> Any:
+    from optuna_autoscale.config import parse_config
+
+    text = _EPOCHS_CONFIG.format(max_epochs=max_epochs, cache=tmp_path / "cache", **{k: str(v) for k, v in text_domains.items()})
+    return parse_config(text + proxy)
+
+
+def test_design_max_epochs_bounds_the_sampler_and_is_the_trainers_limit(
+    tmp_path: Path, text_domains: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """[design] max_epochs x unique tokens is the sampler's upper bound, and the trainer warns at the same cap."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import warnings
+
+    from optuna_autoscale.config import ConfigError
+    from optuna_autoscale.proxy import train as tr
+
+    cfg = _epochs_config(tmp_path, text_domains, "2.5")
+    objective, domains, unique = commands.build_objective(cfg)
+    corpus, ctx = objective.corpus, 16
+    assert domains == ("prose", "code", "legal")
+    # whole training sequences of the corpus's unique tokens (what the trainer counts epochs in)
+    assert unique == {d: ((n - 1) // ctx) * ctx for d, n in corpus.unique_tokens().items()}
+    assert all(0 < unique[d] <= corpus.unique_tokens()[d] < unique[d] + ctx + 1 for d in domains)
+    expected = {"prose": 2.5 * unique["prose"], "code": min(100.0, 2.5 * unique["code"]), "legal": 2.5 * unique["legal"]}
+    assert commands._bounds(cfg, unique) == {d: (0.0 if d == "code" else None, expected[d]) for d in domains}
+    sampler = commands.build_sampler(cfg, domains, unique_tokens=unique)
+    assert {d: sampler.design.bounds[d][1] for d in domains} == pytest.approx(expected)
+    assert objective.config.max_epochs == 2.5 == cfg.proxy_config().max_epochs  # not the trainer's default 4
+
+    # The trainer's warning agrees with the sampler's cap: an allocation at the bound is not
+    # warned about, one sequence past it is. (Stop before the model is built: no training.)
+    class Planned(Exception):
+        pass
+
+    def stop(*args: Any, **kwargs: Any) -> Any:
+        raise Planned
+
+    monkeypatch.setattr(tr, "build_proxy_model", stop)
+    cap = expected["legal"]
+    for extra, warns in ((0, False), (ctx, True)):
+        mix = Mixture.from_allocation({"prose": 512.0, "code": 64.0, "legal": cap + extra})
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with pytest.raises(Planned):
+                tr.train_proxy(corpus, mix, objective.config, progress=False)
+        assert any("'legal' is repeated" in str(w.message) for w in seen) is warns, [str(w.message) for w in seen]
+
+    # A per-domain cap reaches both too; a different [proxy] max_epochs is refused.
+    cfg = _epochs_config(tmp_path, text_domains, "{legal = 1.5}")
+    assert cfg.proxy_config().max_epochs == {"legal": 1.5}
+    assert commands._bounds(cfg, unique) == {"code": (0.0, 100.0), "legal": (None, 1.5 * unique["legal"])}
+    assert _epochs_config(tmp_path, text_domains, "3", "max_epochs = 3\n").proxy_config().max_epochs == 3.0
+    with pytest.raises(ConfigError, match="proxy.max_epochs: is 4 but design.max_epochs is 3.0"):
+        _epochs_config(tmp_path, text_domains, "3", "max_epochs = 4\n")

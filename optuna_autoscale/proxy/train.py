@@ -152,8 +152,11 @@ class ProxyConfig:
     """Optimizer steps between intermediate evaluations, reported with ``trial.report(value, step)``
     so that pruners work; 0 disables them. Off by default: Optuna's default MedianPruner would
     prune DDO perturbation runs, and AutoScale's design needs every one of them."""
-    max_epochs: float = 4.0
-    """Warn when a domain's training sequences are repeated more than this many epochs."""
+    max_epochs: float | Mapping[str, float] = 4.0
+    """Warn when a domain's training sequences are repeated more than this many epochs (half a
+    sequence of rounding allowed): a number for every domain, or ``{domain: epochs}`` (domains
+    not in it are not checked). ``optuna-autoscale run`` sets it from ``[design] max_epochs``,
+    the same cap that bounds the sampler's allocations, so the two never disagree."""
     device: str = "auto"
     """"auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:<i>"."""
     dtype: str = "auto"
@@ -185,7 +188,16 @@ class ProxyConfig:
         _check_float("weight_decay", self.weight_decay, low=0.0)
         _check_float("grad_clip", self.grad_clip, low=0.0)
         _check_float("dropout", self.dropout, low=0.0, high=1.0, high_open=True)
-        _check_float("max_epochs", self.max_epochs, low=0.0, low_open=True)
+        if isinstance(self.max_epochs, Mapping):
+            caps = {}
+            for d, e in self.max_epochs.items():
+                if not isinstance(d, str) or not d:
+                    raise ValueError(f"max_epochs keys must be domain names, got {d!r}.")
+                _check_float(f"max_epochs[{d!r}]", e, low=0.0, low_open=True)
+                caps[d] = float(e)
+            self.max_epochs = caps
+        else:
+            _check_float("max_epochs", self.max_epochs, low=0.0, low_open=True)
         betas = tuple(self.betas)
         if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}.")
@@ -207,6 +219,12 @@ class ProxyConfig:
     def peak_lr(self) -> float:
         """The peak learning rate in effect (``lr`` or the preset's default)."""
         return float(self.lr) if self.lr is not None else proxy_model.get_preset(self.preset).lr
+
+    def epoch_limit(self, domain: str) -> float | None:
+        """The ``max_epochs`` of ``domain`` (None: not checked)."""
+        if isinstance(self.max_epochs, Mapping):
+            return self.max_epochs.get(domain)
+        return float(self.max_epochs)
 
     @property
     def tokens_per_step(self) -> int:
@@ -432,9 +450,11 @@ def train_proxy(
     if config.batch_size < world:
         raise ValueError(f"batch_size={config.batch_size} is smaller than the {world} processes; raise it.")
     for d in plan.domains:
-        if plan.epochs[d] > config.max_epochs:
+        cap = config.epoch_limit(d)
+        # Half a sequence of slack: the plan rounds each domain's tokens to whole sequences.
+        if cap is not None and plan.sequences[d] > cap * plan.available[d] + 0.5:
             warnings.warn(
-                f"Domain {d!r} is repeated {plan.epochs[d]:.2f} epochs (> max_epochs={config.max_epochs:g}): "
+                f"Domain {d!r} is repeated {plan.epochs[d]:.2f} epochs (> max_epochs={cap:g}): "
                 f"{plan.sequences[d]} sequences of {ctx} tokens from {plan.available[d]} unique ones. Lower its "
                 "weight or the budget, add data, or raise max_epochs.",
                 UserWarning,
