@@ -166,3 +166,34 @@ def test_with_a_built_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     t = study.trials[0]
     assert t.state == TrialState.COMPLETE
     assert {"loss_prose", "loss_code"} <= set(t.user_attrs)
+
+
+def test_progress_bar_by_default_only_on_a_terminal(corpus: ArrayCorpus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """make_objective's default is tqdm's disable=None: a bar when stderr is a terminal, none in logs/CI."""
+    import io
+    import sys
+
+    from optuna_autoscale.proxy import train as tr
+
+    assert make_objective(corpus, CONFIG, tokens=1024).progress is None
+    seen: list[tuple[object, bool]] = []
+    real = tr._progress_bar
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        bar = real(*args, **kwargs)
+        seen.append((kwargs["enabled"], bool(bar.disable)))
+        return bar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(tr, "_progress_bar", spy)
+    for stream, shown in ((io.StringIO(), False), (Terminal(), True)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        study.optimize(make_objective(corpus, CONFIG, tokens=1024), n_trials=1)
+        assert seen[-1] == (None, not shown)
+        assert ("proxy micro" in stream.getvalue()) is shown
+    study.optimize(make_objective(corpus, CONFIG, tokens=1024, progress=False), n_trials=1)
+    assert seen[-1] == (False, True)

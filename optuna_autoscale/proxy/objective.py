@@ -43,7 +43,7 @@ def make_objective(
     *,
     domains: Sequence[str] | None = None,
     tokens: float | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> ProxyObjective:
     """An objective for ``study.optimize`` that trains a proxy on each trial's mixture.
 
@@ -69,7 +69,9 @@ def make_objective(
             they must be the sampler's domains.
         tokens: Training budget in tokens, for samplers other than AutoScaleSampler (which choose
             none); must be None under AutoScaleSampler.
-        progress: Show a progress bar per trial.
+        progress: Show a tqdm progress bar per trial: True, False, or None (the default): only
+            when stderr is a terminal (tqdm's ``disable=None``), so that logs and CI output stay
+            free of bars.
 
     Returns:
         A :class:`ProxyObjective`: ``objective(trial) -> float``. Under ``torchrun`` run it with
@@ -137,7 +139,7 @@ class ProxyObjective:
         domains: tuple[str, ...],
         *,
         tokens: float | None,
-        progress: bool,
+        progress: bool | None,
     ) -> None:
         self.corpus = corpus
         self.config = config

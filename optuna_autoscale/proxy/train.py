@@ -367,7 +367,7 @@ def train_proxy(
     config: ProxyConfig | None = None,
     *,
     trial: optuna.trial.BaseTrial | None = None,
-    progress: bool = True,
+    progress: bool | None = True,
     metric: Callable[[Mapping[str, float]], float] | None = None,
 ) -> ProxyResult:
     """Train a GPT-2 proxy on ``mixture`` and evaluate it on every domain.
@@ -381,7 +381,8 @@ def train_proxy(
             reported with ``trial.report(value, step)`` (``step`` = optimizer step), and
             :class:`optuna.TrialPruned` is raised when ``trial.should_prune()``. Under ``torchrun``
             pass it on rank 0 only.
-        progress: Show a tqdm progress bar (rank 0 only).
+        progress: Show a tqdm progress bar (rank 0 only); None: only when stderr is a terminal
+            (tqdm's ``disable=None``).
         metric: Maps per-domain losses to the reported value; default: their mean.
 
     Returns:
@@ -500,7 +501,7 @@ def train_proxy(
         train_seconds = 0.0
         warm_steps = min(5, steps // 4)
         warm_seconds, warm_tokens = 0.0, 0
-        bar = _progress_bar(steps, mixture, config, enabled=progress and rank == 0)
+        bar = _progress_bar(steps, mixture, config, enabled=progress if rank == 0 else False)
         t0 = time.perf_counter()
         for step in range(steps):
             lr = _set_lr(optimizer, step, steps, config)
@@ -796,14 +797,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _progress_bar(steps: int, mixture: Mixture, config: ProxyConfig, *, enabled: bool) -> Any:
+def _progress_bar(steps: int, mixture: Mixture, config: ProxyConfig, *, enabled: bool | None) -> Any:
+    """A tqdm bar; ``enabled=None``: only on a terminal (tqdm's ``disable=None``)."""
     from tqdm.auto import tqdm
 
     return tqdm(
         total=steps,
         desc=f"proxy {config.preset} {mixture.tokens / 1e6:.3g}M tok",
         unit="step",
-        disable=not enabled,
+        disable=None if enabled is None else not enabled,
         leave=False,
         dynamic_ncols=True,
     )
