@@ -8,13 +8,17 @@ machine shift absolute figures; the ratio within one run is the number to read.
 
 GPU (``--gpu``): MFU of the 124M ``gpt2`` preset (GPT-2's vocabulary padded to 50304, context 1024)
 with bf16 autocast, fused AdamW and ``torch.compile``: the trainer compiled, the trainer eager,
-and the plain GPT compiled. One script, a few minutes on one H200.
+and the plain GPT compiled. One script, a few minutes on one H200. The goal is an MFU of at least
+0.40 for the compiled trainer; on a GPU missing from ``PEAK_BF16_FLOPS`` pass ``--peak-tflops``
+(its dense bf16 peak), else the MFU is printed as n/a.
 
 Usage::
 
-    python benchmarks/throughput.py                # CPU presets micro, tiny, small
+    python benchmarks/throughput.py                # every CPU preset: micro, mini, tiny, small
+    python benchmarks/throughput.py --presets micro tiny
     python benchmarks/throughput.py --quick        # seconds-long smoke run
-    python benchmarks/throughput.py --gpu          # CUDA: MFU of the 124M preset
+    python benchmarks/throughput.py --gpu          # CUDA: MFU of the 124M preset (goal >= 0.40)
+    python benchmarks/throughput.py --gpu --peak-tflops 312   # a GPU whose peak is not built in
     python benchmarks/throughput.py --json out.json
 """
 
@@ -228,12 +232,34 @@ def run_cpu(presets: list[str], *, steps: int, batch: int, context: int, vocab: 
     return rows
 
 
-def run_gpu(*, steps: int, batch: int, compile_mode: str | None) -> list[dict[str, Any]]:
+MFU_GOAL = 0.40
+"""The GPU goal: MFU of the compiled trainer on the 124M preset."""
+
+
+def format_mfu(mfu: float | None) -> str:
+    """``0.412``, or n/a when the GPU's peak is unknown."""
+    return "n/a (unknown peak; pass --peak-tflops)" if mfu is None else f"{mfu:.3f}"
+
+
+def goal_line(rows: list[dict[str, Any]]) -> str:
+    """Whether the compiled trainer meets :data:`MFU_GOAL`."""
+    mfu = next((r["mfu"] for r in rows if r["run"] == "trainer, compiled"), None)
+    if mfu is None:
+        return f"goal: MFU >= {MFU_GOAL:.2f} for the compiled trainer: cannot judge, {format_mfu(None)}"
+    verdict = "met" if mfu >= MFU_GOAL else "NOT met"
+    return f"goal: MFU >= {MFU_GOAL:.2f} for the compiled trainer: {mfu:.3f}, {verdict}"
+
+
+def run_gpu(*, steps: int, batch: int, compile_mode: str | None, peak_tflops: float | None = None) -> list[dict[str, Any]]:
     if not torch.cuda.is_available():
-        raise SystemExit("--gpu needs CUDA; none is available here.")
+        raise SystemExit(
+            f"--gpu needs a CUDA GPU, and torch {torch.__version__} sees none here "
+            f"(CUDA build: {torch.version.cuda or 'no'}); run the CPU benchmark without --gpu."
+        )
     name = torch.cuda.get_device_name()
-    peak = pm.peak_flops_for(name)
-    print(f"GPU: {name} (peak bf16 {peak / 1e12 if peak else float('nan'):.0f} TFLOP/s), torch {torch.__version__}")
+    peak = peak_tflops * 1e12 if peak_tflops is not None else pm.peak_flops_for(name)
+    shown = f"{peak / 1e12:.0f} TFLOP/s" if peak else "unknown: pass --peak-tflops"
+    print(f"GPU: {name} (peak bf16 {shown}), torch {torch.__version__}")
     torch.backends.cuda.matmul.allow_tf32 = True
     context, vocab = 1024, 50304  # GPT-2's 50257, padded to a multiple of 64 as nanoGPT does
     corpus = RandomCorpus(vocab_size=vocab, n_tokens=steps * batch * context // 2 + 2 * context)
@@ -243,18 +269,20 @@ def run_gpu(*, steps: int, batch: int, compile_mode: str | None) -> list[dict[st
         config = ProxyConfig(preset="gpt2", context=context, batch_size=batch, eval_tokens=context, device="cuda",
                              compile=compiled, compile_mode=compile_mode)
         t0 = time.perf_counter()
-        tps, n, mfu = ours(corpus, config, steps)
+        tps, n, _ = ours(corpus, config, steps)
+        mfu = pm.estimate_mfu(ref, tps, context=context, peak_flops=peak)
         rows.append({"run": label, "params": n, "tokens_per_s": tps, "mfu": mfu, "seconds": time.perf_counter() - t0})
-        print(f"{label:20} {n / 1e6:6.1f}M {tps:12.0f} tok/s  MFU {mfu:.3f}")
+        print(f"{label:20} {n / 1e6:6.1f}M {tps:12.0f} tok/s  MFU {format_mfu(mfu)}")
         sys.stdout.flush()
     config = ProxyConfig(preset="gpt2", context=context, batch_size=batch, eval_tokens=context, device="cuda",
                          compile_mode=compile_mode)
     t0 = time.perf_counter()
     tps, n = plain_loop(corpus, config, steps, torch.device("cuda"), compile=True)
-    mfu = pm.estimate_mfu(ref, tps, context=context, device_name=name)
+    mfu = pm.estimate_mfu(ref, tps, context=context, peak_flops=peak)
     rows.append({"run": "plain GPT, compiled", "params": n, "tokens_per_s": tps, "mfu": mfu,
                  "seconds": time.perf_counter() - t0})
-    print(f"{'plain GPT, compiled':20} {n / 1e6:6.1f}M {tps:12.0f} tok/s  MFU {mfu:.3f}")
+    print(f"{'plain GPT, compiled':20} {n / 1e6:6.1f}M {tps:12.0f} tok/s  MFU {format_mfu(mfu)}")
+    print(goal_line(rows))
     return rows
 
 
@@ -270,11 +298,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--compile-mode", default=None)
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="--gpu: the GPU's dense bf16 peak in TFLOP/s, for a GPU not in PEAK_BF16_FLOPS")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args(argv)
+    if args.peak_tflops is not None and not (math.isfinite(args.peak_tflops) and args.peak_tflops > 0):
+        p.error(f"--peak-tflops must be a positive number, got {args.peak_tflops}")
     t0 = time.perf_counter()
     if args.gpu:
-        rows = run_gpu(steps=args.steps or 60, batch=args.batch or 32, compile_mode=args.compile_mode)
+        rows = run_gpu(steps=args.steps or 60, batch=args.batch or 32, compile_mode=args.compile_mode,
+                       peak_tflops=args.peak_tflops)
     elif args.quick:
         rows = run_cpu(["micro"], steps=args.steps or 8, batch=args.batch or 8, context=64, vocab=512,
                        threads=args.threads, repeats=1)
