@@ -241,7 +241,8 @@ def test_cache_miss_then_hit(tmp_path: Path, text_domains: dict[str, Path], capl
         fh.write(json.dumps({"text": "one more prose document"}) + "\n")
     c4 = build_corpus(text_domains, vocab_size=VOCAB, cache_dir=cache)
     assert not c4.cache_hit and c4.root not in (c1.root, c3.root)
-    assert sorted(p.name for p in cache.iterdir()) == sorted({c1.root.name, c3.root.name, c4.root.name})
+    entries = sorted(p.name for p in cache.iterdir() if not p.name.startswith("."))  # not the source index
+    assert entries == sorted({c1.root.name, c3.root.name, c4.root.name})
     reopened = Corpus.load(c1.root)
     assert reopened.domains == c1.domains and reopened.unique_tokens() == c1.unique_tokens()
 
@@ -372,3 +373,94 @@ def test_empty_jsonl_file_is_a_clear_error(tmp_path) -> None:  # type: ignore[no
     full.write_text("some text\n\nmore text\n")
     with pytest.raises(ValueError, match="'code'.*is empty; a domain needs documents"):
         load_domain_texts({"code": empty, "prose": full})
+
+
+def _age(paths: list[Path], seconds: float) -> None:
+    import os
+    import time
+
+    t = time.time() - seconds
+    for p in paths:
+        os.utime(p, (t, t))
+
+
+def test_unchanged_local_sources_are_not_read_again(tmp_path: Path, text_domains: dict[str, Path],
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from optuna_autoscale.proxy import corpus as corpus_mod
+
+    _age(list(text_domains.values()), 60)  # not "racily" fresh: the source index may trust them
+    cache = tmp_path / "cache"
+    c1 = build_corpus(text_domains, vocab_size=VOCAB, cache_dir=cache)
+    assert not c1.cache_hit
+
+    def no_reading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a source was read")
+
+    with monkeypatch.context() as m:
+        m.setattr(corpus_mod, "_load_dataset", no_reading)
+        m.setattr(corpus_mod, "load_domain_texts", no_reading)
+        with caplog.at_level(logging.INFO, logger="optuna_autoscale.proxy.corpus"):
+            c2 = build_corpus(text_domains, vocab_size=VOCAB, cache_dir=cache)
+        assert c2.cache_hit and c2.root == c1.root and "unchanged sources, not re-read" in caplog.text
+        assert np.array_equal(c2.train_tokens("code"), c1.train_tokens("code"))
+        with pytest.raises(AssertionError, match="a source was read"):
+            build_corpus(text_domains, vocab_size=VOCAB, cache_dir=cache, refresh=True)
+        with pytest.raises(AssertionError, match="a source was read"):  # another tokenizer setting
+            build_corpus(text_domains, vocab_size=VOCAB + 10, cache_dir=cache)
+        # same size, another mtime: read again
+        _age([text_domains["code"]], 20)
+        with pytest.raises(AssertionError, match="a source was read"):
+            build_corpus(text_domains, vocab_size=VOCAB, cache_dir=cache)
+        # a changed file (size and mtime) is read again
+        with open(text_domains["prose"], "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"text": "one more prose document"}) + "\n")
+        _age([text_domains["prose"]], 30)
+        with pytest.raises(AssertionError, match="a source was read"):
+            build_corpus(text_domains, vocab_size=VOCAB, cache_dir=cache)
+    c3 = build_corpus(text_domains, vocab_size=VOCAB, cache_dir=cache)
+    assert not c3.cache_hit and c3.root != c1.root  # the appended document is in
+    text = text_domains["legal"].read_text(encoding="utf-8")
+    text_domains["legal"].write_text(text.replace("licensee", "licensor"), encoding="utf-8")  # same size, now
+    c4 = build_corpus(text_domains, vocab_size=VOCAB, cache_dir=cache)
+    assert not c4.cache_hit and c4.root != c3.root
+
+
+def test_recently_modified_files_are_not_indexed(tmp_path: Path, text_domains: dict[str, Path],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file modified in the last seconds could be rewritten within the same mtime tick: always re-read it."""
+    from optuna_autoscale.proxy import corpus as corpus_mod
+
+    monkeypatch.setattr(corpus_mod, "_RACY_SECONDS", 3600.0)
+    cache = tmp_path / "cache"
+    c1 = build_corpus(text_domains, vocab_size=VOCAB, cache_dir=cache)
+    assert not (cache / ".source-index").exists() or not any((cache / ".source-index").iterdir())
+    calls = []
+    real = corpus_mod.load_domain_texts
+    monkeypatch.setattr(corpus_mod, "load_domain_texts", lambda *a, **k: calls.append(1) or real(*a, **k))
+    c2 = build_corpus(text_domains, vocab_size=VOCAB, cache_dir=cache)
+    assert c2.cache_hit and c2.root == c1.root and calls == [1]  # a hit, but through reading and hashing
+
+
+def test_hub_corpus_reopens_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hub source built once (here: _load_dataset stubbed as the network) reopens with the network gone."""
+    from optuna_autoscale.proxy import corpus as corpus_mod
+
+    rows = {name: [{"text": f"{name} document number {i} " + " ".join([name] * (i % 7 + 3))} for i in range(40)]
+            for name in ("org/alpha", "org/beta")}
+    sources = {"alpha": DomainSource("org/alpha", revision="v1", max_docs=30),
+               "beta": DomainSource("org/beta", revision="v1", max_docs=30)}
+    cache = tmp_path / "cache"
+    with monkeypatch.context() as m:
+        m.setattr(corpus_mod, "_load_dataset", lambda src: iter(rows[src.path]))
+        c1 = build_corpus(sources, vocab_size=VOCAB, cache_dir=cache)
+    assert not c1.cache_hit and sum(c1.document_counts()["alpha"]) == 30
+    # offline now: the real loader refuses hub names (HF_HUB_OFFLINE=1 in the test session)
+    with pytest.raises(Exception):
+        corpus_mod.load_domain_texts({"alpha": sources["alpha"]})
+    c2 = build_corpus(sources, vocab_size=VOCAB, cache_dir=cache)
+    assert c2.cache_hit and c2.root == c1.root
+    # another revision is another source: it is read (and fails offline)
+    with pytest.raises(Exception):
+        build_corpus({**sources, "beta": DomainSource("org/beta", revision="v2", max_docs=30)}, vocab_size=VOCAB,
+                     cache_dir=cache)

@@ -644,6 +644,84 @@ def _fingerprint(
     return h.hexdigest()[:24]
 
 
+# Seconds within which a file's modification time is too recent to trust for the source index:
+# a file rewritten in the same (coarse) mtime tick with the same size would look unchanged.
+_RACY_SECONDS = 2.0
+_INDEX_DIR = ".source-index"
+
+
+def _file_stat(path: Path) -> list[Any]:
+    st = path.stat()
+    return [str(path), int(st.st_size), int(st.st_mtime_ns)]
+
+
+def _source_identity(src: DomainSource) -> tuple[Any, float] | None:
+    """What identifies ``src``'s documents without reading them, and the newest local mtime (s).
+
+    Local files: every option plus each file's absolute path, size and modification time (a
+    folder: all the files under it). Hub datasets: every option (name, config, split, revision,
+    data_files, max_docs, ...): a hub source is taken as unchanged while these are; pin
+    ``revision`` to make that exact. None when the source cannot be identified so (data files
+    outside a local folder, an unreadable tree): it is then always read.
+    """
+    options = dataclasses.asdict(src)
+    options["domain_value"] = repr(src.domain_value)
+    p = Path(src.path).expanduser()
+    if not p.exists():
+        return {"hub": options}, 0.0
+    try:
+        p = p.resolve()
+        if p.is_file():
+            files = [p]
+        else:
+            if src.data_files is not None:
+                patterns = [src.data_files] if isinstance(src.data_files, str) else list(src.data_files)
+                if any("://" in pat or Path(pat).expanduser().is_absolute() for pat in patterns):
+                    return None
+            files = sorted(f for f in p.rglob("*") if f.is_file())
+        stats = [_file_stat(f) for f in files]
+    except OSError:
+        return None
+    newest = max((st[2] for st in stats), default=0) / 1e9
+    return {"local": options, "files": stats}, newest
+
+
+def _source_index_key(
+    sources: Mapping[str, DomainSource], tokenizer_config: Mapping[str, Any], val_fraction: float,
+) -> tuple[str, float] | None:
+    """The fast key of a build (from the sources' identity, not their content) and the newest mtime."""
+    parts = []
+    newest = 0.0
+    for name, src in sources.items():
+        ident = _source_identity(src)
+        if ident is None:
+            return None
+        parts.append([name, ident[0]])
+        newest = max(newest, ident[1])
+    blob = json.dumps({"format": CACHE_FORMAT, "val_fraction": val_fraction, "tokenizer": tokenizer_config,
+                       "sources": parts}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24], newest
+
+
+def _read_source_index(base: Path, fast: str) -> str | None:
+    try:
+        key = json.loads((base / _INDEX_DIR / f"{fast}.json").read_text(encoding="utf-8"))["key"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return key if isinstance(key, str) and key.isalnum() else None
+
+
+def _write_source_index(base: Path, fast: str, key: str) -> None:
+    folder = base / _INDEX_DIR
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{fast}.tmp-{os.getpid()}-{time.time_ns()}"
+        tmp.write_text(json.dumps({"key": key}), encoding="utf-8")
+        os.replace(tmp, folder / f"{fast}.json")
+    except OSError as exc:  # a read-only cache still works, just without the shortcut
+        _logger.debug("corpus: could not write the source index (%s)", exc)
+
+
 @dataclass
 class Corpus:
     """A built, tokenised, cached multi-domain corpus (open one with :meth:`load` or :func:`build_corpus`).
@@ -820,6 +898,7 @@ def build_corpus(
     tokenizer_sample_chars: int = 1_000_000,
     verify: bool = True,
     extra_manifest: Mapping[str, Any] | None = None,
+    refresh: bool = False,
 ) -> Corpus:
     """Load, split, tokenise and cache a multi-domain corpus (or open the cached one).
 
@@ -828,6 +907,15 @@ def build_corpus(
     tokenizer). A hit skips tokenizer training and tokenisation; ``corpus.cache_hit`` says which
     happened (also logged at INFO). A corrupt entry (missing files, wrong sizes or checksums) is
     rebuilt with a warning.
+
+    Sources are not read again while they are unchanged: a source index in the cache maps their
+    identity (local files: path, size and modification time; hub datasets: name, config, split,
+    revision, data_files, max_docs and the other options) to the content key, so a second build
+    opens the entry without reading or hashing anything, and a hub corpus built once reopens on
+    an offline machine. A hub source without a pinned ``revision`` is taken as unchanged while
+    its options are; pass ``refresh=True`` to read every source again (files modified in the
+    last 2 seconds are never indexed, so a quick rewrite is still seen). ``Corpus.load(path)``
+    opens a built entry directly.
 
     Args:
         sources: ``{domain: DomainSource | local path | hub dataset name}``, in the corpus's domain order.
@@ -841,6 +929,7 @@ def build_corpus(
         tokenizer_sample_chars: characters per domain used to train the BPE.
         verify: check token-file checksums when opening an existing entry.
         extra_manifest: JSON-ready metadata stored in the manifest (e.g. attribution).
+        refresh: read and hash every source even if the source index says they are unchanged.
 
     Returns:
         The :class:`Corpus`.
@@ -887,10 +976,37 @@ def build_corpus(
         }
 
     t0 = time.perf_counter()
+    base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir() / "corpora"
+    # The source index: unchanged sources (local: same files, sizes and mtimes; hub: same name,
+    # revision, split, max_docs, ...) map straight to their entry, without reading or hashing
+    # them again, so a hub corpus reopens offline and a big local one in milliseconds.
+    fast = None
+    if isinstance(sources, Mapping) and sources and all(isinstance(n, str) and n for n in sources):
+        try:
+            fast = _source_index_key({n: _as_source(v, max_docs=max_docs) for n, v in sources.items()},
+                                     tok_config, val_fraction)
+        except (TypeError, ValueError):
+            fast = None  # load_domain_texts reports the bad source
+    if fast is not None and not refresh:
+        known = _read_source_index(base, fast[0])
+        if known is not None and (base / known / _MANIFEST).exists():
+            try:
+                corpus = Corpus.load(base / known, verify=verify)
+                corpus.cache_hit = True
+                _logger.info("corpus cache hit (unchanged sources, not re-read): %s", base / known)
+                return corpus
+            except CorpusCacheError as exc:
+                _logger.warning("corpus cache entry %s is corrupt (%s); re-reading the sources", base / known, exc)
+
+    def remember(key: str) -> None:
+        # Not for files modified in the last seconds: a rewrite within the same mtime tick and
+        # of the same size would be taken for the old content (git's "racily clean" case).
+        if fast is not None and fast[1] < time.time() - _RACY_SECONDS:
+            _write_source_index(base, fast[0], key)
+
     texts = load_domain_texts(sources, max_docs=max_docs)
     key = _fingerprint(texts, tok_config, val_fraction)
     _logger.debug("corpus: read %d domains and hashed them in %.1fs", len(texts), time.perf_counter() - t0)
-    base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir() / "corpora"
     entry = base / key
 
     if (entry / _MANIFEST).exists():
@@ -898,6 +1014,7 @@ def build_corpus(
             corpus = Corpus.load(entry, verify=verify)
             corpus.cache_hit = True
             _logger.info("corpus cache hit: %s", entry)
+            remember(key)
             return corpus
         except CorpusCacheError as exc:
             _logger.warning("corpus cache entry %s is corrupt (%s); rebuilding it", entry, exc)
@@ -962,5 +1079,6 @@ def build_corpus(
             shutil.rmtree(tmp, ignore_errors=True)
     corpus = Corpus.load(entry, verify=False)
     corpus.cache_hit = False
+    remember(key)
     _logger.info("built corpus %s in %.1fs", entry, time.perf_counter() - t0)
     return corpus
