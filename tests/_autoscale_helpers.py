@@ -52,6 +52,32 @@ def frozen_trial(
     )
 
 
+def shared_data_dir() -> Path:
+    """The published measurements (``../shared/data``), read at run time, never copied into the repo.
+
+    ``$AUTOSCALE_SHARED_DATA`` if set; else ``shared/data`` next to this checkout; else next to the
+    checkout it was cloned from (a CI clone of a local repository lives elsewhere, its ``origin``
+    remote is that repository's path). Tests that need a file in it skip, naming the path, when it
+    is absent.
+    """
+    env = os.environ.get("AUTOSCALE_SHARED_DATA")
+    if env:
+        return Path(env)
+    here = REPO.parent / "shared" / "data"
+    if here.is_dir():
+        return here
+    try:
+        origin = subprocess.run(["git", "-C", str(REPO), "config", "--get", "remote.origin.url"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        origin = ""
+    if origin and "://" not in origin and Path(origin).is_dir():
+        cand = Path(origin).resolve().parent / "shared" / "data"
+        if cand.is_dir():
+            return cand
+    return here
+
+
 def unique_name(prefix: str = "t") -> str:
     """A study name no other test (or concurrent CI run) uses."""
     return f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:10]}"

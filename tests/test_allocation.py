@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 from hypothesis import given
@@ -13,14 +12,14 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
+from _autoscale_helpers import shared_data_dir
 from optuna_autoscale.allocation import separable_objective
 from optuna_autoscale.allocation import solve_multipliers
 from optuna_autoscale.allocation import solve_separable
 
 
 def _data_file() -> Path:
-    root = Path(os.environ.get("AUTOSCALE_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
-    path = root / "autoscale_gpt2_large_ddo_1.2B.json"
+    path = shared_data_dir() / "autoscale_gpt2_large_ddo_1.2B.json"
     if not path.exists():
         pytest.skip(f"shared paper data not found at {path}")
     return path

@@ -12,6 +12,7 @@ import numpy as np
 import optuna
 import pytest
 
+from _autoscale_helpers import shared_data_dir
 from optuna_autoscale.baselines import dirichlet_swarm
 from optuna_autoscale.baselines import fit_data_mixing_law
 from optuna_autoscale.baselines import fit_regressor
@@ -248,11 +249,7 @@ def test_regmix_sampler_seed_determinism_and_errors() -> None:
 
 
 def _shared_regmix() -> Path | None:
-    import os
-
-    env = os.environ.get("AUTOSCALE_SHARED_DATA")
-    root = Path(env) if env else Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-    path = root / "regmix"
+    path = shared_data_dir() / "regmix"
     return path if (path / "train_mixture_1m.csv").is_file() else None
 
 

@@ -2,13 +2,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from pathlib import Path
 import warnings
 
 import numpy as np
 import pytest
 
+from _autoscale_helpers import shared_data_dir
 from optuna_autoscale.allocation import solve_multipliers
 from optuna_autoscale.laws import DDOWarning
 from optuna_autoscale.laws import fit_power_laws
@@ -17,8 +16,7 @@ from optuna_autoscale.laws import PowerLaw
 
 
 def _paper() -> dict:
-    root = Path(os.environ.get("AUTOSCALE_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
-    path = root / "autoscale_gpt2_large_ddo_1.2B.json"
+    path = shared_data_dir() / "autoscale_gpt2_large_ddo_1.2B.json"
     if not path.exists():
         pytest.skip(f"shared paper data not found at {path}")
     return json.loads(path.read_text())
