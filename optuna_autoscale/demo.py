@@ -48,11 +48,12 @@ workers = 1
 dashboard = true
 
 [design]
-# Tokens per proxy run, sized from measurements on a 2-core CPU (benchmarks/RESULTS.md, "Demo"):
-# with the mini proxy and batches of 4 sequences (880 steps at 4.5e5 tokens), the x3 and x0.2
-# effects at these budgets are 0.1 to 0.3 nats against a seed sd of 0.01 to 0.11, and the whole
-# design trains in about 6 minutes.
-budgets = [1.5e5, 4.5e5]
+# Tokens per proxy run, chosen from measurements on a 2-core CPU (benchmarks/RESULTS.md, "Demo",
+# session 4): with the tiny proxy at vocabulary 1024 and batches of 4 sequences, the seed sd of
+# the base run is 0.026 nats at 3e5 tokens and 0.025 at 6e5 (6 seeds each), and every x3 and
+# x0.2 effect averaged over 4 seeds is 0.09 to 0.40 nats, at least 3.7 times that sd. Below
+# about 2.5e5 tokens (1.5e5: sd 0.12) the proxy leaves a plateau at a seed-dependent step.
+budgets = [3e5, 6e5]
 multipliers = [0.2, 3.0]
 replicates = 2              # two base runs per budget with other seeds: the noise estimate
 verify = true
@@ -63,10 +64,10 @@ max_epochs = 8
 embedded = true
 embedded_domains = ["code_python", "encyclopedia", "legal", "literature"]
 apt = false
-vocab_size = 4096
+vocab_size = 1024           # twice as fast per token as 4096 on a CPU (the LM head dominates)
 
 [proxy]
-preset = "mini"            # 2 layers, width 64: as fast as micro here, but still learning at these budgets
+preset = "tiny"            # 2 layers, width 128: at vocabulary 1024 about as fast as mini, with less seed noise
 context = 128
 batch_size = 4              # more optimizer steps per token: past the early plateau, where seeds disagree most
 eval_tokens = 16384
