@@ -151,24 +151,6 @@ def budget_noise(study: optuna.Study) -> dict[float, tuple[float, int]]:
     return {b: (statistics.stdev(v), len(v)) for b, v in sorted(values.items()) if len(v) >= 2}
 
 
-def verification_verdict(predicted_gain: float, observed_gain: float, noise: float | None) -> str:
-    """What one verification pair (a run and its reference, one seed each) can say about a predicted gain.
-
-    A gain is the difference of two runs, so its noise sd is about ``sqrt(2) * noise``; two of those
-    (``2.8 * noise``) is the band inside which a single pair cannot tell a gain from zero or from
-    the prediction.
-    """
-    if noise is None or not math.isfinite(noise) or noise <= 0:
-        return "no noise estimate: cannot judge"
-    band = 2.0 * math.sqrt(2.0) * noise
-    if abs(predicted_gain) < band:
-        return (f"predicted gain within the noise of one pair of runs (+-{band:.3f}): "
-                "this check can neither confirm nor refute it")
-    if abs(observed_gain - predicted_gain) <= band:
-        return f"observed gain agrees with the prediction (within +-{band:.3f})"
-    return f"observed gain misses the prediction by more than the noise (+-{band:.3f}): distrust the fit"
-
-
 def _fmt_tokens(tokens: float) -> str:
     exp = int(math.floor(math.log10(tokens)))
     mant = tokens / 10**exp
@@ -246,8 +228,7 @@ def report(study: optuna.Study, result: AutoScaleResult, *, storage: str) -> str
             )
         for row in ver:
             if row.get("predicted_gain") is not None and row.get("observed_gain") is not None:
-                verdict = verification_verdict(row["predicted_gain"], row["observed_gain"], noise)
-                out.append(f"  {row['check']} at {_fmt_tokens(row['budget'])}: {verdict}")
+                out.append(f"  {row['check']} at {_fmt_tokens(row['budget'])}: {row['verdict']}")
         out.append("")
     for w in result.warnings:
         out.append(f"warning: {w}")

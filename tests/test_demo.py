@@ -118,7 +118,7 @@ def test_run_demo_pipeline_with_a_worker_process(tmp_path, capfd) -> None:  # ty
 
 
 def test_verification_verdict_bands() -> None:
-    from optuna_autoscale.demo import verification_verdict
+    from optuna_autoscale.results import verification_verdict
 
     # band = 2 sqrt(2) x 0.05 = 0.141
     assert "neither confirm nor refute" in verification_verdict(0.1, -0.3, 0.05)
