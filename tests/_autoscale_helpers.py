@@ -7,6 +7,7 @@ read it (figures, dashboard, CLI output).
 from __future__ import annotations
 
 import datetime
+import json
 import os
 from pathlib import Path
 import subprocess
@@ -76,6 +77,25 @@ def shared_data_dir() -> Path:
         if cand.is_dir():
             return cand
     return here
+
+
+def write_text_domains(root: Path, docs: int = 60, names: tuple[str, ...] = ("prose", "code", "legal")) -> dict[str, Path]:
+    """Tiny domains on disk as jsonl files (``docs`` documents each, distinct vocabularies)."""
+    words = {
+        "prose": "the river runs past the old mill where the miller sings".split(),
+        "code": "def return for in range if else while import class self".split(),
+        "legal": "licensee shall hereby grant warranty liability notice copies".split(),
+    }
+    out: dict[str, Path] = {}
+    for name in names:
+        vocab = words[name]
+        path = root / f"{name}.jsonl"
+        with open(path, "w", encoding="utf-8") as fh:
+            for i in range(docs):
+                text = " ".join(vocab[(i * 7 + j * 3) % len(vocab)] for j in range(20 + i % 9)) + f" {i}"
+                fh.write(json.dumps({"text": text}) + "\n")
+        out[name] = path
+    return out
 
 
 def unique_name(prefix: str = "t") -> str:

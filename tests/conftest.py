@@ -38,20 +38,9 @@ def hf_home() -> Path:
 @pytest.fixture()
 def text_domains(tmp_path: Path) -> dict[str, Path]:
     """Three tiny domains on disk as jsonl files (60 documents each, distinct vocabularies)."""
-    words = {
-        "prose": "the river runs past the old mill where the miller sings".split(),
-        "code": "def return for in range if else while import class self".split(),
-        "legal": "licensee shall hereby grant warranty liability notice copies".split(),
-    }
-    out: dict[str, Path] = {}
-    for name, vocab in words.items():
-        path = tmp_path / f"{name}.jsonl"
-        with open(path, "w", encoding="utf-8") as fh:
-            for i in range(60):
-                text = " ".join(vocab[(i * 7 + j * 3) % len(vocab)] for j in range(20 + i % 9)) + f" {i}"
-                fh.write(json.dumps({"text": text}) + "\n")
-        out[name] = path
-    return out
+    from _autoscale_helpers import write_text_domains  # after the offline variables above are set
+
+    return write_text_domains(tmp_path)
 
 
 @pytest.fixture()

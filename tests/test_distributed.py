@@ -12,6 +12,8 @@ import optuna
 from optuna.trial import TrialState
 import pytest
 
+from _autoscale_helpers import write_text_domains
+
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -47,22 +49,6 @@ def test_simulated_objective_runs_on_rank_0_only(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     assert distributed.run_ranked(lambda: pytest.fail("rank 1 ran the study"), lambda trial: 0.0) == 0
-
-
-def _write_domains(root: Path) -> dict[str, Path]:
-    words = {
-        "prose": "the river runs past the old mill where the miller sings of summer rain".split(),
-        "code": "def return for in range if else while import class self yield lambda".split(),
-    }
-    out = {}
-    for name, vocab in words.items():
-        path = root / f"{name}.jsonl"
-        with open(path, "w", encoding="utf-8") as fh:
-            for i in range(200):
-                text = " ".join(vocab[(i * 7 + j * 3) % len(vocab)] for j in range(30 + i % 11)) + f" {i}"
-                fh.write(json.dumps({"text": text}) + "\n")
-        out[name] = path
-    return out
 
 
 _CONFIG = """
@@ -106,7 +92,7 @@ def _torchrun(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Com
 
 @pytest.mark.slow
 def test_run_and_worker_under_torchrun_train_each_trial_on_both_ranks(tmp_path: Path) -> None:
-    doms = _write_domains(tmp_path)
+    doms = write_text_domains(tmp_path, docs=200, names=("prose", "code"))
     db = tmp_path / "ddp.db"
     url = f"sqlite:///{db}"
     cfg = tmp_path / "ddp.toml"
