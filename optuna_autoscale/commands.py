@@ -28,6 +28,8 @@ import time
 from typing import Any
 from typing import TYPE_CHECKING
 
+from optuna_autoscale.proxy import distributed  # rank logic only: imports no torch
+
 
 if TYPE_CHECKING:
     import optuna
@@ -296,26 +298,9 @@ def _callbacks(cfg: RunConfig, *, dashboard: bool = True) -> list[Any]:
     return [DashboardCallback(every=1, min_interval=5.0)]
 
 
-def _world_size() -> int:
-    """Processes of this torchrun job (1 outside torchrun), without importing torch."""
-    try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    except ValueError:
-        return 1
-
-
-def _rank() -> int:
-    try:
-        return int(os.environ.get("RANK", "0"))
-    except ValueError:
-        return 0
-
-
 def _build_objective_ranked(cfg: RunConfig) -> tuple[Callable[[Any], float], tuple[str, ...], dict[str, int] | None]:
     """:func:`build_objective`; under torchrun rank 0 builds (the corpus) first, the others then hit its cache."""
-    if _world_size() > 1 and cfg.study.objective == "proxy":
-        from optuna_autoscale.proxy import distributed
-
+    if distributed.world_size() > 1 and cfg.study.objective == "proxy":
         return distributed.rank0_first(lambda: build_objective(cfg), device=str(cfg.proxy.get("device", "auto")))
     return build_objective(cfg)
 
@@ -329,9 +314,7 @@ def _work(study: optuna.Study, objective: Callable[[Any], float], cfg: RunConfig
     stops, and return the number of mixtures they trained. See
     :mod:`optuna_autoscale.proxy.distributed`.
     """
-    if _world_size() > 1:
-        from optuna_autoscale.proxy import distributed
-
+    if distributed.world_size() > 1:
         return int(distributed.run_ranked(
             lambda: _optimize(study, objective, cfg, n_trials, dashboard=dashboard, progress=progress), objective))
     return _optimize(study, objective, cfg, n_trials, dashboard=dashboard, progress=progress)
@@ -462,15 +445,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     url = args.storage or os.environ.get(STORAGE_ENV) or cfg.study.storage
     install_log_redaction([url])
     workers = args.workers or cfg.study.workers
-    if _world_size() > 1 and workers > 1:
+    if distributed.world_size() > 1 and workers > 1:
         raise CommandError(
-            f"under torchrun (WORLD_SIZE={_world_size()}) `run` trains each proxy on all the ranks and starts no "
+            f"under torchrun (WORLD_SIZE={distributed.world_size()}) `run` trains each proxy on all the ranks and starts no "
             "other worker processes: use workers = 1 (or --workers 1), and start more workers as separate jobs"
         )
     objective, domains, unique = _build_objective_ranked(cfg)
-    if _rank() > 0:  # torchrun: rank 0 runs the study; this rank trains its mixtures with it
+    if distributed.rank() > 0:  # torchrun: rank 0 runs the study; this rank trains its mixtures with it
         ran = _work(None, objective, cfg, None)  # type: ignore[arg-type]
-        print(f"rank {_rank()}: trained {ran} mixture(s) with rank 0", flush=True)
+        print(f"rank {distributed.rank()}: trained {ran} mixture(s) with rank 0", flush=True)
         return 0
     sampler = build_sampler(cfg, domains, unique_tokens=unique)
     study = open_study(cfg, url, sampler)
@@ -497,9 +480,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             f"study {name!r} has no run config ({RUN_CONFIG_ATTR!r}); start it with `optuna-autoscale run CONFIG.toml` first."
         )
     objective, domains, unique = _build_objective_ranked(cfg)
-    if _rank() > 0:  # torchrun: rank 0 runs the study; this rank trains its mixtures with it
+    if distributed.rank() > 0:  # torchrun: rank 0 runs the study; this rank trains its mixtures with it
         ran = _work(None, objective, cfg, None)  # type: ignore[arg-type]
-        print(f"worker {os.getpid()} rank {_rank()}: trained {ran} mixture(s) with rank 0", flush=True)
+        print(f"worker {os.getpid()} rank {distributed.rank()}: trained {ran} mixture(s) with rank 0", flush=True)
         return 0
     sampler = build_sampler(cfg, domains, unique_tokens=unique)
     study = optuna.load_study(study_name=name, storage=_storage_for(url, cfg), sampler=sampler)
