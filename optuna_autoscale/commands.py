@@ -48,8 +48,9 @@ FORMATS = ("table", "json", "yaml", "megatron", "hf")
 
 
 def _study_system_attrs(study: optuna.Study) -> dict[str, Any]:
-    """The study's system attrs (``Study.system_attrs`` is gone in Optuna 5)."""
-    return study._storage.get_study_system_attrs(study._study_id)
+    from optuna_autoscale.ledger import study_system_attrs
+
+    return study_system_attrs(study)
 
 
 class CommandError(Exception):
@@ -130,14 +131,15 @@ def _run_config_of(study: optuna.Study) -> RunConfig | None:
 
 def _design_config_of(study: optuna.Study) -> dict[str, Any]:
     from optuna_autoscale.design import CONFIG_ATTR
+    from optuna_autoscale.ledger import stored_design_config
 
-    raw = _study_system_attrs(study).get(CONFIG_ATTR)
-    if raw is None:
+    config = stored_design_config(study)
+    if config is None:
         raise CommandError(
             f"study {study.study_name!r} has no AutoScale design yet (no {CONFIG_ATTR!r} attr): start it with "
             "`optuna-autoscale run CONFIG.toml` (or study.optimize with AutoScaleSampler)."
         )
-    return json.loads(raw) if isinstance(raw, str) else dict(raw)
+    return config
 
 
 def _handler(fn: Callable[[argparse.Namespace], int | None]) -> Callable[[argparse.Namespace], int]:

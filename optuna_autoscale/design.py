@@ -18,31 +18,21 @@ Every run of one budget's design (one copy of it, with ``design_seeds``) shares 
 (common random numbers), so that differences between its runs cancel the seed's noise; the
 joint law fits one offset per such (budget, seed) group.
 
-A :class:`Ledger` reads the trials of a study (their ``autoscale:point`` system attrs and
-states) and assigns the next point. The assignment is a deterministic function of the trial
-number and the trials in storage, so several workers on one storage agree without talking to
-each other; see :meth:`Ledger.next_key`.
+What the trials in storage say about the design (claims, completions, the next point) is
+:class:`~optuna_autoscale.ledger.Ledger`'s job; this module imports no Optuna.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
 import dataclasses
-import datetime
 import json
 import math
 from typing import Any
 
 import numpy as np
-from optuna.trial import FrozenTrial
-from optuna.trial import TrialState
-
-from optuna_autoscale.mixture import LOSS_PREFIX
 from optuna_autoscale.mixture import Mixture
-from optuna_autoscale.mixture import param_name
-from optuna_autoscale.mixture import TOKENS_PARAM
 from optuna_autoscale.mixture import validate_domains
 
 
@@ -54,7 +44,6 @@ __all__ = [
     "VERIFY_ROLES",
     "Design",
     "DesignPoint",
-    "Ledger",
     "derive_seed",
 ]
 
@@ -66,13 +55,6 @@ CONFIG_ATTR = "autoscale:config"
 ROLES = ("base", "perturb", "replicate", "verify_optimum", "verify_uniform", "verify_predicted")
 DESIGN_ROLES = ("base", "perturb", "replicate")
 VERIFY_ROLES = ("verify_optimum", "verify_uniform", "verify_predicted")
-
-UNATTRIBUTED_GRACE_SECONDS = 60.0
-"""A RUNNING trial without a point younger than this is assumed to be taking the next point.
-
-The sampler writes a trial's point in ``before_trial``, milliseconds after the trial is
-created, so an older un-attributed RUNNING trial is one that never asked for a point (another
-sampler, a crashed worker); counting it forever would leave a point unrun."""
 
 _HELDOUT = "heldout"
 
@@ -600,210 +582,10 @@ class Design:
         return hash(json.dumps(self.to_config(), sort_keys=True))
 
 
-def _finite_value(t: FrozenTrial) -> float | None:
-    vals = t.values
-    if t.state != TrialState.COMPLETE or not vals or len(vals) != 1:
-        return None
-    v = float(vals[0])
-    return v if math.isfinite(v) else None
+def __getattr__(name: str) -> Any:
+    # Deprecated aliases: the Optuna-reading half of the design moved to optuna_autoscale.ledger.
+    if name in ("Ledger", "UNATTRIBUTED_GRACE_SECONDS", "is_user_trial", "read_design"):
+        from optuna_autoscale import ledger
 
-
-def _domain_losses(attrs: Mapping[str, Any] | None, names: Sequence[tuple[str, str]]) -> dict[str, float] | None:
-    """The per-domain losses (user attrs ``loss_<domain>``) of a trial, if it records all, finite."""
-    if not attrs:
-        return None
-    row = {}
-    for d, name in names:
-        v = attrs.get(name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            return None
-        f = float(v)
-        if not math.isfinite(f):
-            return None
-        row[d] = f
-    return row
-
-
-def is_user_trial(t: FrozenTrial, domains: Iterable[str]) -> bool:
-    """Whether ``t`` was enqueued with fixed mixture parameters (role ``"user"``)."""
-    fixed = t.system_attrs.get("fixed_params")
-    if not fixed:
-        return False
-    if TOKENS_PARAM in fixed:
-        return True
-    return any(param_name(d) in fixed for d in domains)
-
-
-class Ledger:
-    """What the trials in storage say about the design: claims, completions, open points.
-
-    Args:
-        design: The design.
-        trials: The study's trials (any order; not modified).
-        parse: A function from the ``autoscale:point`` JSON to a :class:`DesignPoint`
-            (the sampler passes a cached parser).
-        override: Optional ``(number, state, value)`` for a trial whose state is being told
-            right now (``after_trial`` sees the trial before storage does).
-        now: The current time, for the age of un-attributed RUNNING trials.
-        base: A ledger of finished trials to start from (see :meth:`absorb_finished`); its
-            trials are skipped, so building a ledger per trial costs only the new trials.
-
-    Attributes:
-        done: Key -> ``(trial number, value)`` of each completed run of that point.
-        losses: Trial number -> per-domain validation losses (user attrs ``loss_<domain>``), for
-            the completed runs in :attr:`done` that record every domain's loss, finite. Finished
-            trials never change in storage, so this is a function of the completed runs (workers
-            reading the same runs agree); the joint law uses them
-            (:func:`optuna_autoscale.results.fit_joint`).
-    """
-
-    def __init__(
-        self,
-        design: Design,
-        trials: Sequence[FrozenTrial] = (),
-        *,
-        parse: Any = DesignPoint.from_json,
-        override: tuple[int, TrialState, float | None] | None = None,
-        now: datetime.datetime | None = None,
-        base: Ledger | None = None,
-    ) -> None:
-        self.design = design
-        self._parse = parse
-        if base is None:
-            self.taken: set[str] = set()
-            self.done: dict[str, list[tuple[int, float]]] = {}
-            self.points: dict[str, DesignPoint] = {}
-            self.failed: dict[str, int] = {}
-            self.losses: dict[int, dict[str, float]] = {}
-            self.seen: set[int] = set()
-        else:
-            self.taken = set(base.taken)
-            self.done = dict(base.done)
-            self.points = dict(base.points)
-            self.failed = dict(base.failed)
-            self.losses = dict(base.losses)  # rows are never modified, only added
-            self.seen = base.seen  # read only here
-        self._loss_names = tuple((d, f"{LOSS_PREFIX}{d}") for d in design.domains)
-        self.unattributed: list[int] = []  # numbers of young RUNNING trials without a point
-        now = now or datetime.datetime.now()
-        grace = datetime.timedelta(seconds=UNATTRIBUTED_GRACE_SECONDS)
-        seen = self.seen
-        for t in trials:
-            if t.number in seen:
-                continue
-            state = t.state
-            if override is not None and t.number == override[0]:
-                state, value = override[1], override[2]
-                if state == TrialState.COMPLETE and (value is None or not math.isfinite(value)):
-                    state, value = TrialState.FAIL, None
-            else:
-                value = _finite_value(t) if state == TrialState.COMPLETE else None
-            raw = t.system_attrs.get(POINT_ATTR)
-            if raw is None:
-                if (
-                    state == TrialState.RUNNING
-                    and t.datetime_start is not None
-                    and now - t.datetime_start < grace
-                    and not is_user_trial(t, design.domains)
-                ):
-                    self.unattributed.append(t.number)
-                continue
-            self._record(t.number, state, value, parse(raw), t.user_attrs)
-        self.unattributed.sort()
-
-    def _record(
-        self,
-        number: int,
-        state: TrialState,
-        value: float | None,
-        pt: DesignPoint,
-        user_attrs: Mapping[str, Any] | None = None,
-    ) -> None:
-        completed = state == TrialState.COMPLETE and value is not None
-        cur = self.points.get(pt.key)
-        # The point of the first completed run wins; a reservation (no allocation) never does.
-        if cur is None or (cur.allocation is None and pt.allocation is not None) or (
-            completed and pt.key not in self.done and pt.allocation is not None
-        ):
-            self.points[pt.key] = pt
-        if completed:
-            self.taken.add(pt.key)
-            runs = self.done.get(pt.key)
-            # Copy on write: a list may be shared with the base ledger.
-            self.done[pt.key] = [(number, value)] if runs is None else runs + [(number, value)]
-            row = _domain_losses(user_attrs, self._loss_names)
-            if row is not None:
-                self.losses[number] = row
-        elif state in (TrialState.RUNNING, TrialState.WAITING):
-            self.taken.add(pt.key)
-        else:  # FAIL, PRUNED, or COMPLETE with a non-finite value: the point re-opens.
-            self.failed[pt.key] = self.failed.get(pt.key, 0) + 1
-
-    def absorb_finished(self, trials: Sequence[FrozenTrial]) -> None:
-        """Add the finished trials not seen yet (finished trials never change in storage).
-
-        A ledger fed only this way holds no transient claims and serves as ``base`` for the
-        per-trial ledgers of one study.
-        """
-        for t in trials:
-            if t.number in self.seen or not t.state.is_finished():
-                continue
-            self.seen.add(t.number)
-            raw = t.system_attrs.get(POINT_ATTR)
-            if raw is not None:
-                self._record(t.number, t.state, _finite_value(t), self._parse(raw), t.user_attrs)
-
-    # ----------------------------------------------------------------------------- queries
-    def is_done(self, key: str) -> bool:
-        """Whether ``key`` has at least one completed run with a finite value."""
-        return key in self.done
-
-    def budget_done(self, index: int) -> bool:
-        """Whether every design run of budget ``index`` has completed."""
-        return all(k in self.done for k in self.design.budget_keys(index))
-
-    def ready(self, key: str) -> bool:
-        """Whether a verification point can be proposed (its fits have their data)."""
-        if key.endswith("/verify_optimum"):
-            return self.budget_done(int(key.split("/")[0][1:]))
-        if key.endswith("/verify_predicted"):
-            return all(self.budget_done(i) for i in range(len(self.design.budgets)))
-        return True
-
-    def open_sequence(self) -> list[str]:
-        """Unclaimed points in priority order: static design points, then ready verifications."""
-        seq = [p.key for p in self.design.points if p.key not in self.taken]
-        seq += [k for k in self.design.dynamic_keys if k not in self.taken and self.ready(k)]
-        return seq
-
-    def next_key(self, number: int) -> str | None:
-        """The point trial ``number`` takes, or None for a filler replicate.
-
-        Every young, un-attributed RUNNING trial with a smaller number is taken to hold the
-        next open point in priority order (its worker is computing exactly that right now), so
-        trial ``number`` takes the one after them. Claims of attributed trials of any number
-        count; FAIL / PRUNED / NaN trials do not, so their points re-open.
-        """
-        ahead = sum(1 for n in self.unattributed if n < number)
-        seq = self.open_sequence()
-        return seq[ahead] if ahead < len(seq) else None
-
-    def is_complete(self) -> bool:
-        """Whether every design and verification point has completed."""
-        return all(p.key in self.done for p in self.design.points) and all(
-            k in self.done for k in self.design.dynamic_keys
-        )
-
-    def observations(self, *, roles: Iterable[str] = DESIGN_ROLES) -> list[tuple[DesignPoint, float, int]]:
-        """``(point, mean value, runs)`` per completed key with one of ``roles``, in key order of storage.
-
-        A point that ran more than once (a collision after a failure, or a retried copy that
-        also finished) counts once, at the mean of its runs.
-        """
-        want = set(roles)
-        out = []
-        for key, runs in self.done.items():
-            pt = self.points[key]
-            if pt.role in want and pt.allocation is not None:
-                out.append((pt, float(np.mean([v for _, v in runs])), len(runs)))
-        return out
+        return getattr(ledger, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

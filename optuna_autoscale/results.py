@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 import dataclasses
-import inspect
 import json
 import math
 from typing import Any
@@ -12,9 +11,23 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from optuna_autoscale.design import CONFIG_ATTR
 from optuna_autoscale.design import Design
-from optuna_autoscale.design import Ledger
+from optuna_autoscale.fits import anchor
+from optuna_autoscale.fits import DEFAULT_JOINT_LAW  # noqa: F401  (re-exported: optuna_autoscale.results.*)
+from optuna_autoscale.fits import ddo_optimum
+from optuna_autoscale.fits import DomainLosses
+from optuna_autoscale.fits import fit_budget
+from optuna_autoscale.fits import fit_joint
+from optuna_autoscale.fits import group_key
+from optuna_autoscale.fits import JOINT_LAWS  # noqa: F401
+from optuna_autoscale.fits import joint_optimum
+from optuna_autoscale.fits import paper_lower
+from optuna_autoscale.fits import TRANSFER_FORMS  # noqa: F401
+from optuna_autoscale.fits import TRANSFER_POOL  # noqa: F401
+from optuna_autoscale.fits import upper_bounds
+from optuna_autoscale.fits import verification_allocation  # noqa: F401
+from optuna_autoscale.ledger import Ledger
+from optuna_autoscale.ledger import read_design
 from optuna_autoscale.mixture import _check_tokens
 from optuna_autoscale.mixture import DEFAULT_SEED
 from optuna_autoscale.mixture import Mixture
@@ -34,240 +47,6 @@ SUMMARY_ATTR = "autoscale:summary"
 """Study user attr holding :meth:`AutoScaleResult.to_dict` (JSON)."""
 
 _RTOL = 1e-6
-
-JOINT_LAWS = ("auto", "transfer", "separable")
-"""Joint laws :func:`fit_joint` can fit: ``"auto"`` = the per-domain transfer law when every run
-has per-domain losses that reproduce the objective as a fixed weighting, else the separable law."""
-DEFAULT_JOINT_LAW = "auto"
-"""The joint law behind ``AutoScaleResult.law`` and ``extrapolate(method="joint")``."""
-TRANSFER_FORMS = "auto"
-"""Per-domain forms of the transfer law :func:`fit_joint` fits (``fit_transfer(..., forms=)``):
-per validation domain the power-law transfer form or the exponential (Data Mixing Laws) form,
-whichever has the smaller leave-one-run-out error."""
-TRANSFER_POOL = "auto"
-"""Partial pooling of the per-domain exponents across validation domains in :func:`fit_joint`'s
-transfer law (``fit_transfer(..., pool_exponents=)``): ``"auto"`` = an empirical-Bayes prior
-(common mean and sd from the unpooled fits); ``None`` = the fixed independent priors. Chosen on
-``benchmarks/simulated_extrapolation.py``'s tuning seeds (``benchmarks/RESULTS.md``)."""
-
-DomainLosses = dict[int, dict[str, float]]
-"""Trial number -> per-domain validation losses (user attrs ``loss_<domain>``)."""
-
-
-# --------------------------------------------------------------------------------- shared fits
-def group_key(index: int, seed: int) -> str:
-    """The joint law's offset group of the runs of budget ``index`` with ``seed``."""
-    return f"b{index}/s{seed}"
-
-
-def fit_budget(design: Design, ledger: Ledger, index: int) -> DDOFit:
-    """The paper's DDO fit of budget ``index`` (same-seed base and perturbation runs).
-
-    Replicates with other seeds are left out: pairing runs that share a seed is what cancels
-    the seed noise (common random numbers). They inform the noise estimate and the joint law.
-    """
-    from optuna_autoscale.laws import fit_power_laws
-
-    seed = design.budget_seed(index)
-    obs = [
-        (dict(pt.allocation or {}), value)
-        for pt, value, _ in ledger.observations(roles=("base", "perturb"))
-        if pt.budget_index == index and pt.seed == seed
-    ]
-    return fit_power_laws(obs, design.base_allocation(index))
-
-
-def _lower_for(design: Design, fit: DDOFit, total: float) -> dict[str, float]:
-    """The paper's lower bound (smallest multiplier tested x base tokens) joined with ``bounds``."""
-    user = design.lower_bounds()
-    hi = design.upper_bounds()
-    paper = {
-        d: min(hi[d], max(user[d], min(fit.multipliers[d]) * fit.base[d] * total / fit.total)) for d in design.domains
-    }
-    return paper if sum(paper.values()) <= total * (1 - 1e-9) else user
-
-
-def _upper(design: Design, caps: Mapping[str, float] | None = None) -> dict[str, float] | None:
-    hi = design.upper_bounds()
-    if caps:
-        for d, c in caps.items():
-            hi[d] = min(hi[d], float(c))
-    return hi if any(math.isfinite(v) for v in hi.values()) else None
-
-
-def ddo_optimum(design: Design, fit: DDOFit, index: int) -> dict[str, float]:
-    """Budget ``index``'s optimal allocation (tokens) under the fit, with the paper's lower bound."""
-    total = design.budgets[index]
-    return fit.optimal_allocation(total, lower=_lower_for(design, fit, total), upper=_upper(design))
-
-
-def domain_losses(design: Design, trials: Any) -> DomainLosses:
-    """Per-domain losses (user attrs ``loss_<domain>``) of the trials that record all of them, finite.
-
-    :attr:`~optuna_autoscale.design.Ledger.losses` holds the same rows for the completed design
-    runs; that is what the sampler and :class:`AutoScaleResult` use.
-    """
-    from optuna_autoscale.mixture import LOSS_PREFIX
-
-    out: DomainLosses = {}
-    for t in trials:
-        attrs = getattr(t, "user_attrs", None) or {}
-        row = {}
-        for d in design.domains:
-            v = attrs.get(f"{LOSS_PREFIX}{d}")
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
-                break
-            row[d] = float(v)
-        else:
-            out[int(t.number)] = row
-    return out
-
-
-def _joint_rows(
-    design: Design, ledger: Ledger, losses: DomainLosses | None
-) -> tuple[list[tuple[dict[str, float], float, str]], list[dict[str, float]] | None]:
-    """The joint law's observations (groups with >= 2 allocations) and, when every run has them,
-    their per-domain losses (mean over a point's runs)."""
-    groups: dict[str, list[tuple[dict[str, float], float, str, str]]] = {}
-    for pt, value, _ in ledger.observations():
-        g = group_key(pt.budget_index, pt.seed)
-        groups.setdefault(g, []).append((dict(pt.allocation or {}), value, g, pt.key))
-    rows = [o for rs in groups.values() if len(rs) >= 2 for o in rs]
-    obs = [(a, v, g) for a, v, g, _ in rows]
-    per: list[dict[str, float]] | None = None
-    if losses:
-        per = []
-        for *_, key in rows:
-            runs = [losses.get(n) for n, _ in ledger.done.get(key, ())]
-            if not runs or any(r is None for r in runs):
-                per = None
-                break
-            per.append({d: float(np.mean([r[d] for r in runs if r is not None])) for d in design.domains})
-    return obs, per
-
-
-def fit_joint(
-    design: Design, ledger: Ledger, losses: DomainLosses | None = None, *, kind: str = DEFAULT_JOINT_LAW
-) -> SeparableLaw | TransferLaw:
-    """The joint law over every design run, one offset per (budget, seed) group.
-
-    Groups with a single allocation (extra base runs with their own seed) only fit their own
-    offset, so they are left out.
-
-    Args:
-        design: The study's design.
-        ledger: Its completed runs.
-        losses: Per-domain losses by trial number; default the ledger's own
-            (:attr:`~optuna_autoscale.design.Ledger.losses`, read from the trials' user attrs
-            ``loss_<domain>``). Without them (``{}``) only the separable law can be fitted.
-        kind: ``"auto"`` (default): the per-domain transfer law
-            (:func:`~optuna_autoscale.transfer.fit_transfer`, per domain the power-law transfer
-            form or the exponential Data Mixing Laws form by held-out error: :data:`TRANSFER_FORMS`)
-            when every run has per-domain losses
-            and the objective is a fixed non-negative weighting of them (the mean for metric
-            ``"loss"``; :func:`~optuna_autoscale.transfer.objective_weights`), else the separable
-            law (:func:`~optuna_autoscale.laws.fit_separable`). ``"transfer"`` or ``"separable"``
-            force one.
-
-    Raises:
-        ValueError: for an unknown ``kind``, or ``kind="transfer"`` without usable per-domain losses.
-    """
-    from optuna_autoscale.laws import fit_separable
-
-    if kind not in JOINT_LAWS:
-        raise ValueError(f"kind must be one of {JOINT_LAWS!r}, got {kind!r}.")
-    if losses is None:
-        losses = ledger.losses
-    obs, per = _joint_rows(design, ledger, losses if kind != "separable" else None)
-    if kind != "separable" and per is not None:
-        from optuna_autoscale.transfer import fit_transfer
-        from optuna_autoscale.transfer import objective_weights
-
-        weights = objective_weights([v for _, v, _ in obs], per, design.domains)
-        if weights is not None:
-            try:
-                return fit_transfer(
-                    [(a, p, g) for (a, _, g), p in zip(obs, per)], weights=weights, forms=TRANSFER_FORMS,
-                    pool_exponents=TRANSFER_POOL,
-                )
-            except (ValueError, np.linalg.LinAlgError):
-                if kind == "transfer":
-                    raise
-    if kind == "transfer":
-        raise ValueError(
-            "The per-domain transfer law needs every design run to record loss_<domain> for every domain, with "
-            "the objective a fixed weighting of them (e.g. their mean); these runs do not. Set the user attrs in "
-            "the objective (optuna_autoscale.simulate and the proxy objective do) or use kind='separable'."
-        )
-    return fit_separable(obs)
-
-
-def joint_optimum(
-    design: Design,
-    law: SeparableLaw | TransferLaw,
-    tokens: float,
-    *,
-    anchor: Mapping[str, float] | None = None,
-    caps: Mapping[str, float] | None = None,
-) -> dict[str, float]:
-    """The joint law's robust optimal allocation at ``tokens``, within bounds and caps."""
-    return law.optimal_allocation(
-        tokens,
-        lower=design.lower_bounds(),
-        upper=_upper(design, caps),
-        robust=True,
-        anchor=None if anchor is None else {d: float(v) for d, v in anchor.items()},
-    )
-
-
-def _anchor(design: Design, optima: Mapping[float, Mixture], tokens: float) -> dict[str, float] | None:
-    """The largest budget's DDO optimum, rescaled to ``tokens`` (the joint law's shrinkage target)."""
-    if not optima:
-        return None
-    top = optima[max(optima)]
-    return {d: top.weights[d] * tokens for d in design.domains}
-
-
-def verification_allocation(
-    design: Design,
-    ledger: Ledger,
-    key: str,
-    cache: dict[Any, Any] | None = None,
-    losses: DomainLosses | None = None,
-) -> dict[str, float]:
-    """The allocation of verification point ``key``, fitted from the ledger's runs (tokens).
-
-    ``cache`` (optional) keeps per-budget optima keyed by the runs they were fitted on.
-    The held-out prediction uses the same joint law as :class:`AutoScaleResult`
-    (:func:`fit_joint` with ``kind="auto"``): the per-domain transfer law when the runs record
-    per-domain losses that reproduce the objective, else the separable law. ``losses``
-    (per-domain losses by trial number) defaults to the ledger's
-    (:attr:`~optuna_autoscale.design.Ledger.losses`); ``{}`` forces the separable law.
-    """
-    cache = {} if cache is None else cache
-
-    def optimum(i: int) -> dict[str, float]:
-        runs = tuple(
-            sorted((k, tuple(v for _, v in ledger.done.get(k, ()))) for k in design.budget_keys(i))
-        )
-        ck = ("ddo", i, runs)
-        if ck not in cache:
-            cache[ck] = ddo_optimum(design, fit_budget(design, ledger, i), i)
-        return cache[ck]
-
-    if key.endswith("/verify_optimum"):
-        return optimum(int(key.split("/")[0][1:]))
-    if key.endswith("/verify_predicted"):
-        assert design.heldout is not None
-        optima = {}
-        for i, n in enumerate(design.budgets):
-            try:
-                optima[n] = Mixture.from_allocation(optimum(i))
-            except (ValueError, RuntimeError):
-                continue
-        law = fit_joint(design, ledger, losses)
-        return joint_optimum(design, law, design.heldout, anchor=_anchor(design, optima, design.heldout))
-    raise KeyError(f"{key!r} is not a verification point.")
 
 
 # --------------------------------------------------------------------------------- result
@@ -370,8 +149,8 @@ class AutoScaleResult:
     def from_study(cls, study: optuna.Study, *, write_summary: bool = True) -> AutoScaleResult:
         """Read ``study`` (run with :class:`~optuna_autoscale.AutoScaleSampler`).
 
-        The design comes from the study's sampler or, for a study loaded with another sampler,
-        from the study system attr ``autoscale:config``.
+        The design is :func:`~optuna_autoscale.design.read_design`'s: the one the study's sampler
+        holds, else the one stored in the study system attr ``autoscale:config``.
 
         Args:
             study: The study.
@@ -383,19 +162,7 @@ class AutoScaleResult:
         Raises:
             ValueError: If the study was not run with AutoScaleSampler.
         """
-        from optuna_autoscale.sampler import AutoScaleSampler
-
-        sampler = getattr(study, "sampler", None)
-        if isinstance(sampler, AutoScaleSampler):
-            design = sampler.design
-        else:
-            cfg = study._storage.get_study_system_attrs(study._study_id).get(CONFIG_ATTR)
-            if cfg is None:
-                raise ValueError(
-                    f"Study {study.study_name!r} was not run with AutoScaleSampler (no {CONFIG_ATTR!r} system "
-                    "attr); create it with sampler=AutoScaleSampler(domains, budgets)."
-                )
-            design = Design.from_config(cfg)
+        design = read_design(study)
         trials = study.get_trials(deepcopy=False)
         ledger = Ledger(design, trials)
         result = cls._from_ledger(design, ledger)
@@ -464,7 +231,7 @@ class AutoScaleResult:
                 raise ValueError(f"caps names unknown domains {unknown!r}; the domains are {list(self.design.domains)!r}.")
         if method in ("joint", "transfer", "separable"):
             law = self._joint_law(method)
-            alloc = joint_optimum(self.design, law, total, anchor=_anchor(self.design, self.optima, total), caps=caps)
+            alloc = joint_optimum(self.design, law, total, anchor=anchor(self.design, self.optima, total), caps=caps)
         elif method == "paper":
             alloc = self._paper(total, caps)
         else:
@@ -495,20 +262,16 @@ class AutoScaleResult:
             )
         budgets = sorted(self.optima)
         optima = [self.optima[b].allocation for b in budgets]
-        upper = _upper(self.design, caps)
+        upper = upper_bounds(self.design, caps)
         cap = None if upper is None else {d: v for d, v in upper.items() if math.isfinite(v)}
-        kwargs: dict[str, Any] = {}
-        if "pinned" in inspect.signature(extrapolate).parameters:
-            pinned = {}
-            for d in self.design.domains:
-                at_lower = []
-                for b in budgets:
-                    fit = self.fits[b]
-                    lo = _lower_for(self.design, fit, b)[d]
-                    at_lower.append(self.optima[b].allocation[d] <= lo * (1 + 1e-6) + 1e-12)
-                pinned[d] = all(at_lower)
-            kwargs["pinned"] = pinned
-        return extrapolate(optima, total, caps=cap or None, **kwargs)
+        pinned = {
+            d: all(
+                self.optima[b].allocation[d] <= paper_lower(self.design, self.fits[b], b)[d] * (1 + 1e-6) + 1e-12
+                for b in budgets
+            )
+            for d in self.design.domains
+        }
+        return extrapolate(optima, total, caps=cap or None, pinned=pinned)
 
     def predict_gain(self, mixture: Mixture, reference: Mixture | None = None) -> float:
         """The joint law's predicted loss reduction of ``mixture`` over ``reference`` (uniform by default)."""

@@ -21,12 +21,14 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
+from optuna_autoscale import fits
 from optuna_autoscale.design import CONFIG_ATTR
 from optuna_autoscale.design import Design
 from optuna_autoscale.design import DesignPoint
-from optuna_autoscale.design import is_user_trial
-from optuna_autoscale.design import Ledger
 from optuna_autoscale.design import POINT_ATTR
+from optuna_autoscale.ledger import is_user_trial
+from optuna_autoscale.ledger import Ledger
+from optuna_autoscale.ledger import study_system_attrs
 from optuna_autoscale.mixture import _check_tokens
 from optuna_autoscale.mixture import Mixture
 from optuna_autoscale.mixture import param_name
@@ -270,8 +272,7 @@ class AutoScaleSampler(BaseSampler):
         with self._lock:
             state = self._state(study)
         if not state.config_checked:
-            attrs = study._storage.get_study_system_attrs(study._study_id)
-            cfg = attrs.get(CONFIG_ATTR)
+            cfg = study_system_attrs(study).get(CONFIG_ATTR)
             mine = self._design.to_config()
             if cfg is None:
                 study._storage.set_study_system_attr(study._study_id, CONFIG_ATTR, mine)
@@ -340,8 +341,6 @@ class AutoScaleSampler(BaseSampler):
         self._parsed.setdefault(raw, point)
 
     def _verification_point(self, key: str, ledger: Ledger) -> DesignPoint:
-        from optuna_autoscale import results as _results
-
         # Content-addressed: the runs (trial numbers, values) and, for the held-out prediction,
         # their per-domain losses, which decide between the transfer and the separable law.
         losses = ledger.losses
@@ -365,7 +364,7 @@ class AutoScaleSampler(BaseSampler):
         # uses AutoScaleResult's joint law: the per-domain transfer law when every run records
         # loss_<domain> reproducing the objective (Ledger.losses, read from storage), else the
         # separable law.
-        alloc = _results.verification_allocation(self._design, ledger, key, self._optima_cache)
+        alloc = fits.verification_allocation(self._design, ledger, key, self._optima_cache)
         point = self._design.dynamic_point(key, alloc)
         with self._lock:
             if len(self._fit_cache) > 64:

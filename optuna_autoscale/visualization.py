@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from collections.abc import Sequence
-import json
 import logging
 import math
 from typing import Any
@@ -113,36 +112,20 @@ def load_result(study: optuna.Study, result: Any = None) -> tuple[Any, str | Non
         return None, "no completed budget to fit"
     if result is not None:
         return result, None
-    try:
-        from optuna_autoscale.results import AutoScaleResult
-    except ImportError as e:  # pragma: no cover - during development only
-        return None, f"results unavailable: {e}"
+    from optuna_autoscale.results import AutoScaleResult
+
     try:
         return AutoScaleResult.from_study(study), None
     except (ValueError, KeyError, RuntimeError) as e:
         return None, str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
-def _study_system_attrs(study: optuna.Study) -> dict[str, Any]:
-    """The study's system attrs (``Study.system_attrs`` is gone in Optuna 5)."""
-    return study._storage.get_study_system_attrs(study._study_id)
-
-
 def _design_and_ledger(study: optuna.Study) -> tuple[Any, Any]:
-    from optuna_autoscale.design import CONFIG_ATTR
-    from optuna_autoscale.design import Design
-    from optuna_autoscale.design import Ledger
+    from optuna_autoscale.ledger import Ledger
+    from optuna_autoscale.ledger import read_design
 
-    raw = _study_system_attrs(study).get(CONFIG_ATTR)
-    if raw is None:
-        raise ValueError(
-            f"Study {study.study_name!r} has no AutoScale design (system attr {CONFIG_ATTR!r}); "
-            "run it with AutoScaleSampler first."
-        )
-    config = json.loads(raw) if isinstance(raw, str) else raw
-    design = Design.from_config(config)
-    ledger = Ledger(design, study.get_trials(deepcopy=False))
-    return design, ledger
+    design = read_design(study)
+    return design, Ledger(design, study.get_trials(deepcopy=False))
 
 
 def design_progress(study: optuna.Study) -> list[dict[str, Any]]:

@@ -399,24 +399,24 @@ class TestSingleObjectiveContract(SingleOnlySamplerTestCase):
 
 
 def test_failed_verification_fit_fails_the_trial_cleanly_and_reopens(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from optuna_autoscale import results
+    from optuna_autoscale import fits
 
     sampler = AutoScaleSampler(DOMS, BUDGETS, seed=0)
     study = optuna.create_study(sampler=sampler)
     study.optimize(objective, n_trials=len(sampler.design.points))  # every static point
-    real = results.verification_allocation
+    real = fits.verification_allocation
 
     def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("fit exploded")
 
-    monkeypatch.setattr(results, "verification_allocation", broken)
+    monkeypatch.setattr(fits, "verification_allocation", broken)
     with pytest.raises(RuntimeError, match="fit exploded"):
         study.optimize(objective, n_trials=1)
     last = study.trials[-1]
     assert last.state == TrialState.FAIL
     reservation = DesignPoint.from_json(last.system_attrs[POINT_ATTR])
     assert reservation.role == "verify_optimum" and reservation.allocation is None
-    monkeypatch.setattr(results, "verification_allocation", real)
+    monkeypatch.setattr(fits, "verification_allocation", real)
     study.optimize(objective, n_trials=100)
     keys = _keys(study)
     assert set(keys) == _design_keys(sampler) and max(keys.values()) == 1
