@@ -53,9 +53,11 @@ import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+import warnings  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
+from scipy import optimize  # noqa: E402
 from scipy import stats  # noqa: E402
 
 
@@ -66,8 +68,91 @@ from benchmarks._figures import save_figure  # noqa: E402
 from optuna_autoscale.baselines import fit_data_mixing_law  # noqa: E402
 from optuna_autoscale.baselines import fit_regressor  # noqa: E402
 from optuna_autoscale.baselines import lightgbm_available  # noqa: E402
-from optuna_autoscale.transfer import _least_squares  # noqa: E402
-from optuna_autoscale.transfer import fit_component_law  # noqa: E402
+
+
+# ------------------------------------------------------------------------------ the K-component transfer law
+def _least_squares(fun: Any, jac: Any, p0: np.ndarray, lo: np.ndarray, hi: np.ndarray, nfev: int) -> Any:
+    with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return optimize.least_squares(fun, np.clip(p0, lo + 1e-9, hi - 1e-9), jac=jac, bounds=(lo, hi),
+                                      method="trf", max_nfev=nfev)
+
+
+def fit_component_law(x: np.ndarray, y: np.ndarray, *, components: int = 4, starts: int = 2, nfev: int = 1000,
+                      seed: int = 0, n0_min: float = 1e-2, gamma_max: float = 1.0,
+                      clip: float = 0.25) -> Callable[[np.ndarray], np.ndarray]:
+    """Transfer law in mixture weights with ``K`` components, ``c + sum_k beta_k (A_k . w + n0_k)^(-gamma_k)``.
+
+    One validation domain at one budget (``benchmarks/regmix_offline.py``). ``A >= 0``; ``K = m``
+    and ``A = I`` is the separable law; each component is a "skill" fed by several domains at
+    different exchange rates. Log-parametrised (beta, n0, gamma, A > 0) with box bounds that keep
+    extrapolation tame: ``n0 >= n0_min`` and ``gamma <= gamma_max``. Several random starts for
+    ``A``; the lowest training error wins. A power law diverges as a component's effective data
+    goes to zero, while real losses saturate; predictions are therefore clipped to the training
+    losses' range widened by ``clip`` times its width on each side.
+
+    Args:
+        x: Mixture weights, ``(n, m)``.
+        y: Losses, ``(n,)``.
+        components: ``K``.
+        starts: Random starts for ``A``.
+        nfev: Function evaluations per start.
+        seed: Seed of the starts.
+        n0_min: Lower bound of ``n0``.
+        gamma_max: Upper bound of ``gamma``.
+        clip: Widening of the prediction clip range (fraction of the training range).
+
+    Returns:
+        A predictor: weights ``(n', m)`` -> losses ``(n',)``.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if x.ndim != 2 or y.shape != (len(x),):
+        raise ValueError(f"x must be (n, m) and y (n,), got {x.shape} and {y.shape}.")
+    n, m = x.shape
+    k = int(components)
+    if k < 1:
+        raise ValueError(f"components must be >= 1, got {components!r}.")
+
+    def unpack(p: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return (p[0], np.exp(p[1 : 1 + k]), np.exp(p[1 + k : 1 + 2 * k]), np.exp(p[1 + 2 * k : 1 + 3 * k]),
+                np.exp(p[1 + 3 * k :]).reshape(k, m))
+
+    def predict(p: np.ndarray, xn: np.ndarray) -> np.ndarray:
+        c, b, n0, g, a = unpack(p)
+        z = xn @ a.T + n0  # (n, K) effective data per component
+        return c + (b * z ** (-g)).sum(axis=1)
+
+    def jac(p: np.ndarray) -> np.ndarray:
+        c, b, n0, g, a = unpack(p)
+        z = x @ a.T + n0
+        t = b * z ** (-g)
+        dz = -t * g / z
+        j = np.empty((n, 1 + 3 * k + k * m))
+        j[:, 0] = 1.0
+        j[:, 1 : 1 + k] = t
+        j[:, 1 + k : 1 + 2 * k] = dz * n0
+        j[:, 1 + 2 * k : 1 + 3 * k] = -t * np.log(z) * g
+        j[:, 1 + 3 * k :] = (dz[:, :, None] * x[:, None, :] * a[None, :, :]).reshape(n, k * m)
+        return j
+
+    lo = np.concatenate([[-np.inf], np.full(k, -20.0), np.full(k, np.log(n0_min)), np.full(k, np.log(1e-2)),
+                         np.full(k * m, -20.0)])
+    hi = np.concatenate([[np.inf], np.full(k, 5.0), np.full(k, np.log(10.0)), np.full(k, np.log(gamma_max)),
+                         np.full(k * m, 5.0)])
+    rng = np.random.default_rng(seed)
+    best = None
+    for _ in range(starts):
+        a0 = np.log(rng.uniform(0.05, 1.0, size=(k, m)))
+        p0 = np.concatenate([[y.min() - 0.3], np.full(k, np.log(0.3)), np.full(k, np.log(max(0.02, 2 * n0_min))),
+                             np.full(k, np.log(min(0.3, gamma_max / 2))), a0.ravel()])
+        res = _least_squares(lambda p: predict(p, x) - y, jac, p0, lo, hi, nfev)
+        if np.isfinite(res.cost) and (best is None or res.cost < best.cost):
+            best = res
+    assert best is not None
+    span = float(np.ptp(y))
+    lo_y, hi_y = float(y.min()) - clip * span, float(y.max()) + clip * span
+    return lambda xn: np.clip(predict(best.x, np.asarray(xn, dtype=float)), lo_y, hi_y)
 
 
 DEFAULT_DATA = REPO / ".." / "shared" / "data" / "regmix"

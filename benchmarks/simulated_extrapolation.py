@@ -242,7 +242,7 @@ def posterior_allocation(
     """
     from scipy import optimize
 
-    from optuna_autoscale.laws import _project_box_total
+    from optuna_autoscale.extrapolation.robust import project_box_total as _project_box_total
 
     domains = law.domains
     m = len(domains)
@@ -329,8 +329,8 @@ def ceiling_law(land: object, family: str, obs: list[Run], *, only_linear: bool)
     offsets are fitted. The rest is fitted as :func:`fit_transfer` does (MAP, Laplace posterior),
     so the robust rule sees only the noise on the parameters left free: an information ceiling.
     """
-    from optuna_autoscale import transfer as tr
-    from optuna_autoscale.laws import _group_design
+    from optuna_autoscale.laws import transfer as tr
+    from optuna_autoscale.laws._map import group_design as _group_design
 
     domains = tuple(land.domains)  # type: ignore[attr-defined]
     m = len(domains)
@@ -384,7 +384,7 @@ def ceiling_law(land: object, family: str, obs: list[Run], *, only_linear: bool)
 
 def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, float]:
     """Shares recovered by every row for one (family, snr, seed)."""
-    from optuna_autoscale.extrapolation import extrapolate
+    from optuna_autoscale.extrapolation import extrapolate_paper as extrapolate
     from optuna_autoscale.laws import fit_separable
     from optuna_autoscale.transfer import fit_transfer
 

@@ -6,22 +6,27 @@ build on these, so they live below both.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-import math
 from typing import Any
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from optuna_autoscale._progress import terminal_progress
 from optuna_autoscale.design import Design
+from optuna_autoscale.extrapolation.robust import anchor_allocation
+from optuna_autoscale.extrapolation.robust import extrapolate_joint
+from optuna_autoscale.extrapolation.robust import target_upper
+from optuna_autoscale.laws import DDOFit
+from optuna_autoscale.laws import fit_power_laws
+from optuna_autoscale.laws import fit_separable
+from optuna_autoscale.laws import fit_transfer
+from optuna_autoscale.laws import JointLaw
+from optuna_autoscale.laws import objective_weights
 from optuna_autoscale.mixture import Mixture
 
 
 if TYPE_CHECKING:
     from optuna_autoscale.ledger import Ledger
-    from optuna_autoscale.laws import DDOFit
-    from optuna_autoscale.laws import SeparableLaw
-    from optuna_autoscale.transfer import TransferLaw
 
 
 __all__ = [
@@ -34,10 +39,7 @@ __all__ = [
     "fit_budget",
     "fit_joint",
     "group_key",
-    "anchor",
-    "joint_optimum",
     "paper_lower",
-    "upper_bounds",
     "verification_allocation",
 ]
 
@@ -71,8 +73,6 @@ def fit_budget(design: Design, ledger: Ledger, index: int) -> DDOFit:
     Replicates with other seeds are left out: pairing runs that share a seed is what cancels
     the seed noise (common random numbers). They inform the noise estimate and the joint law.
     """
-    from optuna_autoscale.laws import fit_power_laws
-
     seed = design.budget_seed(index)
     obs = [
         (dict(pt.allocation or {}), value)
@@ -92,18 +92,10 @@ def paper_lower(design: Design, fit: DDOFit, total: float) -> dict[str, float]:
     return paper if sum(paper.values()) <= total * (1 - 1e-9) else user
 
 
-def upper_bounds(design: Design, caps: Mapping[str, float] | None = None) -> dict[str, float] | None:
-    hi = design.upper_bounds()
-    if caps:
-        for d, c in caps.items():
-            hi[d] = min(hi[d], float(c))
-    return hi if any(math.isfinite(v) for v in hi.values()) else None
-
-
 def ddo_optimum(design: Design, fit: DDOFit, index: int) -> dict[str, float]:
     """Budget ``index``'s optimal allocation (tokens) under the fit, with the paper's lower bound."""
     total = design.budgets[index]
-    return fit.optimal_allocation(total, lower=paper_lower(design, fit, total), upper=upper_bounds(design))
+    return fit.optimal_allocation(total, lower=paper_lower(design, fit, total), upper=target_upper(design))
 
 
 def _joint_rows(
@@ -131,7 +123,7 @@ def _joint_rows(
 
 def fit_joint(
     design: Design, ledger: Ledger, losses: DomainLosses | None = None, *, kind: str = DEFAULT_JOINT_LAW
-) -> SeparableLaw | TransferLaw:
+) -> JointLaw:
     """The joint law over every design run, one offset per (budget, seed) group.
 
     Groups with a single allocation (extra base runs with their own seed) only fit their own
@@ -155,24 +147,22 @@ def fit_joint(
     Raises:
         ValueError: for an unknown ``kind``, or ``kind="transfer"`` without usable per-domain losses.
     """
-    from optuna_autoscale.laws import fit_separable
-
     if kind not in JOINT_LAWS:
         raise ValueError(f"kind must be one of {JOINT_LAWS!r}, got {kind!r}.")
     if losses is None:
         losses = ledger.losses
     obs, per = _joint_rows(design, ledger, losses if kind != "separable" else None)
     if kind != "separable" and per is not None:
-        from optuna_autoscale.transfer import fit_transfer
-        from optuna_autoscale.transfer import objective_weights
-
         weights = objective_weights([v for _, v, _ in obs], per, design.domains)
         if weights is not None:
             try:
-                return fit_transfer(
-                    [(a, p, g) for (a, _, g), p in zip(obs, per)], weights=weights, forms=TRANSFER_FORMS,
-                    pool_exponents=TRANSFER_POOL,
-                )
+                # A fit of many domains takes a minute or more (inside one sampler ask): a bar on a terminal.
+                desc = f"fitting the transfer law ({len(design.domains)} domains, {len(obs)} runs)"
+                with terminal_progress(desc) as progress:
+                    return fit_transfer(
+                        [(a, p, g) for (a, _, g), p in zip(obs, per)], weights=weights, forms=TRANSFER_FORMS,
+                        pool_exponents=TRANSFER_POOL, progress=progress,
+                    )
             except (ValueError, np.linalg.LinAlgError):
                 if kind == "transfer":
                     raise
@@ -183,32 +173,6 @@ def fit_joint(
             "the objective (optuna_autoscale.simulate and the proxy objective do) or use kind='separable'."
         )
     return fit_separable(obs)
-
-
-def joint_optimum(
-    design: Design,
-    law: SeparableLaw | TransferLaw,
-    tokens: float,
-    *,
-    anchor: Mapping[str, float] | None = None,
-    caps: Mapping[str, float] | None = None,
-) -> dict[str, float]:
-    """The joint law's robust optimal allocation at ``tokens``, within bounds and caps."""
-    return law.optimal_allocation(
-        tokens,
-        lower=design.lower_bounds(),
-        upper=upper_bounds(design, caps),
-        robust=True,
-        anchor=None if anchor is None else {d: float(v) for d, v in anchor.items()},
-    )
-
-
-def anchor(design: Design, optima: Mapping[float, Mixture], tokens: float) -> dict[str, float] | None:
-    """The largest budget's DDO optimum, rescaled to ``tokens`` (the joint law's shrinkage target)."""
-    if not optima:
-        return None
-    top = optima[max(optima)]
-    return {d: top.weights[d] * tokens for d in design.domains}
 
 
 def verification_allocation(
@@ -249,5 +213,5 @@ def verification_allocation(
             except (ValueError, RuntimeError):
                 continue
         law = fit_joint(design, ledger, losses)
-        return joint_optimum(design, law, design.heldout, anchor=anchor(design, optima, design.heldout))
+        return extrapolate_joint(design, law, design.heldout, anchor=anchor_allocation(design, optima, design.heldout))
     raise KeyError(f"{key!r} is not a verification point.")

@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from optuna_autoscale.design import Design
-from optuna_autoscale.fits import anchor
+from optuna_autoscale.extrapolation import extrapolate_joint
+from optuna_autoscale.extrapolation import extrapolate_paper
+from optuna_autoscale.extrapolation.robust import anchor_allocation
+from optuna_autoscale.extrapolation.robust import target_upper
 from optuna_autoscale.fits import DEFAULT_JOINT_LAW  # noqa: F401  (re-exported: optuna_autoscale.results.*)
 from optuna_autoscale.fits import ddo_optimum
 from optuna_autoscale.fits import DomainLosses
@@ -20,11 +23,9 @@ from optuna_autoscale.fits import fit_budget
 from optuna_autoscale.fits import fit_joint
 from optuna_autoscale.fits import group_key
 from optuna_autoscale.fits import JOINT_LAWS  # noqa: F401
-from optuna_autoscale.fits import joint_optimum
 from optuna_autoscale.fits import paper_lower
 from optuna_autoscale.fits import TRANSFER_FORMS  # noqa: F401
 from optuna_autoscale.fits import TRANSFER_POOL  # noqa: F401
-from optuna_autoscale.fits import upper_bounds
 from optuna_autoscale.fits import verification_allocation  # noqa: F401
 from optuna_autoscale.ledger import Ledger
 from optuna_autoscale.ledger import read_design
@@ -37,8 +38,7 @@ if TYPE_CHECKING:
     import optuna
 
     from optuna_autoscale.laws import DDOFit
-    from optuna_autoscale.laws import SeparableLaw
-    from optuna_autoscale.transfer import TransferLaw
+    from optuna_autoscale.laws import JointLaw
 
 
 __all__ = ["AutoScaleResult", "SUMMARY_ATTR"]
@@ -135,7 +135,7 @@ class AutoScaleResult:
     design: Design
     fits: dict[float, DDOFit]
     optima: dict[float, Mixture]
-    law: SeparableLaw | TransferLaw | None
+    law: JointLaw | None
     noise: float | None
     noise_source: str | None
     warnings: list[str]
@@ -231,38 +231,33 @@ class AutoScaleResult:
                 raise ValueError(f"caps names unknown domains {unknown!r}; the domains are {list(self.design.domains)!r}.")
         if method in ("joint", "transfer", "separable"):
             law = self._joint_law(method)
-            alloc = joint_optimum(self.design, law, total, anchor=anchor(self.design, self.optima, total), caps=caps)
+            alloc = extrapolate_joint(self.design, law, total, anchor=anchor_allocation(self.design, self.optima, total), caps=caps)
         elif method == "paper":
             alloc = self._paper(total, caps)
         else:
             raise ValueError(f"method must be 'joint', 'transfer', 'separable' or 'paper', got {method!r}.")
         return Mixture.from_allocation({d: max(0.0, float(alloc[d])) for d in self.design.domains}, seed=DEFAULT_SEED)
 
-    def _joint_law(self, method: str) -> SeparableLaw | TransferLaw:
+    def _joint_law(self, method: str) -> JointLaw:
         if self.law is None:
             raise ValueError(
                 "No joint law: it needs completed designs at two or more budgets "
                 f"({'; '.join(self.warnings) or 'none completed'}). Use method='paper' or run more trials."
             )
-        from optuna_autoscale.transfer import TransferLaw
-
-        current = "transfer" if isinstance(self.law, TransferLaw) else "separable"
-        if method in ("joint", current):
+        if method in ("joint", self.law.kind):
             return self.law
         if method not in self._laws:
             self._laws[method] = fit_joint(self.design, self._ledger, self._losses, kind=method)
         return self._laws[method]
 
     def _paper(self, total: float, caps: Mapping[str, float] | None) -> dict[str, float]:
-        from optuna_autoscale.extrapolation import extrapolate
-
         if len(self.optima) < 2:
             raise ValueError(
                 f"The paper's extrapolation needs optima at two or more budgets; have {sorted(self.optima)}."
             )
         budgets = sorted(self.optima)
         optima = [self.optima[b].allocation for b in budgets]
-        upper = upper_bounds(self.design, caps)
+        upper = target_upper(self.design, caps)
         cap = None if upper is None else {d: v for d, v in upper.items() if math.isfinite(v)}
         pinned = {
             d: all(
@@ -271,7 +266,7 @@ class AutoScaleResult:
             )
             for d in self.design.domains
         }
-        return extrapolate(optima, total, caps=cap or None, pinned=pinned)
+        return extrapolate_paper(optima, total, caps=cap or None, pinned=pinned)
 
     def predict_gain(self, mixture: Mixture, reference: Mixture | None = None) -> float:
         """The joint law's predicted loss reduction of ``mixture`` over ``reference`` (uniform by default)."""
@@ -353,7 +348,7 @@ class AutoScaleResult:
         """A JSON-ready summary: config, fits, optima, law, verification, noise, warnings."""
         law = None
         if self.law is not None:
-            law = self.law.to_dict() if hasattr(self.law, "to_dict") else dataclasses.asdict(self.law)
+            law = self.law.to_dict()
         return _jsonable(
             {
                 "config": self.design.to_config(),
@@ -375,7 +370,7 @@ class AutoScaleResult:
 
 
 def _noise(
-    design: Design, ledger: Ledger, law: SeparableLaw | TransferLaw | None
+    design: Design, ledger: Ledger, law: JointLaw | None
 ) -> tuple[float | None, str | None]:
     """Pooled sd of base runs with different seeds per budget; else the law's residual sd."""
     ss, dof = 0.0, 0
@@ -393,6 +388,6 @@ def _noise(
             dof += len(vals) - 1
     if dof > 0:
         return math.sqrt(ss / dof), "base replicates"
-    if law is not None and getattr(law, "noise", None) is not None:
+    if law is not None and law.noise is not None:
         return float(law.noise), "joint law residual"
     return None, None

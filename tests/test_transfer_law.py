@@ -178,24 +178,31 @@ def test_long_fits_show_progress_on_a_terminal(monkeypatch: pytest.MonkeyPatch) 
     import io
     import sys
 
-    from optuna_autoscale import transfer as transfer_module
+    from optuna_autoscale import _progress
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
 
     obs = _design(transfer(3, seed=0), snr=6.0)
-    monkeypatch.setattr(transfer_module, "PROGRESS_DELAY", 0.0)
+    monkeypatch.setattr(_progress, "PROGRESS_DELAY", 0.0)
+    desc = "fitting the transfer law (3 domains, 14 runs)"
     for pool, fits in ((None, 6), ("auto", 12)):  # 3 domains x 2 forms, twice when pooled
         term = Terminal()
         monkeypatch.setattr(sys, "stderr", term)
-        fit_transfer(obs, forms="auto", pool_exponents=pool)
-        assert f" 0/{fits} " in term.getvalue() and "fitting the transfer law (3 domains, 14 runs)" in term.getvalue()
+        with _progress.terminal_progress(desc) as progress:
+            fit_transfer(obs, forms="auto", pool_exponents=pool, progress=progress)
+        assert f" 0/{fits} " in term.getvalue() and desc in term.getvalue()
     # Not a terminal (logs, CI): silent.
     quiet = io.StringIO()
     monkeypatch.setattr(sys, "stderr", quiet)
-    fit_transfer(obs, forms="auto", pool_exponents="auto")
+    with _progress.terminal_progress(desc) as progress:
+        fit_transfer(obs, forms="auto", pool_exponents="auto", progress=progress)
     assert quiet.getvalue() == ""
+    # The maths alone report through the callback, and draw nothing.
+    seen: list[tuple[int, int]] = []
+    fit_transfer(obs, forms="auto", pool_exponents="auto", progress=lambda done, total: seen.append((done, total)))
+    assert seen[0] == (0, 12) and seen[-1] == (12, 12)
 
 
 def test_pooled_prior() -> None:
@@ -243,16 +250,16 @@ def _study(land, objective):  # type: ignore[no-untyped-def]
 
 
 def test_results_use_the_transfer_law_when_per_domain_losses_are_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
-    import optuna_autoscale.transfer as transfer_module
+    from optuna_autoscale import fits
 
     calls: list[dict] = []
-    fit = transfer_module.fit_transfer
+    fit = fits.fit_transfer
 
     def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(kwargs)
         return fit(*args, **kwargs)
 
-    monkeypatch.setattr(transfer_module, "fit_transfer", spy)
+    monkeypatch.setattr(fits, "fit_transfer", spy)
     land = transfer(4, seed=1)
     result = AutoScaleResult.from_study(_study(land, land.objective()))
     assert isinstance(result.law, TransferLaw)

@@ -27,12 +27,14 @@ from typing import Any
 import numpy as np
 from scipy import optimize
 
+from optuna_autoscale.laws.dml import centering_basis
+from optuna_autoscale.laws.dml import EXP_CLIP
+from optuna_autoscale.laws.dml import fit_exponential_law
 from optuna_autoscale.mixture import validate_domains
 
 
 __all__ = ["DataMixingLaw", "fit_data_mixing_law"]
 
-_EXP_CLIP = 60.0
 
 
 def _as_weight_matrix(weights: Any, m: int | None, what: str = "weights") -> np.ndarray:
@@ -89,7 +91,7 @@ class DataMixingLaw:
                 raise ValueError(f"The mixture has no weight for training domains {missing!r}.")
             weights = [float(weights[d]) for d in self.domains]
         r = _as_weight_matrix(weights, len(self.domains))
-        z = np.clip(r @ self.t.T, -_EXP_CLIP, _EXP_CLIP)
+        z = np.clip(r @ self.t.T, -EXP_CLIP, EXP_CLIP)
         out = self.c[None, :] + self.k[None, :] * np.exp(z)
         return out[0] if single else out
 
@@ -152,11 +154,11 @@ class DataMixingLaw:
         c, k, t, omk = self.c[ok], self.k[ok], self.t[ok], om[ok]
 
         def f(r: np.ndarray) -> float:
-            z = np.clip(t @ r, -_EXP_CLIP, _EXP_CLIP)
+            z = np.clip(t @ r, -EXP_CLIP, EXP_CLIP)
             return float(omk @ (c + k * np.exp(z)))
 
         def g(r: np.ndarray) -> np.ndarray:
-            z = np.clip(t @ r, -_EXP_CLIP, _EXP_CLIP)
+            z = np.clip(t @ r, -EXP_CLIP, EXP_CLIP)
             return (omk * k * np.exp(z)) @ t
 
         rng = np.random.default_rng(seed)
@@ -188,60 +190,6 @@ class DataMixingLaw:
             "t": self.t.tolist(),
             "rmse": dict(self.rmse),
         }
-
-
-def _centering_basis(m: int) -> np.ndarray:
-    """An orthonormal basis (m x m-1) of the mean-zero subspace of R^m."""
-    q, _ = np.linalg.qr(np.eye(m) - 1.0 / m)
-    return q[:, : m - 1]
-
-
-def _fit_one(r: np.ndarray, y: np.ndarray, basis: np.ndarray, n_starts: int) -> tuple[float, float, np.ndarray, float]:
-    n, m = r.shape
-
-    def project(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        t = basis @ s
-        e = np.exp(np.clip(r @ t, -_EXP_CLIP, _EXP_CLIP))
-        a = np.column_stack([np.ones(n), e])
-        coef, *_ = np.linalg.lstsq(a, y, rcond=None)
-        return coef, y - a @ coef
-
-    def resid(s: np.ndarray) -> np.ndarray:
-        return project(s)[1]
-
-    rb = r @ basis
-
-    def jac(s: np.ndarray) -> np.ndarray:
-        # Variable projection with Kaufman's Jacobian: the derivative of the residual with the
-        # linear coefficients held at their optimum, projected off the span of the linear columns.
-        # Exact at the minimum's first order; one QR instead of m lstsq solves for finite differences.
-        z = r @ (basis @ s)
-        e = np.exp(np.clip(z, -_EXP_CLIP, _EXP_CLIP))
-        a = np.column_stack([np.ones(n), e])
-        coef, *_ = np.linalg.lstsq(a, y, rcond=None)
-        d = (coef[1] * e * (np.abs(z) < _EXP_CLIP))[:, None] * rb
-        q, _ = np.linalg.qr(a)
-        return -(d - q @ (q.T @ d))
-
-    starts = [np.zeros(m - 1)]
-    span = float(y.max() - y.min()) or 1.0
-    for frac in np.linspace(0.05, 1.0, max(n_starts - 1, 1)):
-        c0 = float(y.min()) - frac * span
-        lt, *_ = np.linalg.lstsq(r, np.log(y - c0), rcond=None)
-        starts.append(basis.T @ lt)
-    best: tuple[float, np.ndarray] | None = None
-    for s0 in starts:
-        try:
-            res = optimize.least_squares(resid, s0, jac=jac, method="trf", x_scale="jac", max_nfev=200 * m)
-        except (ValueError, np.linalg.LinAlgError):
-            continue
-        cost = float(np.sum(res.fun**2))
-        if np.isfinite(cost) and (best is None or cost < best[0]):
-            best = (cost, res.x)
-    if best is None:
-        raise RuntimeError("The Data Mixing Law fit failed from every start.")
-    coef, res_vec = project(best[1])
-    return float(coef[0]), float(coef[1]), basis @ best[1], float(np.sqrt(np.mean(res_vec**2)))
 
 
 def fit_data_mixing_law(
@@ -298,10 +246,10 @@ def fit_data_mixing_law(
         raise ValueError(f"targets must be {y.shape[1]} unique names (one per losses column).")
     if n_starts < 1:
         raise ValueError(f"n_starts must be >= 1, got {n_starts}.")
-    basis = _centering_basis(m)
+    basis = centering_basis(m)
     cs, ks, ts, rmse = [], [], [], {}
     for i, name in enumerate(tgts):
-        c, k, t, e = _fit_one(r, y[:, i], basis, n_starts)
+        c, k, t, e = fit_exponential_law(r, y[:, i], basis, n_starts)
         cs.append(c)
         ks.append(k)
         ts.append(t)

@@ -1,4 +1,4 @@
-"""The AutoScale paper's scale extrapolation of optimal data mixtures.
+"""The paper's extrapolation rule: follow the path of per-budget optima (log-affine in one scalar) to a target.
 
 For a separable power law ``L = sum_i beta_i N_i^(-gamma_i)`` without offsets or active bounds,
 the optimal ``log N_i*`` at every budget is affine in one shared scalar (the log of the
@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 
-__all__ = ["ScalePath", "fit_path", "extrapolate"]
+__all__ = ["ScalePath", "extrapolate_paper", "fit_path"]
 
 _BUDGET_RTOL = 1e-9
 
@@ -389,7 +389,7 @@ def _pinned(pinned: Mapping[str, bool] | None, domains: tuple[str, ...]) -> set[
     return {d for d, flag in pinned.items() if bool(flag)}
 
 
-def extrapolate(
+def extrapolate_paper(
     optima: Sequence[Mapping[str, float]],
     tokens: float,
     caps: Mapping[str, float] | None = None,
@@ -419,11 +419,11 @@ def extrapolate(
     Example:
         .. code-block:: python
 
-            from optuna_autoscale.extrapolation import extrapolate
+            from optuna_autoscale.extrapolation import extrapolate_paper
 
             n1 = {"web": 60.0, "code": 40.0}
             n2 = {"web": 240.0, "code": 240.0}
-            out = extrapolate([n1, n2], 240.0**2 / 60.0 + 240.0**2 / 40.0)
+            out = extrapolate_paper([n1, n2], 240.0**2 / 60.0 + 240.0**2 / 40.0)
             assert abs(out["web"] - 960.0) < 1e-6   # N2^2 / N1
             assert abs(out["code"] - 1440.0) < 1e-6
     """
