@@ -224,7 +224,7 @@ def fit_transfer_law(x: np.ndarray, y: np.ndarray, *, components: int = 4, start
                      clip: float = 0.25) -> Predictor:
     """AutoScale transfer law ``c + sum_k beta_k (A_k . w + n0_k)^(-gamma_k)``, ``A >= 0``.
 
-    The package's :func:`optuna_autoscale.transfer.fit_component_law` (moved there from this script).
+    This script's own model (it lived in ``optuna_autoscale.transfer`` for a while; this is its only user).
     """
     return fit_component_law(x, y, components=components, starts=starts, nfev=nfev, seed=seed, n0_min=n0_min,
                              gamma_max=gamma_max, clip=clip)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 
-__all__ = ["bound_vector", "check_allocation", "check_value"]
+__all__ = ["bound_vector", "check_allocation", "check_tokens", "check_value"]
 
 
 def check_allocation(alloc: Any, domains: tuple[str, ...], what: str) -> np.ndarray:
@@ -58,3 +58,14 @@ def bound_vector(
                 out[i] = float(bound[d])
         return out
     return np.full(len(domains), float(bound))
+
+
+def check_tokens(tokens: float, what: str = "tokens") -> float:
+    """``tokens`` as a finite, positive float (a number of training tokens)."""
+    try:
+        t = float(tokens)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number of training tokens, got {tokens!r}.") from None
+    if not math.isfinite(t) or t <= 0:
+        raise ValueError(f"{what} must be a finite, positive number of training tokens, got {tokens!r}.")
+    return t

@@ -630,7 +630,7 @@ def _result(study: optuna.Study) -> Any:
 
 def _print_show(study: optuna.Study, *, fmt: str, budget: float | None, cfg: RunConfig | None,
                 tolerant: bool = False) -> None:
-    from optuna_autoscale.visualization import _fmt_tokens
+    from optuna_autoscale.visualization import format_tokens
 
     try:
         res = _result(study)
@@ -650,7 +650,7 @@ def _print_show(study: optuna.Study, *, fmt: str, budget: float | None, cfg: Run
             raise CommandError(f"no fitted optimum at {budget:g} tokens; fitted budgets: {sorted(float(b) for b in optima)}")
     elif fmt in ("megatron", "hf"):
         keys = keys[-1:]
-    mixtures = {f"{_fmt_tokens(float(b))} tokens": optima[b] for b in keys}
+    mixtures = {f"{format_tokens(float(b))} tokens": optima[b] for b in keys}
     domains = list(next(iter(mixtures.values())).weights)
     print(format_mixtures(mixtures, fmt, data_paths=_data_paths(cfg, domains)))
 
@@ -676,10 +676,10 @@ def _cmd_extrapolate(args: argparse.Namespace) -> int:
             except argparse.ArgumentTypeError as e:
                 raise CommandError(f"--cap {item!r}: {e}; write DOMAIN=TOKENS, e.g. code=5e10") from None
     mix = res.extrapolate(args.tokens, method=args.method, caps=caps)
-    from optuna_autoscale.visualization import _fmt_tokens
+    from optuna_autoscale.visualization import format_tokens
 
     cfg = _run_config_of(study)
-    print(format_mixtures({f"{_fmt_tokens(args.tokens)} tokens ({args.method})": mix}, args.format,
+    print(format_mixtures({f"{format_tokens(args.tokens)} tokens ({args.method})": mix}, args.format,
                           data_paths=_data_paths(cfg, list(mix.weights))))
     return 0
 
@@ -732,7 +732,7 @@ def write_report(study: optuna.Study, out: str | Path, *, targets: Sequence[floa
             domains = list(optima[budgets[0]].weights)
             tgts = list(targets) or [10 * max(budgets), 100 * max(budgets)]
             parts.append("<h2>Fitted optimal weights</h2>")
-            parts.append(_html_table(["domain"] + [f"{vis._fmt_tokens(b)} tokens" for b in budgets],
+            parts.append(_html_table(["domain"] + [f"{vis.format_tokens(b)} tokens" for b in budgets],
                                      [[d] + [optima[b].weights[d] for b in budgets] for d in domains]))
             cols, ext = [], []
             if len(optima) < 2:
@@ -742,9 +742,9 @@ def write_report(study: optuna.Study, out: str | Path, *, targets: Sequence[floa
                 for m in ("joint", "paper"):
                     try:
                         ext.append(res.extrapolate(float(t), method=m).weights)
-                        cols.append(f"{vis._fmt_tokens(t)} ({m})")
+                        cols.append(f"{vis.format_tokens(t)} ({m})")
                     except (ValueError, RuntimeError) as e:
-                        parts.append(f"<p>Extrapolation to {vis._fmt_tokens(t)} by {m} failed: {html.escape(str(e))}</p>")
+                        parts.append(f"<p>Extrapolation to {vis.format_tokens(t)} by {m} failed: {html.escape(str(e))}</p>")
             if cols:
                 parts.append("<h2>Extrapolated mixtures</h2>")
                 parts.append(_html_table(["domain"] + cols, [[d] + [e[d] for e in ext] for d in domains]))
@@ -754,7 +754,7 @@ def write_report(study: optuna.Study, out: str | Path, *, targets: Sequence[floa
                 for d in fit.domains:
                     law = fit.params[d]
                     r = fit.residuals.get(d)
-                    fit_rows.append([vis._fmt_tokens(b), d, law.a, law.b, law.c, "exact" if r is None else r])
+                    fit_rows.append([vis.format_tokens(b), d, law.a, law.b, law.c, "exact" if r is None else r])
             if fit_rows:
                 parts.append("<h2>DDO fits: y(x) = (x + a)<sup>-b</sup> + c</h2>")
                 parts.append(_html_table(["budget", "domain", "a", "b", "c", "rms residual"], fit_rows))

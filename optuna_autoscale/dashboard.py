@@ -135,7 +135,7 @@ def summary_markdown(study: optuna.Study, *, result: Any = None, targets: Sequen
     if optima:
         domains = list(next(iter(optima.values())).weights)
         budgets = sorted(optima)
-        lines += ["## Fitted optimal weights", "", "| domain | " + " | ".join(f"{vis._fmt_tokens(b)} tokens" for b in budgets) + " |",
+        lines += ["## Fitted optimal weights", "", "| domain | " + " | ".join(f"{vis.format_tokens(b)} tokens" for b in budgets) + " |",
                   "|---|" + "---:|" * len(budgets)]
         for d in domains:
             lines.append(f"| {d} | " + " | ".join(f"{optima[b].weights[d]:.4f}" for b in budgets) + " |")
@@ -151,7 +151,7 @@ def summary_markdown(study: optuna.Study, *, result: Any = None, targets: Sequen
         if ext:
             cols = sorted(ext)
             lines += ["## Extrapolated mixtures", "",
-                      "| domain | " + " | ".join(f"{vis._fmt_tokens(t)} ({m})" for t, m in cols) + " |",
+                      "| domain | " + " | ".join(f"{vis.format_tokens(t)} ({m})" for t, m in cols) + " |",
                       "|---|" + "---:|" * len(cols)]
             for d in domains:
                 lines.append(f"| {d} | " + " | ".join(f"{ext[c][d]:.4f}" for c in cols) + " |")
@@ -173,7 +173,7 @@ def summary_markdown(study: optuna.Study, *, result: Any = None, targets: Sequen
         lines.append("")
     warnings_ = []
     for b, fit in sorted((getattr(res, "fits", {}) or {}).items()):
-        warnings_ += [f"{vis._fmt_tokens(b)} tokens: {w}" for w in getattr(fit, "warnings", ())]
+        warnings_ += [f"{vis.format_tokens(b)} tokens: {w}" for w in getattr(fit, "warnings", ())]
     if warnings_:
         lines += ["## Warnings", ""] + [f"- {w}" for w in warnings_] + [""]
     return "\n".join(lines)

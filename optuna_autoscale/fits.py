@@ -136,11 +136,11 @@ def fit_joint(
             (:attr:`~optuna_autoscale.design.Ledger.losses`, read from the trials' user attrs
             ``loss_<domain>``). Without them (``{}``) only the separable law can be fitted.
         kind: ``"auto"`` (default): the per-domain transfer law
-            (:func:`~optuna_autoscale.transfer.fit_transfer`, per domain the power-law transfer
+            (:func:`~optuna_autoscale.laws.fit_transfer`, per domain the power-law transfer
             form or the exponential Data Mixing Laws form by held-out error: :data:`TRANSFER_FORMS`)
             when every run has per-domain losses
             and the objective is a fixed non-negative weighting of them (the mean for metric
-            ``"loss"``; :func:`~optuna_autoscale.transfer.objective_weights`), else the separable
+            ``"loss"``; :func:`~optuna_autoscale.laws.objective_weights`), else the separable
             law (:func:`~optuna_autoscale.laws.fit_separable`). ``"transfer"`` or ``"separable"``
             force one.
 

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from optuna_autoscale._validation import check_tokens
+
 
 if TYPE_CHECKING:
     import optuna
@@ -159,16 +161,6 @@ class ReadOnlyDict(dict[str, float]):
         return cls(dict.fromkeys(iterable, value))
 
 
-def _check_tokens(tokens: float, what: str = "tokens") -> float:
-    try:
-        t = float(tokens)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a number of training tokens, got {tokens!r}.") from None
-    if not math.isfinite(t) or t <= 0:
-        raise ValueError(f"{what} must be a finite, positive number of training tokens, got {tokens!r}.")
-    return t
-
-
 @dataclasses.dataclass(frozen=True)
 class Mixture:
     """A data mixture: per-domain weights and a total training budget in tokens.
@@ -211,7 +203,7 @@ class Mixture:
             )
         # ``+ 0.0`` maps -0.0 to 0.0 so that a zero weight is stored (and exported) as 0.0.
         object.__setattr__(self, "weights", ReadOnlyDict({k: v / total + 0.0 for k, v in w.items()}))
-        object.__setattr__(self, "tokens", _check_tokens(self.tokens))
+        object.__setattr__(self, "tokens", check_tokens(self.tokens))
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
             raise ValueError(f"Mixture seed must be an integer, got {self.seed!r}.")
         object.__setattr__(self, "seed", int(self.seed))
@@ -242,7 +234,7 @@ class Mixture:
     def from_allocation(cls, allocation: Mapping[str, float], seed: int = DEFAULT_SEED) -> Mixture:
         """Build a mixture from per-domain token counts (the budget is their sum)."""
         total = sum(float(v) for v in allocation.values())
-        return cls.normalised(allocation, _check_tokens(total, "the allocation's total"), seed)
+        return cls.normalised(allocation, check_tokens(total, "the allocation's total"), seed)
 
     @classmethod
     def uniform(cls, domains: Iterable[str], tokens: float, seed: int = DEFAULT_SEED) -> Mixture:
@@ -339,7 +331,7 @@ def suggest_mixture(
                 "suggest_mixture needs tokens=... (the training budget in tokens) under a sampler "
                 "other than AutoScaleSampler, which is the only one that chooses budgets."
             )
-        budget = _check_tokens(tokens)
+        budget = check_tokens(tokens)
         u = [trial.suggest_float(param_name(d), 0.0, 1.0) for d in doms]
         mixture = Mixture(dict(zip(doms, params_to_weights(u).tolist())), budget, DEFAULT_SEED)
         role = "search"

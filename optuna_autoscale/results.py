@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from optuna_autoscale._validation import check_tokens
 from optuna_autoscale.design import Design
 from optuna_autoscale.extrapolation import extrapolate_joint
 from optuna_autoscale.extrapolation import extrapolate_paper
@@ -29,7 +30,6 @@ from optuna_autoscale.fits import TRANSFER_POOL  # noqa: F401
 from optuna_autoscale.fits import verification_allocation  # noqa: F401
 from optuna_autoscale.ledger import Ledger
 from optuna_autoscale.ledger import read_design
-from optuna_autoscale.mixture import _check_tokens
 from optuna_autoscale.mixture import DEFAULT_SEED
 from optuna_autoscale.mixture import Mixture
 
@@ -106,7 +106,7 @@ class AutoScaleResult:
         optima: Budget (tokens) -> the fitted optimal :class:`~optuna_autoscale.Mixture`.
         law: The joint law over all budgets (one offset per budget and seed), or None when it
             could not be fitted: the per-domain
-            :class:`~optuna_autoscale.transfer.TransferLaw` when every run recorded per-domain
+            :class:`~optuna_autoscale.laws.TransferLaw` when every run recorded per-domain
             losses (``loss_<domain>``) whose fixed weighting is the objective, else the
             :class:`~optuna_autoscale.laws.SeparableLaw` (see :func:`fit_joint`).
         noise: Seed-noise estimate of the objective (standard deviation), or None.
@@ -224,7 +224,7 @@ class AutoScaleResult:
         Returns:
             The mixture (weights, ``tokens``, seed 0).
         """
-        total = _check_tokens(tokens)
+        total = check_tokens(tokens)
         if caps is not None:
             unknown = [d for d in caps if d not in self.design.domains]
             if unknown:

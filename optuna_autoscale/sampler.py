@@ -21,6 +21,7 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
+from optuna_autoscale._validation import check_tokens
 from optuna_autoscale import fits
 from optuna_autoscale.design import CONFIG_ATTR
 from optuna_autoscale.design import Design
@@ -29,7 +30,6 @@ from optuna_autoscale.design import POINT_ATTR
 from optuna_autoscale.ledger import is_user_trial
 from optuna_autoscale.ledger import Ledger
 from optuna_autoscale.ledger import study_system_attrs
-from optuna_autoscale.mixture import _check_tokens
 from optuna_autoscale.mixture import Mixture
 from optuna_autoscale.mixture import param_name
 from optuna_autoscale.mixture import params_to_weights
@@ -508,7 +508,7 @@ class AutoScaleSampler(BaseSampler):
                     "Enqueue whole mixtures with optuna_autoscale.enqueue_mixture(study, Mixture(...))."
                 )
             u = [trial.suggest_float(param_name(d), 0.0, 1.0) for d in mine]
-            tokens = _check_tokens(trial.suggest_float(TOKENS_PARAM, tok_dist.low, tok_dist.high, log=True))
+            tokens = check_tokens(trial.suggest_float(TOKENS_PARAM, tok_dist.low, tok_dist.high, log=True))
             w = params_to_weights(u)
             mix = Mixture(dict(zip(mine, w.tolist())), tokens, self._design.seed_for_tokens(tokens))
             return mix, "user"

@@ -88,7 +88,8 @@ def _empty(title: str, why: str) -> go.Figure:
     return fig
 
 
-def _fmt_tokens(t: float) -> str:
+def format_tokens(t: float) -> str:
+    """Tokens for a label: ``3e5`` style, the input itself when not a positive finite number."""
     if t <= 0 or not math.isfinite(t):
         return str(t)
     exp = int(math.floor(math.log10(t)))
@@ -180,10 +181,10 @@ def design_progress(study: optuna.Study) -> list[dict[str, Any]]:
         keys = keys_by_budget[idx]
         if idx < len(design.budgets):
             budget = float(design.budgets[idx])
-            label = f"b{idx}: {_fmt_tokens(budget)} tokens"
+            label = f"b{idx}: {format_tokens(budget)} tokens"
         else:
             budget = float(design.heldout or 0.0)
-            label = f"held-out: {_fmt_tokens(budget)} tokens"
+            label = f"held-out: {format_tokens(budget)} tokens"
         row: dict[str, Any] = {"budget": budget, "label": label, "total": len(keys)}
         for s in _STATES:
             row[s] = 0
@@ -500,7 +501,7 @@ def plot_domain_fits(study: optuna.Study, *, result: Any = None, budget: float |
         )
         fig.update_xaxes(type="log", title_text="multiplier" if r == rows else None, row=r, col=c)
         fig.update_yaxes(title_text="objective / base" if c == 1 else None, row=r, col=c)
-    fig.update_layout(title=f"{title} at {_fmt_tokens(float(budget))} tokens", showlegend=False)
+    fig.update_layout(title=f"{title} at {format_tokens(float(budget))} tokens", showlegend=False)
     return fig
 
 
@@ -556,7 +557,7 @@ def plot_verification(study: optuna.Study, *, result: Any = None) -> go.Figure:
                 mode="markers",
                 name=label,
                 marker=dict(size=11, color=palette[j % len(palette)]),
-                text=[_fmt_tokens(p[3]) + " tokens" if p[3] else "" for p in sel],
+                text=[format_tokens(p[3]) + " tokens" if p[3] else "" for p in sel],
                 hovertemplate="%{text}<br>predicted %{x:.4f}<br>observed %{y:.4f}<extra>" + label + "</extra>",
             )
         )

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from optuna_autoscale.mixture import _check_tokens
+from optuna_autoscale._validation import check_tokens
 from optuna_autoscale.mixture import validate_domains
 
 
@@ -132,7 +132,7 @@ def unimax(
             assert w == {"a": 0.1, "b": 0.4, "c": 0.5}
     """
     counts = _check_counts(unique_tokens, "unique_tokens")
-    budget = _check_tokens(tokens)
+    budget = check_tokens(tokens)
     if isinstance(max_epochs, Mapping):
         missing = [d for d in counts if d not in max_epochs]
         if missing:
