@@ -78,7 +78,6 @@ def test_storage_factory_uses_the_current_callback_names(tmp_path: Path) -> None
     assert storage.heartbeat_interval == 5 and storage.grace_period == 15
 
 
-@pytest.mark.slow
 def test_a_study_through_factory_cli_and_worker_emits_no_deprecation(tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{tmp_path / 'dep.db'}"
