@@ -28,9 +28,8 @@ from optuna_autoscale.mixture import Mixture
 from optuna_autoscale.mixture import suggest_mixture
 from optuna_autoscale.results import AutoScaleResult
 from optuna_autoscale.sampler import AutoScaleSampler
+from optuna_autoscale.version import __version__  # noqa: F401  (defined once, there)
 
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AutoScaleResult",

@@ -231,8 +231,8 @@ def retry_callback(max_retry: int | None = DEFAULT_MAX_RETRY) -> Any:
     cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
     if cls is None:  # pragma: no cover - optuna < 4.9
         cls = optuna.storages.RetryFailedTrialCallback
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings():  # experimental in Optuna; deprecations stay visible
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return cls(max_retry=max_retry)
 
 
@@ -361,7 +361,7 @@ def create_storage(
                 url, e, "Check that the Redis server is running and the host, port, database and password are right."
             ) from None
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             backend = JournalRedisBackend(clean, prefix=prefix)
         return optuna.storages.JournalStorage(backend)
 
@@ -392,8 +392,8 @@ def create_storage(
         cb_name = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
         kwargs[cb_name] = retry_callback(max_retry)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings():  # heartbeats are experimental; deprecations stay visible
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(url, **kwargs)
     except sqlalchemy.exc.ArgumentError as e:
         raise ValueError(f"Invalid storage URL {redact_url(shown)}: {redact_text(str(e), [url])}") from None
