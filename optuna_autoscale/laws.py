@@ -63,6 +63,27 @@ class DDOWarning(UserWarning):
     """A DDO fit is questionable (flat or wrong-way response, a fit that does not interpolate)."""
 
 
+_DDO_WARNING_REGISTRY: dict[Any, Any] = {}
+
+
+def _warn_ddo(notes: Sequence[str], total: float) -> None:
+    """Emit one :class:`DDOWarning` for a whole fit: its notes in words, without a source line.
+
+    ``warnings.warn`` would print the caller's source line under every note (12 times in the
+    example run). One warning per fit, located nowhere (so no source line is shown), and
+    deduplicated per process like any "default" warning: the same fit warns once. The notes
+    themselves stay in :attr:`DDOFit.warnings` (and ``AutoScaleResult.warnings``).
+    """
+    n = len(notes)
+    tokens = f"{total:.3g}".replace("e+0", "e").replace("e+", "e")
+    head = f"DDO fit at {tokens} tokens: {n} questionable domain{'s' if n != 1 else ''}"
+    text = head + ":\n" + "\n".join(f"  - {w}" for w in notes)
+    warnings.warn_explicit(
+        text, DDOWarning, filename="optuna-autoscale", lineno=0,
+        module="optuna_autoscale.laws", registry=_DDO_WARNING_REGISTRY,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class PowerLaw:
     """The paper's per-domain law ``y(x) = (x + a)^(-b) + c``.
@@ -422,8 +443,8 @@ def fit_power_laws(observations: Sequence[Observation], base: Mapping[str, float
             rms = float(np.sqrt(np.mean(r**2)))
         params[d] = PowerLaw(float(t[0]), float(t[1]), float(t[2]))
         resid[d] = rms
-    for w in warns:
-        warnings.warn(w, DDOWarning, stacklevel=2)
+    if warns:
+        _warn_ddo(warns, float(b.sum()))
     return DDOFit(
         domains=domains,
         base={d: float(v) for d, v in zip(domains, b)},
