@@ -63,7 +63,15 @@ class DDOWarning(UserWarning):
     """A DDO fit is questionable (flat or wrong-way response, a fit that does not interpolate)."""
 
 
-_DDO_WARNING_REGISTRY: dict[Any, Any] = {}
+_DDO_WARNED: set[str] = set()
+
+
+def _ddo_action(text: str) -> str:
+    """The action of the first warnings filter that matches a DDOWarning with ``text`` ("default" if none)."""
+    for action, msg, cat, mod, lineno in warnings.filters:
+        if issubclass(DDOWarning, cat) and (msg is None or msg.match(text)) and (mod is None or mod.match("optuna_autoscale.laws")) and lineno == 0:
+            return action
+    return "default"
 
 
 def _warn_ddo(notes: Sequence[str], total: float) -> None:
@@ -78,10 +86,12 @@ def _warn_ddo(notes: Sequence[str], total: float) -> None:
     tokens = f"{total:.3g}".replace("e+0", "e").replace("e+", "e")
     head = f"DDO fit at {tokens} tokens: {n} questionable domain{'s' if n != 1 else ''}"
     text = head + ":\n" + "\n".join(f"  - {w}" for w in notes)
-    warnings.warn_explicit(
-        text, DDOWarning, filename="optuna-autoscale", lineno=0,
-        module="optuna_autoscale.laws", registry=_DDO_WARNING_REGISTRY,
-    )
+    # Python's own once-per-location registry is reset whenever any code changes the filters (the
+    # fits do, in catch_warnings blocks), so the same fit would warn on every refit; keep our own.
+    if text in _DDO_WARNED and _ddo_action(text) not in ("always", "error"):
+        return
+    _DDO_WARNED.add(text)
+    warnings.warn_explicit(text, DDOWarning, filename="optuna-autoscale", lineno=0, module="optuna_autoscale.laws")
 
 
 @dataclasses.dataclass(frozen=True)
