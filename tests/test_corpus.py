@@ -475,10 +475,10 @@ def test_missing_local_file_fails_fast_with_the_resolved_path(tmp_path: Path, mo
 
     monkeypatch.setattr(datasets, "load_dataset", no_hub)
     monkeypatch.chdir(tmp_path)
-    for given in ("data/code.jsonl", "code.jsonl", "./code", str(tmp_path / "abs.txt.gz")):
+    for path in ("data/code.jsonl", "code.jsonl", "./code", str(tmp_path / "abs.txt.gz")):
         with pytest.raises(ValueError, match="no file or folder at") as info:
-            load_domain_texts({"code": given})
-        assert str((tmp_path / given).absolute()) in str(info.value) and "\n" not in str(info.value)
+            load_domain_texts({"code": path})
+        assert str((tmp_path / path).absolute()) in str(info.value) and "\n" not in str(info.value)
 
 
 def test_unreadable_local_files_name_the_file_and_the_fix(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
