@@ -117,7 +117,11 @@ def make_objective(
         if extra:
             config = dataclasses.replace(config, eval_domains=evaluated + extra)
     warn_small_validation(corpus, config, tuple(config.eval_domains or doms))
-    return ProxyObjective(corpus, config, score, doms, tokens=tokens, progress=progress)
+    objective = ProxyObjective(corpus, config, score, doms, tokens=tokens, progress=progress)
+    from optuna_autoscale.dashboard import metric_label
+
+    objective.metric_name = metric_label(dict(metric) if isinstance(metric, Mapping) else metric)
+    return objective
 
 
 def warn_small_validation(corpus: CorpusLike, config: ProxyConfig, domains: Sequence[str]) -> list[str]:
@@ -191,6 +195,11 @@ class ProxyObjective:
     def __call__(self, trial: optuna.Trial) -> float:
         from optuna_autoscale.proxy import distributed
 
+        if getattr(self, "metric_name", None) and not getattr(self, "_named", False):
+            from optuna_autoscale.dashboard import set_metric_name
+
+            set_metric_name(trial.study, self.metric_name)  # Optuna's panels say "mean validation loss"
+            self._named = True
         mixture = suggest_mixture(trial, self.domains, tokens=self.tokens)
         world = distributed.world_size()
         if world > 1:
