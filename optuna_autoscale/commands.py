@@ -758,14 +758,14 @@ def write_report(study: optuna.Study, out: str | Path, *, targets: Sequence[floa
             if fit_rows:
                 parts.append("<h2>DDO fits: y(x) = (x + a)<sup>-b</sup> + c</h2>")
                 parts.append(_html_table(["budget", "domain", "a", "b", "c", "rms residual"], fit_rows))
-        try:
-            rows = list(res.verification())
-        except (ValueError, RuntimeError):
-            rows = []
+        noise_line, warns = dash.result_notes(res)
+        rows = dash.verification_table(res)
         if rows:
-            keys = [k for k in rows[0] if not isinstance(rows[0][k], (dict, list))]
             parts.append("<h2>Verification</h2>")
-            parts.append(_html_table(keys, [[r.get(k) for k in keys] for r in rows]))
+            parts.append(_html_table(dash.VERIFICATION_COLUMNS, rows).replace("<table>", '<table class="verification">'))
+        parts.append(f"<h2>Noise and warnings</h2><p>{html.escape(noise_line)}</p>")
+        if warns:
+            parts.append("<ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in warns) + "</ul>")
     figs = dash.figures(study, result=res if res is not None else vis.NO_FIT, targets=targets)
     parts.append("<h2>Figures</h2>")
     first = True
@@ -776,7 +776,10 @@ def write_report(study: optuna.Study, out: str | Path, *, targets: Sequence[floa
         first = False
     style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-             "td:first-child,th:first-child{text-align:left}")
+             "td:first-child,th:first-child{text-align:left}"
+             "table{max-width:100%}td{overflow-wrap:anywhere}"
+             "table.verification td:last-child{text-align:left;min-width:22em}"
+             ".figure{max-width:100%;overflow:hidden}")
     doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>AutoScale report: {html.escape(study.study_name)}</title>"
            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
     path = Path(out)

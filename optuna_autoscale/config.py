@@ -610,6 +610,10 @@ class RunConfig:
             dup = sorted({n for n in names if names.count(n) > 1})
             if dup:
                 raise ConfigError("domains", f"duplicate domain names {dup}; each [[domains]] name must be unique")
+            for i, n in enumerate(names):
+                if any(c.isspace() for c in n):
+                    raise ConfigError(f"domains[{i}].name", f"{n!r} contains whitespace, which Megatron's --data-path "
+                                      f"list would misread; name it without spaces, e.g. {'_'.join(n.split())!r}")
             fields = _proxy_fields()
             for k in self.proxy:
                 if fields is not None and k not in fields:

@@ -44,6 +44,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FIGURE_IDS",
+    "SUMMARY_CARD_ID",
+    "metric_label",
+    "set_metric_name",
+    "summary_card",
+    "link_note",
     "DashboardCallback",
     "refresh",
     "save_figures",
@@ -60,6 +65,57 @@ FIGURE_IDS: dict[str, str] = {
     "verification": "autoscale-verification",
 }
 """Graph object id of each figure in optuna-dashboard (fixed: a refresh replaces the figure)."""
+
+SUMMARY_CARD_ID = "autoscale-summary"
+"""Graph object id of :func:`summary_card`, saved before the figures so that it leads them."""
+
+
+def metric_label(metric: Any, objective: str = "proxy") -> str:
+    """What the study's value is, in words, for Optuna's panels (``study.set_metric_names``).
+
+    ``"mean_loss"`` -> "mean validation loss", ``"mean_ppl"`` -> "mean validation perplexity", a
+    mapping of domain weights -> "weighted validation loss (code 0.5, web 0.5)"; a simulated study
+    -> "simulated loss".
+    """
+    if objective == "simulate":
+        return "simulated loss"
+    if isinstance(metric, dict) and metric:
+        total = sum(float(v) for v in metric.values()) or 1.0
+        return "weighted validation loss (" + ", ".join(f"{d} {float(w) / total:.2g}" for d, w in metric.items()) + ")"
+    return {"mean_loss": "mean validation loss", "mean_ppl": "mean validation perplexity"}.get(str(metric), str(metric))
+
+
+def set_metric_name(study: optuna.Study, name: str | None = None) -> str | None:
+    """Name the study's objective (``study.set_metric_names``) unless it already has a name.
+
+    Args:
+        study: A single-objective study.
+        name: The name; default from the stored run config (``[study] metric`` and ``objective``),
+            and nothing when there is none.
+
+    Returns:
+        The study's metric name afterwards (None when it has none).
+    """
+    import json
+
+    try:
+        if len(study.directions) != 1:
+            return None
+        current = study.metric_names
+        if current and current[0]:
+            return current[0]
+        if name is None:
+            raw = study._storage.get_study_system_attrs(study._study_id).get("autoscale:run_config")
+            if not raw:
+                return None
+            cfg = json.loads(raw) if isinstance(raw, str) else raw
+            sec = cfg.get("study", {}) if isinstance(cfg, dict) else {}
+            name = metric_label(sec.get("metric", "mean_loss"), str(sec.get("objective", "proxy")))
+        study.set_metric_names([name])
+        return name
+    except Exception as e:  # noqa: BLE001 - a name is a nicety; never fail a study for it
+        _logger.debug("could not set the study's metric name: %s", e)
+        return None
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:
@@ -95,10 +151,100 @@ def save_figures(study: optuna.Study, *, result: Any = None, targets: Sequence[f
     """
     from optuna_dashboard import save_plotly_graph_object
 
+    set_metric_name(study)
     ids = []
+    save_plotly_graph_object(study, summary_card(study, result=result), graph_object_id=SUMMARY_CARD_ID)
     for name, fig in figures(study, result=result, targets=targets).items():
-        ids.append(save_plotly_graph_object(study, fig, graph_object_id=FIGURE_IDS[name]))
+        ids.append(save_plotly_graph_object(study, link_note(study, fig), graph_object_id=FIGURE_IDS[name]))
     return ids
+
+
+def link_note(study: optuna.Study, fig: Any) -> Any:
+    """Add a link to the study's AutoScale note (its Note tab) at the top right of ``fig``.
+
+    optuna-dashboard shows saved figures in no fixed order, after its own panels; every AutoScale
+    figure carries the pointer so that none can be read without the note's verdicts and warnings.
+    """
+    link = f"<a href='/dashboard/studies/{study._study_id}/note'>read the AutoScale note first</a>"
+    title = fig.layout.title.text or ""
+    if link not in title:
+        top = fig.layout.margin.t
+        fig.update_layout(title_text=f"{title}<br><sup>{link}</sup>", margin_t=(top if top is not None else 80) + 18)
+    return fig
+
+
+VERIFICATION_COLUMNS = ("check", "budget", "predicted gain", "observed gain", "verdict")
+"""The verification table a person reads (the note and the report): gains, and the verdict last."""
+
+
+def verification_table(result: Any) -> list[list[Any]]:
+    """The verification rows of ``result`` as :data:`VERIFICATION_COLUMNS` (losses stay in ``result.verification()``)."""
+    from optuna_autoscale import visualization as vis
+
+    try:
+        rows = list(result.verification())
+    except (ValueError, RuntimeError):
+        return []
+    return [
+        [r.get("check"), f"{vis.format_tokens(float(r['budget']))} tokens" if r.get("budget") else "–",
+         r.get("predicted_gain"), r.get("observed_gain"), r.get("verdict")]
+        for r in rows
+    ]
+
+
+def result_notes(result: Any) -> tuple[str, list[str]]:
+    """``(noise sentence, warnings)`` of ``result``: what the note and the report say beside the tables."""
+    from optuna_autoscale import visualization as vis
+
+    noise = getattr(result, "noise", None)
+    if isinstance(noise, (int, float)):
+        line = f"Noise estimate (sd of the objective): {_fmt(float(noise))} from {getattr(result, 'noise_source', None) or '?'}."
+    else:
+        line = "No noise estimate: no base replicates and no spare degrees of freedom in the fits."
+    warns = []
+    for b, fit in sorted((getattr(result, "fits", {}) or {}).items()):
+        warns += [f"{vis.format_tokens(b)} tokens: {w}" for w in getattr(fit, "warnings", ())]
+    warns += [w for w in (getattr(result, "warnings", None) or []) if not w.startswith("budget ")
+              or "DDO fit failed" in w or "design incomplete" in w]
+    return line, warns
+
+
+def summary_card(study: optuna.Study, *, result: Any = None) -> Any:
+    """A small figure that leads AutoScale's panels on the study page: the key numbers, and where to read more.
+
+    optuna-dashboard puts its own panels (History, importance, Best Trial) first; across budgets
+    they mislead. This card says so and links to the AutoScale note (the study's Note tab).
+    """
+    import html
+
+    import plotly.graph_objects as go
+
+    from optuna_autoscale.results import short_summary
+
+    res, why = _load(study, result)
+    body = short_summary(res).split("; ") if res is not None else [f"no fit yet: {why}"]
+    body = [b for b in body if not b.startswith("details:")]
+    link = f"/dashboard/studies/{study._study_id}/note"
+    lines = [f"<b>AutoScale: read the note first</b> (<a href='{link}'>Note tab</a>): progress, mixtures, "
+             "verification verdicts, noise and warnings"] + [html.escape(b) for b in body] + [
+        "Optuna's History 'best' line and Best Trial compare runs across budgets, and its importance "
+        "ranks 'tokens' first: ignore them here."]
+    import textwrap
+
+    lines = [w for line in lines for w in (textwrap.wrap(line, 80, break_on_hyphens=False) if "<a " not in line
+                                          else [line[: line.index(")") + 1], line[line.index(")") + 2:]])]
+    fig = go.Figure()
+    fig.add_annotation(text="<br>".join(lines), showarrow=False, xref="paper", yref="paper", x=0, y=1,
+                       xanchor="left", yanchor="top", align="left", font=dict(size=13))
+    fig.update_layout(title="AutoScale summary", xaxis=dict(visible=False), yaxis=dict(visible=False),
+                      height=360, margin=dict(l=20, r=20, t=50, b=10), plot_bgcolor="white")
+    return fig
+
+
+def _load(study: optuna.Study, result: Any) -> tuple[Any, Any]:
+    from optuna_autoscale import visualization as vis
+
+    return vis.load_result(study, result)
 
 
 def summary_markdown(study: optuna.Study, *, result: Any = None, targets: Sequence[float] = ()) -> str:
@@ -156,24 +302,14 @@ def summary_markdown(study: optuna.Study, *, result: Any = None, targets: Sequen
             for d in domains:
                 lines.append(f"| {d} | " + " | ".join(f"{ext[c][d]:.4f}" for c in cols) + " |")
             lines.append("")
-    noise = getattr(res, "noise", None)
-    if isinstance(noise, (int, float)):
-        lines += [f"Noise estimate (sd of the objective): {_fmt(float(noise))} from {getattr(res, 'noise_source', None) or '?'}.", ""]
-    else:
-        lines += ["No noise estimate: no base replicates and no spare degrees of freedom in the fits.", ""]
-    try:
-        rows = list(res.verification())
-    except (ValueError, RuntimeError):
-        rows = []
+    noise_line, warnings_ = result_notes(res)
+    lines += [noise_line, ""]
+    rows = verification_table(res)
     if rows:
-        keys = [k for k in rows[0] if not isinstance(rows[0][k], (dict, list))]
-        lines += ["## Verification", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        lines += ["## Verification", "", "| " + " | ".join(VERIFICATION_COLUMNS) + " |", "|---|---|---:|---:|---|"]
         for row in rows:
-            lines.append("| " + " | ".join(_fmt(v) if isinstance(v, float) else str(v) for v in (row.get(k) for k in keys)) + " |")
+            lines.append("| " + " | ".join(_fmt(v) if isinstance(v, float) else str(v) for v in row) + " |")
         lines.append("")
-    warnings_ = []
-    for b, fit in sorted((getattr(res, "fits", {}) or {}).items()):
-        warnings_ += [f"{vis.format_tokens(b)} tokens: {w}" for w in getattr(fit, "warnings", ())]
     if warnings_:
         lines += ["## Warnings", ""] + [f"- {w}" for w in warnings_] + [""]
     return "\n".join(lines)
@@ -265,11 +401,15 @@ class DashboardCallback:
                 if refit:
                     save_figures(study, result=arg, targets=self.targets)
                 else:
-                    save_plotly_graph_object(study, vis.plot_design_progress(study), graph_object_id=FIGURE_IDS["progress"])
+                    save_plotly_graph_object(
+                        study, link_note(study, vis.plot_design_progress(study)), graph_object_id=FIGURE_IDS["progress"]
+                    )
                     if reverify:
                         save_plotly_graph_object(
-                            study, vis.plot_verification(study, result=arg), graph_object_id=FIGURE_IDS["verification"]
+                            study, link_note(study, vis.plot_verification(study, result=arg)),
+                            graph_object_id=FIGURE_IDS["verification"],
                         )
+                        save_plotly_graph_object(study, summary_card(study, result=arg), graph_object_id=SUMMARY_CARD_ID)
                 save_summary_note(study, result=arg, targets=self.targets)
                 self.refreshes += 1
             except Exception as e:  # noqa: BLE001 - the dashboard must never stop a study

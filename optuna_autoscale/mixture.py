@@ -70,6 +70,12 @@ def validate_domains(domains: Iterable[str]) -> tuple[str, ...]:
     for d in out:
         if not isinstance(d, str) or not d:
             raise ValueError(f"Domain names must be non-empty strings, got {d!r}.")
+        if any(c.isspace() for c in d):
+            fixed = "_".join(d.split()) or "name"
+            raise ValueError(
+                f"Domain name {d!r} contains whitespace, which exports such as Megatron's --data-path list "
+                f"('0.3 {d} 0.7 ...') would misread; name it without spaces, e.g. {fixed!r}."
+            )
         if d in seen:
             raise ValueError(f"Duplicate domain {d!r} in {list(out)!r}; each domain must appear once.")
         seen.add(d)
@@ -190,6 +196,11 @@ class Mixture:
     seed: int = DEFAULT_SEED
 
     def __post_init__(self) -> None:
+        if not isinstance(self.weights, Mapping):
+            raise TypeError(
+                f"Mixture weights must be a mapping domain -> share, e.g. {{'web': 0.7, 'code': 0.3}}, got "
+                f"{type(self.weights).__name__} {self.weights!r}; pair names and shares with dict(zip(domains, shares))."
+            )
         validate_domains(self.weights.keys())
         w = {str(k): float(v) for k, v in self.weights.items()}
         bad = {k: v for k, v in w.items() if not math.isfinite(v) or v < 0.0}

@@ -41,10 +41,57 @@ if TYPE_CHECKING:
     from optuna_autoscale.laws import JointLaw
 
 
-__all__ = ["AutoScaleResult", "SUMMARY_ATTR"]
+__all__ = ["AutoScaleResult", "RESULT_ATTR", "SUMMARY_ATTR", "read_summary"]
 
 SUMMARY_ATTR = "autoscale:summary"
-"""Study user attr holding :meth:`AutoScaleResult.to_dict` (JSON)."""
+"""Study user attr holding a short summary a person reads (one line: budgets fitted, the mixture,
+the noise, the verification verdicts, warnings). Before 0.x it held the full :meth:`AutoScaleResult.to_dict`;
+:func:`read_summary` reads either."""
+
+RESULT_ATTR = "autoscale:result"
+"""Study system attr holding :meth:`AutoScaleResult.to_dict` as JSON, for machines (:func:`read_summary`)."""
+
+
+def read_summary(study: optuna.Study) -> dict[str, Any] | None:
+    """The full result summary (:meth:`AutoScaleResult.to_dict`) stored in ``study``, or None.
+
+    Reads the system attr ``autoscale:result``; studies written by older versions kept it in the
+    user attr ``autoscale:summary``, which is read as a fallback.
+    """
+    raw = study._storage.get_study_system_attrs(study._study_id).get(RESULT_ATTR)
+    if isinstance(raw, str):
+        return json.loads(raw)
+    old = study.user_attrs.get(SUMMARY_ATTR)
+    return dict(old) if isinstance(old, Mapping) and "optima" in old else None
+
+
+def short_summary(result: AutoScaleResult) -> str:
+    """One readable line: budgets fitted, the largest budget's mixture, the noise, verdicts, warnings."""
+    d = result.design
+    parts = [f"{len(result.fits)}/{len(d.budgets)} budgets fitted"]
+    if result.optima:
+        b = max(result.optima)
+        w = result.optima[b].weights
+        tokens = f"{b:.3g}".replace("e+0", "e").replace("e+", "e")
+        parts.append(f"mixture at {tokens} tokens: " + ", ".join(f"{k} {v:.3f}" for k, v in w.items()))
+    if result.noise is not None:
+        parts.append(f"noise sd {result.noise:.3g} ({result.noise_source})")
+    else:
+        parts.append("no noise estimate")
+    try:
+        verdicts = [str(r["verdict"]) for r in result.verification()]
+    except (ValueError, RuntimeError):
+        verdicts = []
+    if verdicts:
+        kinds = {"agrees": 0, "misses": 0, "cannot judge": 0}
+        for v in verdicts:
+            k = "agrees" if "agrees" in v else "misses" if "misses" in v else "cannot judge"
+            kinds[k] += 1
+        parts.append("verification: " + ", ".join(f"{n} {k}" for k, n in kinds.items() if n))
+    if result.warnings:
+        parts.append(f"{len(result.warnings)} warning{'s' if len(result.warnings) != 1 else ''}")
+    parts.append("details: the study's Note (optuna-dashboard) or optuna-autoscale show")
+    return "; ".join(parts)
 
 _RTOL = 1e-6
 
@@ -154,7 +201,8 @@ class AutoScaleResult:
 
         Args:
             study: The study.
-            write_summary: Store :meth:`to_dict` in the study user attr ``autoscale:summary``.
+            write_summary: Store a short readable summary in the study user attr ``autoscale:summary``
+                and :meth:`to_dict` as JSON in the system attr ``autoscale:result`` (:func:`read_summary`).
 
         Returns:
             The result.
@@ -167,7 +215,8 @@ class AutoScaleResult:
         ledger = Ledger(design, trials)
         result = cls._from_ledger(design, ledger)
         if write_summary:
-            study.set_user_attr(SUMMARY_ATTR, result.to_dict())
+            study.set_user_attr(SUMMARY_ATTR, short_summary(result))
+            study._storage.set_study_system_attr(study._study_id, RESULT_ATTR, result.to_json(indent=None))
         return result
 
     @classmethod

@@ -64,6 +64,24 @@ class _StudyState:
     checked_trials: set[int] = dataclasses.field(default_factory=set)
 
 
+def _check_budget_count(budgets: Sequence[float], verify: bool) -> None:
+    """AutoScale needs two budgets; one is only a DDO fit at that budget, and must say so (``verify=False``).
+
+    With one budget nothing extrapolates (neither the joint law nor the paper's rule) and the
+    held-out verification cannot be predicted, so a default study would run its design and then
+    fail at the end. Refuse it here, with both ways out.
+    """
+    if len(budgets) >= 2 or not verify:
+        return
+    b = float(budgets[0])
+    raise ValueError(
+        f"AutoScale needs at least two budgets, got [{b:.3g}]: the extrapolation and the held-out verification "
+        f"fit how the optimum moves between budgets. Add a second budget, e.g. budgets=[{b:.3g}, {4 * b:.3g}] "
+        "([design] budgets in a run config), or pass verify=False (verify = false) to fit only the DDO optimum "
+        "at this one budget."
+    )
+
+
 class AutoScaleSampler(BaseSampler):
     """Sampler running the AutoScale design: DDO at each budget, then verification runs.
 
@@ -171,6 +189,7 @@ class AutoScaleSampler(BaseSampler):
             seed=seed,
             design_seeds=design_seeds,
         )
+        _check_budget_count(self._design.budgets, verify)
         if independent_sampler is not None and not isinstance(independent_sampler, BaseSampler):
             raise TypeError(f"independent_sampler must be an optuna sampler, got {independent_sampler!r}.")
         self._independent_sampler = independent_sampler or RandomSampler(seed=seed)

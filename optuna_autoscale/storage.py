@@ -398,17 +398,28 @@ def create_storage(
     except sqlalchemy.exc.ArgumentError as e:
         raise ValueError(f"Invalid storage URL {redact_url(shown)}: {redact_text(str(e), [url])}") from None
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DatabaseError, OSError) as e:
-        raise _unreachable(
-            shown,
-            getattr(e, "orig", None) or e,
-            "Check that the database server is running and that the host, port, database, user "
-            "and password are right.",
-        ) from None
+        raise _unreachable(shown, getattr(e, "orig", None) or e, _rdb_hint(shown, getattr(e, "orig", None) or e)) from None
     except ModuleNotFoundError as e:
         raise ImportError(
             f"The storage {redact_url(shown)} needs the database driver {e.name!r}; for PostgreSQL "
             "install optuna-autoscale[storage] (psycopg2-binary)."
         ) from None
+
+
+def _rdb_hint(url: str, exc: BaseException) -> str:
+    """How to fix an RDB storage that did not open: a SQLite file's own problem, or the server's."""
+    if url.split(":", 1)[0].lower().startswith("sqlite"):
+        db = url.split(":///", 1)[1] if ":///" in url else ""
+        where = repr(str(Path(db).expanduser().absolute())) if db else "the file"
+        text = str(exc).lower()
+        if "not a database" in text or "malformed" in text or "encrypted" in text:
+            return (f"The file {where} is not a SQLite database (or is damaged): point --storage at the study's "
+                    "database, or move this file away to start a new one.")
+        if "locked" in text or "busy" in text:
+            return f"The file {where} is locked by another process; retry, or raise connect_timeout."
+        return f"Check that {where} is a SQLite database you can read and write."
+    return ("Check that the database server is running and that the host, port, database, user "
+            "and password are right.")
 
 
 def _with_available_pg_driver(url: str) -> str:

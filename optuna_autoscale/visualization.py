@@ -7,10 +7,12 @@ compute it. A study without enough data yet gives an empty figure whose title sa
 missing (as Optuna's own plots do), never an exception.
 
 - :func:`plot_mixture_weights`: the optimal weight of each domain against the budget (log x):
-  the fitted optima at the design budgets as points, the extrapolated mixture as a curve.
+  the fitted optima at the design budgets as points, the extrapolated mixture as a curve, the gap
+  between them and each domain's cap.
 - :func:`plot_domain_fits`: each domain's fitted power law ``y(x) = (x + a)^(-b) + c`` against
-  its token multiplier, with the observed runs.
-- :func:`plot_verification`: predicted against observed loss of the verification runs.
+  its token multiplier at every budget, with the observed runs, the seed noise and other seeds.
+- :func:`plot_verification`: predicted against observed loss of the verification runs, with the
+  seed noise as error bars and each run's budget.
 - :func:`plot_design_progress`: the design's runs per budget by state.
 
 Example:
@@ -370,6 +372,7 @@ def plot_mixture_weights(
                 hovertemplate=f"{d}<br>%{{x:.3g}} tokens<br>weight %{{y:.4f}}<extra>DDO optimum</extra>",
             )
         )
+    notes = _weights_marks(fig, res, optima, curve, domains, palette)
     for t in targets:
         fig.add_vline(x=float(t), line_dash="dot", line_color="gray")
     if len(budgets) < 2:
@@ -380,12 +383,76 @@ def plot_mixture_weights(
     else:
         suffix = ""
     fig.update_layout(
-        title=title + suffix,
+        title=title + suffix + "".join(f"<br><sup>{n}</sup>" for n in notes),
+        margin=dict(t=70 + 18 * len(notes)) if notes else None,
         xaxis=dict(title="training budget (tokens)", type="log"),
         yaxis=dict(title="weight", rangemode="tozero"),
         legend_title="domain",
     )
     return fig
+
+
+def _weights_marks(
+    fig: Any, res: Any, optima: Mapping[float, Any], curve: Mapping[float, Mapping[str, float]],
+    domains: Sequence[str], palette: Sequence[str],
+) -> list[str]:
+    """Draw how far the curve is from the fitted optima, and where each domain sits at its cap.
+
+    The extrapolated curve comes from the joint law over all budgets; the points are each budget's
+    own DDO fit. They need not agree: a thin segment joins each optimum to the curve at its budget,
+    and the largest gap is returned for the title. A domain whose curve weight is at its cap
+    (``bounds`` upper / tokens) gets the cap drawn (dotted) and its capped budgets marked, since past
+    the cap the curve follows the cap, not the law. Returns the subtitle lines (none when nothing to say).
+    """
+    go = _go()
+    notes: list[str] = []
+    if curve:
+        gaps = []
+        for b, mix in optima.items():
+            at = curve.get(float(b))
+            if at is None:
+                continue
+            for i, d in enumerate(domains):
+                gap = float(at[d]) - float(mix.weights[d])
+                gaps.append((abs(gap), d, float(b)))
+                fig.add_trace(go.Scatter(
+                    x=[float(b), float(b)], y=[float(mix.weights[d]), float(at[d])], mode="lines",
+                    line=dict(color=palette[i % len(palette)], width=1), legendgroup=d, showlegend=False,
+                    name=f"{d} gap at {format_tokens(float(b))}",
+                    hovertemplate=f"{d} at %{{x:.3g}} tokens: curve - fitted optimum = {gap:+.3f}<extra></extra>",
+                ))
+        if gaps:
+            g, d, b = max(gaps)
+            notes.append(f"curve vs fitted optima: largest gap {g:.3f} ({d} at {format_tokens(b)} tokens)")
+    upper = {}
+    try:
+        upper = {d: float(v) for d, v in res.design.upper_bounds().items() if math.isfinite(float(v))}
+    except (AttributeError, TypeError, ValueError):
+        upper = {}
+    capped_names = []
+    xs = sorted(curve)
+    for i, d in enumerate(domains):
+        cap = upper.get(d)
+        if cap is None or not xs:
+            continue
+        color = palette[i % len(palette)]
+        at_cap = [x for x in xs if curve[x][d] * x >= cap * (1 - 1e-3)]
+        cx = [x for x in xs if cap / x <= 1.0]
+        fig.add_trace(go.Scatter(
+            x=cx, y=[cap / x for x in cx], mode="lines", name=f"{d} cap ({format_tokens(cap)} tokens)",
+            legendgroup=d, line=dict(color=color, dash="dot", width=1),
+            hovertemplate=f"{d} cap {format_tokens(cap)} tokens<br>%{{x:.3g}} tokens: weight <= %{{y:.4f}}<extra>cap</extra>",
+        ))
+        if at_cap:
+            capped_names.append(f"{d} from {format_tokens(at_cap[0])}")
+            fig.add_trace(go.Scatter(
+                x=at_cap, y=[curve[x][d] for x in at_cap], mode="markers", name=f"{d} at its cap",
+                legendgroup=d, marker=dict(color=color, symbol="triangle-down-open", size=11, line=dict(width=2)),
+                hovertemplate=f"{d} at its cap<br>%{{x:.3g}} tokens: weight %{{y:.4f}}<extra>capped</extra>",
+            ))
+    if capped_names:
+        notes.append("at the cap (the cap decides, not the law): " + ", ".join(capped_names))
+    return notes
 
 
 def _palette() -> list[str]:
@@ -394,33 +461,20 @@ def _palette() -> list[str]:
     return list(plotly.colors.qualitative.Plotly) + list(plotly.colors.qualitative.D3)
 
 
-def _observed_ddo(study: optuna.Study, budget_index: int) -> tuple[float | None, dict[str, list[tuple[float, float]]]]:
-    """``(base value, {domain: [(multiplier, value), ...]})`` of one budget's completed runs."""
-    design, ledger = _design_and_ledger(study)
-    base_values: list[float] = []
-    by_domain: dict[str, list[tuple[float, float]]] = {d: [] for d in design.domains}
-    for pt, value, _ in ledger.observations():
-        if pt.budget_index != budget_index:
-            continue
-        if pt.role in ("base", "replicate"):
-            base_values.append(value)
-        elif pt.role == "perturb" and pt.domain is not None and pt.multiplier is not None:
-            by_domain[pt.domain].append((float(pt.multiplier), value))
-    base = float(np.mean(base_values)) if base_values else None
-    return base, by_domain
-
-
 def plot_domain_fits(study: optuna.Study, *, result: Any = None, budget: float | None = None) -> go.Figure:
     """Each domain's fitted power law against its token multiplier, with the observed runs.
 
     One panel per domain: ``y = objective / base objective`` against ``x = tokens / base
-    tokens`` of that domain (log x); the curve is the fitted ``(x + a)^(-b) + c``, the points
-    the design's runs (base run at ``x = 1``).
+    tokens`` of that domain (log x); one colour per budget. The curve is the fitted
+    ``(x + a)^(-b) + c``, the points the design's runs (base run at ``x = 1``) with error bars of
+    the measured seed noise (``result.noise``), and open circles the base run's other seeds.
+    Three points fit a three-parameter curve exactly, so the noise, not the curve, says how far
+    to trust it; each point's residual is in its hover.
 
     Args:
         study: A study run with :class:`~optuna_autoscale.AutoScaleSampler`.
         result: A precomputed :class:`~optuna_autoscale.AutoScaleResult`.
-        budget: The design budget (tokens) to show; default the largest one that has a fit.
+        budget: The design budget (tokens) to show; default every budget that has a fit.
 
     Returns:
         The figure.
@@ -436,73 +490,121 @@ def plot_domain_fits(study: optuna.Study, *, result: Any = None, budget: float |
     if not fits:
         return _empty(title, "no budget's design has completed yet")
     if budget is None:
-        budget = max(fits)
+        shown = sorted(fits)
     else:
         match = [b for b in fits if math.isclose(float(b), float(budget), rel_tol=1e-6)]
         if not match:
             raise ValueError(
                 f"No fit at budget {budget!r} tokens; fitted budgets: {sorted(float(b) for b in fits)}."
             )
-        budget = match[0]
-    fit = fits[budget]
+        shown = [match[0]]
     try:
         design, _ = _design_and_ledger(study)
-        index = [i for i, b in enumerate(design.budgets) if math.isclose(b, float(budget), rel_tol=1e-6)][0]
-        base_value, observed = _observed_ddo(study, index)
-    except (ValueError, IndexError):
-        base_value, observed = None, {}
-    base_value = base_value if base_value is not None else float(fit.base_value)
-    domains = list(fit.domains)
+    except ValueError:
+        design = None
+    noise = getattr(res, "noise", None)
+    noise = float(noise) if isinstance(noise, (int, float)) and math.isfinite(noise) and noise > 0 else None
+    domains = list(fits[shown[0]].domains)
     cols = min(3, len(domains))
     rows = int(math.ceil(len(domains) / cols))
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=domains, shared_yaxes=False)
     palette = _palette()
-    for i, d in enumerate(domains):
-        r, c = i // cols + 1, i % cols + 1
-        law = fit.params[d]
-        xs_tested = [float(x) for x in fit.multipliers.get(d, (1.0,))]
-        lo = min(xs_tested + [1.0]) * 0.5
-        hi = max(xs_tested + [1.0]) * 2.0
-        grid = np.geomspace(lo, hi, 60)
-        with np.errstate(all="ignore"):
-            ys = np.asarray(law(grid), dtype=float)
-        color = palette[i % len(palette)]
-        resid = fit.residuals.get(d) if getattr(fit, "residuals", None) else None
-        fig.add_trace(
-            go.Scatter(
-                x=grid.tolist(),
-                y=ys.tolist(),
-                mode="lines",
-                name=f"{d} fit",
-                legendgroup=d,
-                line=dict(color=color),
-                hovertemplate=(
-                    f"{d}: (x+{law.a:.3g})^-{law.b:.3g} + {law.c:.3g}"
-                    + (f"<br>rms residual {resid:.2g}" if resid is not None else "")
-                    + "<br>x=%{x:.3g}, y=%{y:.4f}<extra>fit</extra>"
+    for j, b in enumerate(shown):
+        fit = fits[b]
+        color = palette[j % len(palette)]
+        label = f"{format_tokens(float(b))} tokens"
+        observed, seeds = _budget_runs(study, design, float(b))
+        base_value = float(fit.base_value)
+        err = None if noise is None else noise / abs(base_value)
+        for i, d in enumerate(domains):
+            r, c = i // cols + 1, i % cols + 1
+            first = i == 0
+            law = fit.params[d]
+            xs_tested = [float(x) for x in fit.multipliers.get(d, (1.0,))]
+            grid = np.geomspace(min(xs_tested + [1.0]) * 0.5, max(xs_tested + [1.0]) * 2.0, 60)
+            with np.errstate(all="ignore"):
+                ys = np.asarray(law(grid), dtype=float)
+            resid = fit.residuals.get(d) if getattr(fit, "residuals", None) else None
+            fit_note = "exact (3 points, 3 parameters)" if resid is None else f"rms residual {resid:.2g}"
+            fig.add_trace(
+                go.Scatter(
+                    x=grid.tolist(), y=ys.tolist(), mode="lines", name=f"{label}: fit", legendgroup=label,
+                    showlegend=first, line=dict(color=color),
+                    hovertemplate=(
+                        f"{label}<br>{d}: (x+{law.a:.3g})^-{law.b:.3g} + {law.c:.3g}<br>{fit_note}"
+                        "<br>x=%{x:.3g}, y=%{y:.4f}<extra>fit</extra>"
+                    ),
                 ),
-            ),
-            row=r,
-            col=c,
-        )
-        pts = [(1.0, base_value)] + observed.get(d, [])
-        fig.add_trace(
-            go.Scatter(
-                x=[p[0] for p in pts],
-                y=[p[1] / base_value for p in pts],
-                mode="markers",
-                name=f"{d} runs",
-                legendgroup=d,
-                marker=dict(color=color, size=9, line=dict(color="black", width=1)),
-                hovertemplate=f"{d}<br>multiplier %{{x:.3g}}<br>relative objective %{{y:.4f}}<extra>observed</extra>",
-            ),
-            row=r,
-            col=c,
-        )
-        fig.update_xaxes(type="log", title_text="multiplier" if r == rows else None, row=r, col=c)
-        fig.update_yaxes(title_text="objective / base" if c == 1 else None, row=r, col=c)
-    fig.update_layout(title=f"{title} at {format_tokens(float(budget))} tokens", showlegend=False)
+                row=r, col=c,
+            )
+            pts = [(1.0, base_value)] + observed.get(d, [])
+            with np.errstate(all="ignore"):
+                res_pts = [p[1] / base_value - float(law(p[0])) for p in pts]
+            fig.add_trace(
+                go.Scatter(
+                    x=[p[0] for p in pts], y=[p[1] / base_value for p in pts], mode="markers",
+                    name=f"{label}: runs" + (" (+-1 sd seed noise)" if err is not None else ""),
+                    legendgroup=label, showlegend=first,
+                    marker=dict(color=color, size=9, line=dict(color="black", width=1)),
+                    error_y=dict(type="constant", value=err, visible=True, color=color) if err is not None else None,
+                    customdata=res_pts,
+                    hovertemplate=(
+                        f"{label}<br>{d}<br>multiplier %{{x:.3g}}<br>relative objective %{{y:.4f}}"
+                        "<br>residual %{customdata:+.2e}<extra>observed</extra>"
+                    ),
+                ),
+                row=r, col=c,
+            )
+            if seeds:
+                fig.add_trace(
+                    go.Scatter(
+                        x=[1.0] * len(seeds), y=[v / base_value for v in seeds], mode="markers",
+                        name=f"{label}: base run, other seeds", legendgroup=label, showlegend=first,
+                        marker=dict(color=color, size=8, symbol="circle-open", line=dict(width=2)),
+                        hovertemplate=f"{label}<br>base run, another seed<br>relative objective %{{y:.4f}}<extra>seed</extra>",
+                    ),
+                    row=r, col=c,
+                )
+            fig.update_xaxes(type="log", title_text="multiplier" if r == rows else None, row=r, col=c)
+            fig.update_yaxes(title_text="objective / base" if c == 1 else None, row=r, col=c)
+    budgets_txt = ", ".join(format_tokens(float(b)) for b in shown)
+    sub = (f"error bars: seed noise sd {noise:.3g} ({getattr(res, 'noise_source', None) or '?'})" if noise is not None
+           else "no noise estimate (add replicates): a 3-point fit is exact, so the curve alone says nothing of the noise")
+    fig.update_layout(
+        title=f"{title} at {budgets_txt} tokens<br><sup>{sub}</sup>",
+        margin=dict(t=100, b=140),
+        legend=dict(orientation="h", yanchor="top", y=-0.22, x=0),
+    )
     return fig
+
+
+def _budget_runs(study: optuna.Study, design: Any, budget: float) -> tuple[dict[str, list[tuple[float, float]]], list[float]]:
+    """One budget's perturbation runs ``{domain: [(multiplier, value)]}`` (the fit's seed) and the values
+    of its base runs with other seeds (replicates, other design copies): what shows the seed noise."""
+    if design is None:
+        return {}, []
+    idx = [i for i, b in enumerate(design.budgets) if math.isclose(b, budget, rel_tol=1e-6)]
+    if not idx:
+        return {}, []
+    i = idx[0]
+    try:
+        _, ledger = _design_and_ledger(study)
+    except ValueError:
+        return {}, []
+    seed = design.budget_seed(i)
+    base = design.base_allocation(i)
+    perturb: dict[str, list[tuple[float, float]]] = {d: [] for d in design.domains}
+    seeds: list[float] = []
+    for pt, value, _ in ledger.observations():
+        if pt.budget_index != i:
+            continue
+        if pt.role == "perturb" and pt.domain is not None and pt.multiplier is not None and pt.seed == seed:
+            perturb[pt.domain].append((float(pt.multiplier), value))
+        elif pt.role in ("base", "replicate") and pt.seed != seed and pt.allocation is not None and all(
+            abs(pt.allocation[d] - base[d]) <= 1e-6 * max(abs(base[d]), 1.0) for d in design.domains
+        ):
+            seeds.append(value)
+    return perturb, seeds
 
 
 def _row_number(row: Mapping[str, Any], *names: str) -> float | None:
@@ -547,6 +649,8 @@ def plot_verification(study: optuna.Study, *, result: Any = None) -> go.Figure:
     if not pts:
         return _empty(title, "no verification run has completed yet")
     palette = _palette()
+    noise = getattr(res, "noise", None)
+    noise = float(noise) if isinstance(noise, (int, float)) and math.isfinite(noise) and noise > 0 else None
     fig = go.Figure()
     for j, label in enumerate(sorted({p[2] for p in pts})):
         sel = [p for p in pts if p[2] == label]
@@ -554,11 +658,14 @@ def plot_verification(study: optuna.Study, *, result: Any = None) -> go.Figure:
             go.Scatter(
                 x=[p[0] for p in sel],
                 y=[p[1] for p in sel],
-                mode="markers",
-                name=label,
+                mode="markers+text",
+                name=label + (" (+-2 sd seed noise)" if noise is not None else ""),
                 marker=dict(size=11, color=palette[j % len(palette)]),
-                text=[format_tokens(p[3]) + " tokens" if p[3] else "" for p in sel],
-                hovertemplate="%{text}<br>predicted %{x:.4f}<br>observed %{y:.4f}<extra>" + label + "</extra>",
+                error_y=dict(type="constant", value=2 * noise, visible=True) if noise is not None else None,
+                text=[format_tokens(p[3]) if p[3] else "" for p in sel],
+                textposition="middle right",
+                cliponaxis=False,
+                hovertemplate="%{text} tokens<br>predicted %{x:.4f}<br>observed %{y:.4f}<extra>" + label + "</extra>",
             )
         )
     lo = min(min(p[0], p[1]) for p in pts)
@@ -574,5 +681,8 @@ def plot_verification(study: optuna.Study, *, result: Any = None) -> go.Figure:
             hoverinfo="skip",
         )
     )
-    fig.update_layout(title=title, xaxis_title="predicted objective", yaxis_title="observed objective")
+    sub = (f"error bars: +-2 sd of one run's seed noise ({noise:.3g}, {getattr(res, 'noise_source', None) or '?'})"
+           if noise is not None else "no noise estimate (add replicates)")
+    fig.update_layout(title=f"{title}<br><sup>{sub}</sup><br><sup>labels: budget in tokens</sup>", margin=dict(t=110),
+                      xaxis_title="predicted objective", yaxis_title="observed objective")
     return fig

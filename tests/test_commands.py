@@ -173,6 +173,7 @@ _EPOCHS_CONFIG = """
 name = "epochs"
 [design]
 budgets = [4096]
+verify = false
 max_epochs = {max_epochs}
 bounds = {{code = [0, 100]}}
 [corpus]

@@ -464,3 +464,35 @@ def test_hub_corpus_reopens_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     with pytest.raises(Exception):
         build_corpus({**sources, "beta": DomainSource("org/beta", revision="v2", max_docs=30)}, vocab_size=VOCAB,
                      cache_dir=cache)
+
+
+def test_missing_local_file_fails_fast_with_the_resolved_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A path that can only be local never reaches the hub (25 s of retries): the error names where it looked."""
+    import datasets
+
+    def no_hub(*a: object, **k: object) -> None:
+        raise AssertionError("the hub was asked for a local path")
+
+    monkeypatch.setattr(datasets, "load_dataset", no_hub)
+    monkeypatch.chdir(tmp_path)
+    for path in ("data/code.jsonl", "code.jsonl", "./code", str(tmp_path / "abs.txt.gz")):
+        with pytest.raises(ValueError, match="no file or folder at") as info:
+            load_domain_texts({"code": path})
+        assert str((tmp_path / path).absolute()) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_unreadable_local_files_name_the_file_and_the_fix(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Garbage JSON lines or Latin-1 text: one line naming the file, its cause and the fix; no progress bar."""
+    (tmp_path / "bad.jsonl").write_text('not json at all\n{"text": "x"\n')
+    (tmp_path / "latin.txt").write_bytes("caf\u00e9 cr\u00e8me\n\nmore\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"Cannot read '.*bad\.jsonl' \(json\): .*one JSON object with a 'text' field"):
+        load_domain_texts({"a": tmp_path / "bad.jsonl"})
+    with pytest.raises(ValueError, match=r"latin\.txt': it is not UTF-8 text \(byte 0xe9 at offset 3\); .*iconv"):
+        load_domain_texts({"a": tmp_path / "latin.txt"})
+    _write_jsonl(tmp_path / "good.jsonl", _rows(5, "g"))
+    assert len(load_domain_texts({"g": tmp_path / "good.jsonl"})["g"]) == 5
+    err = capfd.readouterr().err
+    assert "Generating train split" not in err and "Failed to load JSON" not in err, err
+    import datasets
+
+    assert datasets.is_progress_bar_enabled()  # restored: only our loading is quiet

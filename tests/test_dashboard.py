@@ -94,7 +94,7 @@ def test_refresh_replaces_rather_than_accumulates(refreshed: tuple[str, str]) ->
     dash.save_figures(study)
     attrs = study._storage.get_study_system_attrs(study._study_id)
     ids = optuna_dashboard._custom_plot_data.list_graph_object_ids(attrs)
-    assert sorted(ids) == sorted(dash.FIGURE_IDS.values())
+    assert sorted(ids) == sorted([*dash.FIGURE_IDS.values(), dash.SUMMARY_CARD_ID])
 
 
 def test_callback_refreshes_as_trials_finish(tmp_path: Path) -> None:
@@ -117,7 +117,7 @@ def test_callback_refreshes_as_trials_finish(tmp_path: Path) -> None:
     weights = json.loads(graphs["autoscale-mixture-weights"])
     assert len([t for t in weights["data"] if t["mode"] == "markers"]) == len(DOMAINS)
     verification = json.loads(graphs["autoscale-verification"])
-    assert len([t for t in verification["data"] if t["mode"] == "markers"]) == 2  # verify_optimum, verify_predicted
+    assert len([t for t in verification["data"] if t["mode"] == "markers+text"]) == 2  # verify_optimum, verify_predicted
     # refits happen only when what the fits depend on changed: far fewer than trials
     assert 2 <= cb.refits < len(study.trials) / 2
     assert "Fitted optimal weights" in optuna_dashboard.get_note(study)
@@ -216,3 +216,48 @@ def test_dashboard_in_headless_chromium(refreshed: tuple[str, str], tmp_path: Pa
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+# ------------------------------------------------------------------------------ issue 15: what a person reads
+def test_metric_name_comes_from_the_run_config_or_the_objective() -> None:
+    study = optuna.create_study()
+    assert dash.set_metric_name(study) is None and study.metric_names is None  # nothing to go by: no guess
+    study._storage.set_study_system_attr(study._study_id, "autoscale:run_config",
+                                         json.dumps({"study": {"objective": "proxy", "metric": "mean_ppl"}}))
+    assert dash.set_metric_name(study) == "mean validation perplexity" == study.metric_names[0]
+    assert dash.set_metric_name(study, "other") == "mean validation perplexity"  # a name, once set, stays
+    assert dash.metric_label("mean_loss") == "mean validation loss"
+    assert dash.metric_label({"code": 1.0, "web": 3.0}) == "weighted validation loss (code 0.25, web 0.75)"
+    assert dash.metric_label("mean_loss", "simulate") == "simulated loss"
+
+
+def test_study_page_points_to_the_note(refreshed: tuple[str, str]) -> None:
+    url, name = refreshed
+    study = optuna.load_study(study_name=name, storage=url)
+    graphs = optuna_dashboard._custom_plot_data.get_plotly_graph_objects(
+        study._storage.get_study_system_attrs(study._study_id))
+    note_link = f"/dashboard/studies/{study._study_id}/note"
+    for gid in dash.FIGURE_IDS.values():
+        assert note_link in json.loads(graphs[gid])["layout"]["title"]["text"], gid
+    card = json.loads(graphs[dash.SUMMARY_CARD_ID])
+    text = card["layout"]["annotations"][0]["text"]
+    assert note_link in text and "budgets fitted" in text and "ignore them" in text
+    # the user attr is one short line; the full JSON is kept for machines
+    from optuna_autoscale.results import read_summary
+
+    assert isinstance(study.user_attrs["autoscale:summary"], str) and len(study.user_attrs["autoscale:summary"]) < 400
+    assert read_summary(study)["optima"]
+
+
+def test_note_and_report_show_verdicts_noise_and_warnings(refreshed: tuple[str, str], tmp_path: Path) -> None:
+    from optuna_autoscale.commands import write_report
+
+    url, name = refreshed
+    study = optuna.load_study(study_name=name, storage=url)
+    note = dash.summary_markdown(study)
+    assert "| check | budget | predicted gain | observed gain | verdict |" in note
+    assert "Noise estimate" in note or "No noise estimate" in note
+    html = write_report(study, tmp_path / "r.html").read_text()
+    assert "<th>verdict</th>" in html and 'class="verification"' in html
+    assert "<h2>Noise and warnings</h2>" in html
+    assert "table{max-width:100%}" in html

@@ -47,6 +47,7 @@ class Case:
 def _sampler(*args: object, **kwargs: object) -> object:
     from optuna_autoscale import AutoScaleSampler
 
+    kwargs.setdefault("verify", False)  # these cases use one budget: a DDO fit only (E42 is the default's error)
     return AutoScaleSampler(*args, **kwargs)
 
 
@@ -63,6 +64,12 @@ def _mixture(weights: dict[str, float]) -> None:
     from optuna_autoscale import Mixture
 
     Mixture(weights, 1e8)
+
+
+def _mixture_list() -> None:
+    from optuna_autoscale import Mixture
+
+    Mixture([0.5, 0.5], 1e8)  # type: ignore[arg-type]
 
 
 def _config(text: str) -> Callable[[Path, tuple[str, str]], None]:
@@ -96,6 +103,12 @@ def _corpus(tmp: Path, kind: str) -> None:
     elif kind == "tokenizer":
         build_corpus({"a": tmp / "a.jsonl", "b": tmp / "a.jsonl"}, tokenizer=str(tmp / "nope.json"),
                      cache_dir=tmp / "cache")
+    elif kind == "garbage":
+        (tmp / "b.jsonl").write_text('not json at all\n{"text": "x"\n')
+        build_corpus({"a": tmp / "a.jsonl", "b": tmp / "b.jsonl"}, vocab_size=300, cache_dir=tmp / "cache")
+    elif kind == "latin1":
+        (tmp / "b.txt").write_bytes("café crème brûlée\n\nmore text here\n".encode("latin-1"))
+        build_corpus({"a": tmp / "a.jsonl", "b": tmp / "b.txt"}, vocab_size=300, cache_dir=tmp / "cache")
     elif kind == "corrupt":
         (tmp / "b.jsonl").write_text("\n".join(json.dumps({"text": f"def f{i}(): return {i} " * 6}) for i in range(40)))
         corpus = build_corpus({"a": tmp / "a.jsonl", "b": tmp / "b.jsonl"}, vocab_size=300, cache_dir=tmp / "cache")
@@ -103,6 +116,13 @@ def _corpus(tmp: Path, kind: str) -> None:
         shard = sorted(root.glob("*.train.bin"))[0]
         shard.write_bytes(shard.read_bytes()[: len(shard.read_bytes()) // 2])
         type(corpus).load(root)
+
+
+def _corrupt_sqlite(tmp: Path, study: tuple[str, str]) -> None:
+    from optuna_autoscale.storage import create_storage
+
+    (tmp / "study.db").write_bytes(bytes(range(256)) * 12)
+    create_storage(f"sqlite:///{tmp / 'study.db'}", connect_timeout=2)
 
 
 def _proxy_preset(tmp: Path, study: tuple[str, str]) -> None:
@@ -214,7 +234,7 @@ CASES: list[Case] = [
     Case("E10", "an empty domain file", "config (corpus)", "ConfigError", "is empty; a domain needs documents",
          lambda t, s: _corpus(t, "empty")),
     Case("E11", "a missing domain source", "build_corpus", "ValueError",
-         "is not a local file or directory and could not be loaded", lambda t, s: _corpus(t, "missing")),
+         "no file or folder at", lambda t, s: _corpus(t, "missing")),
     Case("E12", "a corrupt token cache", "Corpus.load", "CorpusCacheError", "delete", lambda t, s: _corpus(t, "corrupt")),
     Case("E13", "an unknown tokenizer path", "build_corpus", "FileNotFoundError", "No tokenizer at",
          lambda t, s: _corpus(t, "tokenizer")),
@@ -263,6 +283,24 @@ CASES: list[Case] = [
     Case("E34", "a bad run config on the command line", "CLI", "CLIError", "bad.toml: design.budgets[0]: must be > 0",
          _cli("run", "{tmp}/bad.toml",
               setup=lambda t, s: ((t / "bad.toml").write_text(_SIM.replace("[1e8]", "[0]")) and [])), cli=True),
+    Case("E35", "a .jsonl file that is not JSON lines", "build_corpus", "ValueError",
+         "b.jsonl' (json): ArrowInvalid: JSON parse error", lambda t, s: _corpus(t, "garbage")),
+    Case("E36", "a .txt file that is not UTF-8 (Latin-1)", "build_corpus", "ValueError",
+         "b.txt': it is not UTF-8 text (byte 0xe9 at offset 3); convert it to UTF-8", lambda t, s: _corpus(t, "latin1")),
+    Case("E37", "a SQLite storage file that is not a database", "create_storage", "StorageUnreachableError",
+         "is not a SQLite database (or is damaged)", _corrupt_sqlite),
+    Case("E38", "Mixture given a list of weights", "Mixture", "TypeError",
+         "Mixture weights must be a mapping domain -> share", lambda t, s: _mixture_list()),
+    Case("E39", "a domain name with whitespace", "validate_domains / AutoScaleSampler", "ValueError",
+         "Domain name 'my code' contains whitespace", lambda t, s: _sampler(["my code", "prose"], [1e8, 4e8])),
+    Case("E40", "a [simulate] domain name with whitespace in the run config", "config", "ConfigError",
+         "contains whitespace", _config(_SIM.replace('["a", "b"]', '["my code", "b"]'))),
+    Case("E41", "a [[domains]] name with whitespace in the run config", "config", "ConfigError",
+         "domains[0].name: 'my code' contains whitespace",
+         _config('[design]\nbudgets = [1e5, 2e5]\n[[domains]]\nname = "my code"\npath = "x.jsonl"\n'
+                 '[[domains]]\nname = "b"\npath = "y.jsonl"\n')),
+    Case("E42", "a single budget (with the default verify=True)", "AutoScaleSampler", "ValueError",
+         "AutoScale needs at least two budgets", lambda t, s: _sampler(["a", "b"], [1e8], verify=True)),
 ]
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 import warnings
 
 import numpy as np
@@ -159,6 +160,47 @@ def test_flat_and_wrong_way_domains_warn() -> None:
     opt = fit.optimal_multipliers()
     assert opt["z"] == pytest.approx(0.2)  # pushed to its lower bound
     assert opt["x"] > 1.0
+
+
+def test_ddo_warnings_grouped_once_per_fit_without_source_line() -> None:
+    """One DDOWarning per fit, in words (the budget and every domain's note), no source line."""
+    import subprocess
+    import sys
+
+    base = {"x": 1e6, "y": 1e6, "z": 1e6}
+
+    def f(alloc: dict[str, float]) -> float:
+        x, y, z = (alloc[d] / 1e6 for d in ("x", "y", "z"))
+        return 3.0 + (x + 1.0) ** -1.0 + 0.0 * y + 0.05 * math.log(z)
+
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        fit = fit_power_laws(_ddo_obs(f, base), base)
+    ddo = [w for w in rec if issubclass(w.category, DDOWarning)]
+    assert len(ddo) == 1
+    msg = str(ddo[0].message)
+    assert msg.startswith("DDO fit at 3e6 tokens: 2 questionable domains")
+    assert all(note in msg for note in fit.warnings)
+    w = ddo[0]
+    shown = warnings.formatwarning(w.message, w.category, w.filename, w.lineno)
+    assert "fit_power_laws" not in shown and "warn" not in shown.replace("DDOWarning", "")
+    # In a fresh process with Python's default filters, refitting the same data warns once.
+    code = (
+        "import math, sys; sys.path.insert(0, 'tests'); from test_laws import _ddo_obs; "
+        "from optuna_autoscale.laws import fit_power_laws\n"
+        "base = {'x': 1e6, 'y': 1e6, 'z': 1e6}\n"
+        "f = lambda a: 3.0 + (a['x'] / 1e6 + 1.0) ** -1.0 + 0.05 * math.log(a['z'] / 1e6)\n"
+        "import warnings\n"
+        "for _ in range(3):\n"
+        "    fit_power_laws(_ddo_obs(f, base), base)\n"
+        "    with warnings.catch_warnings():\n"  # other code changing the filters resets Python's registry
+        "        warnings.simplefilter('ignore', RuntimeWarning)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("DDOWarning") == 1, proc.stderr
+    assert "warn" not in proc.stderr.replace("DDOWarning", ""), proc.stderr
 
 
 def test_power_law_call() -> None:

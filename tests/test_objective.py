@@ -197,3 +197,20 @@ def test_progress_bar_by_default_only_on_a_terminal(corpus: ArrayCorpus, monkeyp
         assert ("proxy micro" in stream.getvalue()) is shown
     study.optimize(make_objective(corpus, CONFIG, tokens=1024, progress=False), n_trials=1)
     assert seen[-1] == (False, True)
+
+
+def test_small_validation_split_warns_with_domain_and_numbers(caplog: pytest.LogCaptureFixture) -> None:
+    """A validation split much smaller than eval_tokens is named when the objective is built."""
+    import dataclasses
+
+    small = make_corpus()
+    small = dataclasses.replace(small, val={**small.val, "b": small.val["b"][:609]})
+    with caplog.at_level("WARNING", logger="optuna_autoscale.proxy.objective"):
+        make_objective(small, dataclasses.replace(CONFIG, eval_tokens=1600), tokens=1024)
+    msgs = [r.getMessage() for r in caplog.records]
+    assert any("'b' has 609 validation tokens" in m and "eval_tokens=1,600" in m for m in msgs), msgs
+    assert not any("'a'" in m or "'c'" in m for m in msgs)  # 800 >= 1600 / 2
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="optuna_autoscale.proxy.objective"):
+        make_objective(make_corpus(), CONFIG, tokens=1024)  # 800 validation tokens >= 128
+    assert not caplog.records

@@ -11,6 +11,7 @@ from optuna_autoscale import AutoScaleResult
 from optuna_autoscale import AutoScaleSampler
 from optuna_autoscale import Mixture
 from optuna_autoscale import suggest_mixture
+from optuna_autoscale.results import read_summary
 from optuna_autoscale.results import SUMMARY_ATTR
 from optuna_autoscale.simulate import separable
 
@@ -91,9 +92,16 @@ def test_export_and_summary(noiseless) -> None:  # type: ignore[no-untyped-def]
     data = json.loads(result.to_json())
     assert set(data) >= {"config", "fits", "optima", "law", "verification", "noise", "noise_source", "warnings"}
     assert data["config"]["domains"] == list(land.domains)
-    summary = study.user_attrs[SUMMARY_ATTR]
+    short = study.user_attrs[SUMMARY_ATTR]  # what a person reads: one line
+    assert isinstance(short, str) and "\n" not in short and len(short) < 400, short
+    assert short.startswith("2/2 budgets fitted; mixture at 4e8 tokens: ") and "verification:" in short
+    summary = read_summary(study)  # what a machine reads: the full JSON (system attr autoscale:result)
     json.dumps(summary, allow_nan=False)
     assert summary["verification"] == data["verification"]
+    # A study written before the split kept the full dict in the user attr; read_summary still reads it.
+    old = optuna.create_study()
+    old.set_user_attr(SUMMARY_ATTR, data)
+    assert read_summary(old) == data and read_summary(optuna.create_study()) is None
     # Noiseless and no replicates: the noise comes from the law's residual (or is absent).
     assert result.noise_source in ("joint law residual", None)
     assert (result.noise is None) == (result.noise_source is None)
@@ -150,14 +158,16 @@ def test_bad_inputs(noiseless) -> None:  # type: ignore[no-untyped-def]
 
 def test_single_budget_and_incomplete_designs() -> None:
     land = separable(3, seed=4)
-    one = AutoScaleResult.from_study(_run(land, budgets=(1e8,)), write_summary=False)
+    with pytest.raises(ValueError, match="AutoScale needs at least two budgets"):
+        AutoScaleSampler(land.domains, [1e8])  # the default verify=True needs two budgets
+    one = AutoScaleResult.from_study(_run(land, budgets=(1e8,), verify=False), write_summary=False)
     assert set(one.optima) == {1e8} and one.law is None
     with pytest.raises(ValueError, match="two or more budgets"):
         one.extrapolate(1e9)
     with pytest.raises(ValueError, match="two or more budgets"):
         one.extrapolate(1e9, method="paper")
     rows = one.verification()
-    assert [r["check"] for r in rows] == ["verify_optimum"] and rows[0]["predicted"] is None
+    assert rows == []
     # A study stopped half-way says which budgets are incomplete.
     study = optuna.create_study(sampler=AutoScaleSampler(land.domains, [1e8, 4e8]))
     study.optimize(land.objective(), n_trials=5)

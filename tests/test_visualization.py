@@ -42,8 +42,8 @@ def test_mixture_weights_points_are_the_optima_and_x_is_log(study: optuna.Study,
     fig = plot_mixture_weights(study, result=result, targets=[1e10])
     assert isinstance(fig, go.Figure)
     assert fig.layout.xaxis.type == "log"
-    points = {t.name: t for t in fig.data if t.mode == "markers"}
-    curves = {t.name: t for t in fig.data if t.mode == "lines"}
+    points = {t.name: t for t in fig.data if t.mode == "markers" and t.name and t.name.endswith("(fitted optimum)")}
+    curves = {t.name: t for t in fig.data if t.mode == "lines" and t.name and t.name.endswith("(joint)")}
     assert len(points) == len(DOMAINS) and len(curves) == len(DOMAINS)
     for d in DOMAINS:
         pt = points[f"{d} (fitted optimum)"]
@@ -69,13 +69,71 @@ def test_mixture_weights_paper_method(study: optuna.Study, result: CachedResult)
         plot_mixture_weights(study, result=result, method="magic")
 
 
-def test_domain_fits_curve_is_the_fitted_law_and_points_the_runs(study: optuna.Study, result: CachedResult) -> None:
-    fig = plot_domain_fits(study, result=result)
-    budget = max(BUDGETS)
-    fit = result.fits[budget]
+def test_mixture_weights_show_the_gap_to_the_optima_and_the_caps(study: optuna.Study, result: CachedResult) -> None:
+    """The curve (joint law) and the points (each budget's DDO fit) disagree: a segment joins them and the
+    title gives the largest gap; a capped domain gets its cap drawn and its capped budgets marked."""
+    fig = plot_mixture_weights(study, result=result, targets=[1e10])
+    curve = {t.name: t for t in fig.data if t.name and t.name.endswith("(joint)")}
+    gaps = []
     for d in DOMAINS:
-        curve = next(t for t in fig.data if t.name == f"{d} fit")
-        runs = next(t for t in fig.data if t.name == f"{d} runs")
+        for b in BUDGETS:
+            c = curve[f"{d} (joint)"]
+            gaps.append(abs(c.y[list(c.x).index(b)] - result.optima[b].weights[d]))
+    segments = [t for t in fig.data if t.mode == "lines" and t.showlegend is False]
+    assert len(segments) == len(DOMAINS) * len(BUDGETS)
+    assert f"largest gap {max(gaps):.3f}" in fig.layout.title.text
+
+    class Capped:  # the same result with a cap on the first domain, the way bounds= gives one
+        def __init__(self, res: CachedResult, cap: float) -> None:
+            self._res, self.cap = res, cap
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._res, name)
+
+        @property
+        def design(self) -> object:
+            d = self._res.design
+            bounds = dict(d.bounds)
+            bounds[DOMAINS[0]] = (bounds[DOMAINS[0]][0], self.cap)
+
+            class D:
+                def upper_bounds(self_inner) -> dict:  # noqa: N805
+                    return {k: v[1] for k, v in bounds.items()}
+
+            return D()
+
+    cap = 0.5 * result.extrapolate(1e10).weights[DOMAINS[0]] * 1e10  # binding at 1e10
+    capped = Capped(result, cap)
+    fig = plot_mixture_weights(study, result=capped, targets=[1e10])
+    names = {t.name for t in fig.data}
+    assert any(n and n.startswith(f"{DOMAINS[0]} cap (") for n in names)
+    assert f"{DOMAINS[0]} at its cap" in names
+    assert "at the cap" in fig.layout.title.text and DOMAINS[0] in fig.layout.title.text
+
+
+def test_domain_fits_show_every_budget_with_noise(study: optuna.Study, result: CachedResult) -> None:
+    fig = plot_domain_fits(study, result=result)
+    for b in BUDGETS:
+        label = f"{b:.0e}".replace("e+0", "e") + " tokens"
+        assert any(t.name == f"{label}: fit" for t in fig.data), label
+    assert "1e8, 4e8" in fig.layout.title.text
+    if result.noise is not None:
+        runs = [t for t in fig.data if t.name and ": runs" in t.name]
+        assert all(t.error_y.value == pytest.approx(result.noise / result.fits[max(BUDGETS)].base_value, rel=0.5)
+                   for t in runs)
+        assert "seed noise sd" in fig.layout.title.text
+
+
+def test_domain_fits_curve_is_the_fitted_law_and_points_the_runs(study: optuna.Study, result: CachedResult) -> None:
+    budget = max(BUDGETS)
+    fig = plot_domain_fits(study, result=result, budget=budget)
+    fit = result.fits[budget]
+    panels = {t.xaxis for t in fig.data}
+    assert len(panels) == len(DOMAINS)
+    for i, d in enumerate(DOMAINS):
+        axis = "x" if i == 0 else f"x{i + 1}"
+        curve = next(t for t in fig.data if t.name.endswith(": fit") and t.xaxis == axis)
+        runs = next(t for t in fig.data if ": runs" in t.name and t.xaxis == axis)
         law = fit.params[d]
         for x, y in zip(curve.x, curve.y):
             assert y == pytest.approx(law(x))
@@ -95,11 +153,17 @@ def test_verification_points_match_the_table(study: optuna.Study, result: Cached
     fig = plot_verification(study, result=result)
     rows = result.verification()
     assert rows
-    xs = sorted(x for t in fig.data if t.mode == "markers" for x in t.x)
-    ys = sorted(y for t in fig.data if t.mode == "markers" for y in t.y)
-    assert xs == pytest.approx(sorted(r["predicted"] for r in rows))
-    assert ys == pytest.approx(sorted(r["observed"] for r in rows))
+    pts = [t for t in fig.data if t.mode == "markers+text"]
+    xs = sorted(x for t in pts for x in t.x)
+    ys = sorted(y for t in pts for y in t.y)
+    assert xs == pytest.approx(sorted(r["predicted"] for r in rows if r["predicted"] is not None))
+    assert ys == pytest.approx(sorted(r["observed"] for r in rows if r["predicted"] is not None))
     assert any(t.name == "predicted = observed" for t in fig.data)
+    # each point is labelled with its budget; error bars are the measured seed noise
+    labels = sorted(x for t in pts for x in t.text)
+    assert labels == sorted(f"{r['budget']:.0e}".replace("e+0", "e") for r in rows if r["predicted"] is not None)
+    if result.noise is not None:
+        assert all(t.error_y.value == pytest.approx(2 * result.noise) for t in pts)
 
 
 def test_design_progress_counts(study: optuna.Study) -> None:

@@ -356,8 +356,97 @@ def _load_dataset(src: DomainSource) -> Any:
         ) from exc
 
 
+def _looks_local(path: str) -> bool:
+    """True when ``path`` can only mean a local file (so a missing one is not looked up on the hub).
+
+    Hub ids are ``name`` or ``namespace/name``; a path that is absolute, starts with ``.`` or
+    ``~``, has more than one separator, or ends in a data-file suffix is a local path.
+    """
+    if path.startswith((".", "~", "/")) or "\\" in path or os.path.isabs(path) or path.count("/") > 1:
+        return True
+    return _local_builder(Path(path)) is not None
+
+
+def _missing_local_error(name: str, path: str) -> ValueError:
+    resolved = Path(path).expanduser().absolute()
+    return ValueError(
+        f"Domain {name!r}: no file or folder at {str(resolved)!r} (given as {path!r}); check the path"
+        + (" (relative paths are relative to the working directory)." if not Path(path).expanduser().is_absolute()
+           else ".")
+    )
+
+
+def _read_error(src: DomainSource, exc: BaseException) -> ValueError | None:
+    """A one-line error naming the local file ``datasets`` could not read, its cause and the fix.
+
+    ``datasets`` wraps a parse or decode failure in a long ``DatasetGenerationError`` that never
+    names the file. None for errors that are not a local file's read failure (kept as they are).
+    """
+    p = Path(src.path).expanduser()
+    if not p.exists():
+        return None
+    if not (isinstance(exc, UnicodeDecodeError) or type(exc).__module__.split(".")[0] in ("datasets", "pyarrow", "json")):
+        return None  # our own errors (already clear) and anything unexpected stay as they are
+    cause: BaseException = exc
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    where = str(p.absolute())
+    builder = _local_builder(p) if p.is_file() else None
+    if isinstance(cause, UnicodeDecodeError):
+        bad = cause.object[cause.start:cause.start + 1].hex() if isinstance(cause.object, bytes) else "?"
+        return ValueError(
+            f"Cannot read {where!r}: it is not UTF-8 text (byte 0x{bad} at offset {cause.start}); convert it to "
+            f"UTF-8, e.g. iconv -f latin1 -t utf-8 {p.name} > utf8-{p.name}"
+        )
+    detail = f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}".rstrip(": ")
+    if builder == "json":
+        fix = f"each line must be one JSON object with a {src.text_field!r} field (JSON lines), or a JSON array of them"
+    elif builder is not None:
+        fix = f"check that it is a valid {builder} file (the format comes from its suffix)"
+    else:
+        fix = "check the files in it, or pass data_files= naming them"
+    return ValueError(f"Cannot read {where!r} ({builder or 'folder'}): {detail}; {fix}.")
+
+
+class _QuietDatasets:
+    """Silence HF ``datasets`` progress bars and its error log while we read sources, unless asked for.
+
+    Asked for: ``HF_DATASETS_DISABLE_PROGRESS_BARS`` set to a false value, or ``datasets``'
+    verbosity at INFO or below. Restores the previous state on exit (scoped to our loading code).
+    """
+
+    def __enter__(self) -> _QuietDatasets:
+        self._undo: list[Any] = []
+        try:
+            import datasets
+            from datasets.utils import logging as dlog
+        except ImportError:  # pragma: no cover - the proxy extra is missing; _load_dataset says so
+            return self
+        env = os.environ.get("HF_DATASETS_DISABLE_PROGRESS_BARS", "").strip().lower()
+        if env in ("0", "false", "no", "off") or dlog.get_verbosity() <= logging.INFO:
+            return self
+        if datasets.is_progress_bar_enabled():
+            datasets.disable_progress_bars()
+            self._undo.append(datasets.enable_progress_bars)
+        level = dlog.get_verbosity()
+        dlog.set_verbosity(logging.CRITICAL)  # "Failed to load JSON from file ...": our error says it in one line
+        self._undo.append(lambda: dlog.set_verbosity(level))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for undo in reversed(self._undo):
+            undo()
+
+
 def _iter_rows(src: DomainSource) -> Iterator[Mapping[str, Any]]:
-    yield from _load_dataset(src)
+    with _QuietDatasets():
+        try:
+            yield from _load_dataset(src)
+        except Exception as exc:
+            err = _read_error(src, exc)
+            if err is None:
+                raise
+            raise err from exc
 
 
 def load_domain_texts(sources: Mapping[str, SourceLike], *, max_docs: int | None = None) -> dict[str, list[str]]:
@@ -392,6 +481,9 @@ def load_domain_texts(sources: Mapping[str, SourceLike], *, max_docs: int | None
             raise ValueError(f"Domain names must be non-empty strings, got {name!r}.")
         resolved[name] = _as_source(value, max_docs=max_docs)
         local = Path(resolved[name].path).expanduser()
+        if not local.exists() and _looks_local(resolved[name].path):
+            # Not a hub id: fail now, naming the resolved path, instead of after HF Hub retries.
+            raise _missing_local_error(name, resolved[name].path)
         if local.is_file() and local.stat().st_size == 0:
             # `datasets` fails on an empty json/jsonl file with a bare StopIteration; say what is wrong.
             raise ValueError(f"Domain {name!r}: the file {str(local)!r} is empty; a domain needs documents.")

@@ -116,8 +116,36 @@ def make_objective(
         extra = tuple(d for d in targets if d not in evaluated)
         if extra:
             config = dataclasses.replace(config, eval_domains=evaluated + extra)
+    warn_small_validation(corpus, config, tuple(config.eval_domains or doms))
+    objective = ProxyObjective(corpus, config, score, doms, tokens=tokens, progress=progress)
+    from optuna_autoscale.dashboard import metric_label
 
-    return ProxyObjective(corpus, config, score, doms, tokens=tokens, progress=progress)
+    objective.metric_name = metric_label(dict(metric) if isinstance(metric, Mapping) else metric)
+    return objective
+
+
+def warn_small_validation(corpus: CorpusLike, config: ProxyConfig, domains: Sequence[str]) -> list[str]:
+    """Log a warning for each domain whose validation split is much smaller than ``eval_tokens``.
+
+    Each trial measures a domain's loss on its first ``eval_tokens`` validation tokens; a split
+    of a few hundred tokens makes that loss (and the fits on it) noisy, silently. Returns the
+    messages (also logged once, here, when the objective is built).
+    """
+    out = []
+    for d in domains:
+        try:
+            n = int(len(corpus.val_tokens(d)))
+        except (KeyError, ValueError, AttributeError):
+            continue
+        if n < config.eval_tokens / 2:
+            out.append(
+                f"Domain {d!r} has {n:,} validation tokens, much fewer than eval_tokens={config.eval_tokens:,}: "
+                f"its loss is measured on {n:,} tokens only and will be noisy. Give {d!r} more documents or a "
+                "larger val_fraction, or lower eval_tokens."
+            )
+    for msg in out:
+        _logger.warning(msg)
+    return out
 
 
 class ProxyObjective:
@@ -167,6 +195,11 @@ class ProxyObjective:
     def __call__(self, trial: optuna.Trial) -> float:
         from optuna_autoscale.proxy import distributed
 
+        if getattr(self, "metric_name", None) and not getattr(self, "_named", False):
+            from optuna_autoscale.dashboard import set_metric_name
+
+            set_metric_name(trial.study, self.metric_name)  # Optuna's panels say "mean validation loss"
+            self._named = True
         mixture = suggest_mixture(trial, self.domains, tokens=self.tokens)
         world = distributed.world_size()
         if world > 1:
