@@ -36,14 +36,25 @@ if TYPE_CHECKING:
     import optuna
 
 
-__all__ = ["Ledger", "UNATTRIBUTED_GRACE_SECONDS", "is_user_trial", "read_design", "stored_design_config", "study_system_attrs"]
+__all__ = ["CLAIM_ATTR", "Ledger", "UNATTRIBUTED_GRACE_SECONDS", "is_user_trial", "read_design", "stored_design_config", "study_system_attrs"]
 
 UNATTRIBUTED_GRACE_SECONDS = 60.0
-"""A RUNNING trial without a point younger than this is assumed to be taking the next point.
+"""A RUNNING trial that started claiming a point less than this ago, and holds none yet, is
+assumed to be taking the next point.
 
-The sampler writes a trial's point in ``before_trial``, milliseconds after the trial is
-created, so an older un-attributed RUNNING trial is one that never asked for a point (another
-sampler, a crashed worker); counting it forever would leave a point unrun."""
+A trial claims its point when the objective calls ``suggest_mixture``: it writes
+:data:`CLAIM_ATTR`, reads the ledger and writes its point, milliseconds later. An older claim
+without a point is a crashed worker's; counting it forever would leave a point unrun."""
+
+CLAIM_ATTR = "autoscale:claiming"
+"""Trial system attr: when the trial started claiming a design point (ISO time); "" while it waits."""
+
+
+def claim_time(trial: FrozenTrial) -> datetime.datetime | None:
+    """When ``trial`` started claiming a point, or None (not claiming, or waiting)."""
+    raw = trial.system_attrs.get(CLAIM_ATTR)
+    return datetime.datetime.fromisoformat(raw) if raw else None
+
 
 def _finite_value(t: FrozenTrial) -> float | None:
     vals = t.values
@@ -129,7 +140,8 @@ class Ledger:
             self.losses = dict(base.losses)  # rows are never modified, only added
             self.seen = base.seen  # read only here
         self._loss_names = tuple((d, f"{LOSS_PREFIX}{d}") for d in design.domains)
-        self.unattributed: list[int] = []  # numbers of young RUNNING trials without a point
+        # (claim time, number) of RUNNING trials claiming a point right now
+        self.unattributed: list[tuple[datetime.datetime, int]] = []
         now = now or datetime.datetime.now()
         grace = datetime.timedelta(seconds=UNATTRIBUTED_GRACE_SECONDS)
         seen = self.seen
@@ -145,13 +157,9 @@ class Ledger:
                 value = _finite_value(t) if state == TrialState.COMPLETE else None
             raw = t.system_attrs.get(POINT_ATTR)
             if raw is None:
-                if (
-                    state == TrialState.RUNNING
-                    and t.datetime_start is not None
-                    and now - t.datetime_start < grace
-                    and not is_user_trial(t, design.domains)
-                ):
-                    self.unattributed.append(t.number)
+                when = claim_time(t) if state == TrialState.RUNNING else None
+                if when is not None and now - when < grace and not is_user_trial(t, design.domains):
+                    self.unattributed.append((when, t.number))
                 continue
             self._record(t.number, state, value, parse(raw), t.user_attrs)
         self.unattributed.sort()
@@ -221,15 +229,16 @@ class Ledger:
         seq += [k for k in self.design.dynamic_keys if k not in self.taken and self.ready(k)]
         return seq
 
-    def next_key(self, number: int) -> str | None:
-        """The point trial ``number`` takes, or None for a filler replicate.
+    def next_key(self, number: int, claimed_at: datetime.datetime | None = None) -> str | None:
+        """The point trial ``number`` takes, or None when every open point is taken.
 
-        Every young, un-attributed RUNNING trial with a smaller number is taken to hold the
-        next open point in priority order (its worker is computing exactly that right now), so
-        trial ``number`` takes the one after them. Claims of attributed trials of any number
-        count; FAIL / PRUNED / NaN trials do not, so their points re-open.
+        Every trial that started claiming before ``claimed_at`` (ties: a smaller number) and
+        holds no point yet is taken to hold the next open point in priority order (its worker is
+        computing exactly that right now), so trial ``number`` takes the one after them. Claims
+        of attributed trials count; FAIL / PRUNED / NaN trials do not, so their points re-open.
         """
-        ahead = sum(1 for n in self.unattributed if n < number)
+        me = (claimed_at or datetime.datetime.max, number)
+        ahead = sum(1 for c in self.unattributed if c < me and c[1] != number)
         seq = self.open_sequence()
         return seq[ahead] if ahead < len(seq) else None
 

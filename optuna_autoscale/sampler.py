@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from collections.abc import Sequence
 import dataclasses
+import datetime
 import json
 import logging
+import math
 import threading
+import time
 import weakref
 from typing import Any
 from typing import TYPE_CHECKING
@@ -17,7 +20,6 @@ from optuna.distributions import BaseDistribution
 from optuna.distributions import FloatDistribution
 from optuna.samplers import BaseSampler
 from optuna.samplers import RandomSampler
-from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
@@ -27,6 +29,7 @@ from optuna_autoscale.design import CONFIG_ATTR
 from optuna_autoscale.design import Design
 from optuna_autoscale.design import DesignPoint
 from optuna_autoscale.design import POINT_ATTR
+from optuna_autoscale.ledger import CLAIM_ATTR
 from optuna_autoscale.ledger import is_user_trial
 from optuna_autoscale.ledger import Ledger
 from optuna_autoscale.ledger import study_system_attrs
@@ -49,6 +52,10 @@ BUDGET_ATTR = "autoscale_budget"
 """User attr: the nominal budget (tokens) of the design a trial belongs to."""
 
 _UNIT = FloatDistribution(0.0, 1.0)
+_FILLER_MARK = "/replicate/t"  # filler keys: ``b0/replicate/t<number>`` (Design.filler)
+_POLL_FIRST = 1.0  # seconds before an idle claim polls storage again; doubles up to _POLL_MAX
+_POLL_MAX = 30.0
+_SAY_EVERY = 120.0  # seconds between "waits for a design point" messages
 _MULTI_OBJECTIVE_MESSAGE = (
     "AutoScaleSampler supports single-objective studies only: the DDO fits and the joint law model "
     "one scalar loss. Create the study with a single direction (e.g. direction='minimize') and "
@@ -111,9 +118,17 @@ class AutoScaleSampler(BaseSampler):
     :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback` (``RetryFailedTrialCallback``
     before Optuna 4.9) carries the point's system attr, keeps the claim and reruns the same
     point; a point that ran twice (possible only after a failure) is averaged as one
-    observation, never lost or double-counted. When every open point is running or waits on a fit,
-    the sampler proposes an extra base run with a fresh seed instead of blocking. Under
-    :meth:`~optuna.study.Study.optimize` the study stops once :meth:`is_complete`.
+    observation, never lost or double-counted.
+
+    A trial claims its design point when its objective calls
+    :func:`~optuna_autoscale.suggest_mixture`, before any training starts. A trial that never
+    calls it is an ordinary trial: its parameters come from ``independent_sampler`` and it never
+    enters a fit. When every open point is running or waits on a fit, ``suggest_mixture`` waits,
+    polling storage with back-off (and failing dead workers' stale trials, so their points
+    re-open), and says what it waits for; once the design is complete the waiting trial is
+    pruned and the study stops. ``filler_replicates=k`` instead lets up to ``k`` such trials run
+    an extra base run with a fresh seed. Under :meth:`~optuna.study.Study.optimize` the study
+    stops once :meth:`is_complete`.
 
     The objective reads its mixture with :func:`optuna_autoscale.suggest_mixture`, which
     returns exactly the proposal (weights, total tokens and seed). The relative search space is
@@ -162,6 +177,8 @@ class AutoScaleSampler(BaseSampler):
             None the training seeds derive from 0, so that independent workers agree.
         independent_sampler: Sampler for parameters other than the mixture's
             (default: :class:`~optuna.samplers.RandomSampler` with ``seed``).
+        filler_replicates: At most this many extra base runs (fresh seeds, smallest budget) for
+            workers that find no open point; 0 (the default): such workers wait instead.
     """
 
     def __init__(
@@ -177,6 +194,7 @@ class AutoScaleSampler(BaseSampler):
         verify: bool = True,
         seed: int | None = None,
         independent_sampler: BaseSampler | None = None,
+        filler_replicates: int = 0,
     ) -> None:
         self._design = Design(
             domains,
@@ -193,6 +211,9 @@ class AutoScaleSampler(BaseSampler):
         if independent_sampler is not None and not isinstance(independent_sampler, BaseSampler):
             raise TypeError(f"independent_sampler must be an optuna sampler, got {independent_sampler!r}.")
         self._independent_sampler = independent_sampler or RandomSampler(seed=seed)
+        if isinstance(filler_replicates, bool) or not isinstance(filler_replicates, int) or filler_replicates < 0:
+            raise ValueError(f"filler_replicates must be an integer >= 0, got {filler_replicates!r}.")
+        self._filler_replicates = filler_replicates
         lo, hi = self._design.tokens_range
         self._search_space: dict[str, BaseDistribution] = {param_name(d): _UNIT for d in self._design.domains}
         self._search_space[TOKENS_PARAM] = FloatDistribution(lo, hi, log=True)
@@ -337,19 +358,51 @@ class AutoScaleSampler(BaseSampler):
                 trial.system_attrs[POINT_ATTR] = raw
         return None if raw is None else self._parse(raw)
 
-    def _assign(self, study: Study, trial: FrozenTrial, *, use_cache: bool = False) -> DesignPoint:
-        """Choose ``trial``'s point from storage and write it to the trial's system attrs."""
-        ledger = self._ledger(study, use_cache=use_cache)
-        key = ledger.next_key(trial.number)
-        if key is None:
-            point = self._design.filler(trial.number)
-        else:
-            point = self._design.point(key)
-            if point is None:
-                # Claim the verification point first: its fits may take a while, and other
-                # workers must see it taken meanwhile.
-                self._store(study, trial, self._design.dynamic_point(key, None))
-                point = self._verification_point(key, ledger)
+    def _assign(self, study: Study, trial: FrozenTrial) -> DesignPoint:
+        """Claim ``trial``'s point from storage and write it to the trial's system attrs.
+
+        Waits (polling storage with back-off) while every open point is running or waits on a
+        fit, unless a filler replicate is allowed; prunes the trial once the design is complete.
+        """
+        delay, waited, said = _POLL_FIRST, 0.0, -math.inf
+        while True:
+            now = datetime.datetime.now()
+            study._storage.set_trial_system_attr(trial._trial_id, CLAIM_ATTR, now.isoformat())
+            ledger = self._ledger(study)
+            key = ledger.next_key(trial.number, now)
+            if key is not None:
+                point = self._design.point(key)
+                if point is None:
+                    # Claim the verification point first: its fits may take a while, and other
+                    # workers must see it taken meanwhile.
+                    self._store(study, trial, self._design.dynamic_point(key, None))
+                    point = self._verification_point(key, ledger)
+                break
+            if sum(1 for k in ledger.taken if _FILLER_MARK in k) < self._filler_replicates:
+                point = self._design.filler(trial.number)
+                break
+            study._storage.set_trial_system_attr(trial._trial_id, CLAIM_ATTR, "")  # waiting claims nothing
+            if ledger.is_complete():
+                _logger.info("Trial %d: the AutoScale design is complete; nothing left to run.", trial.number)
+                try:
+                    study.stop()
+                except RuntimeError:
+                    pass  # outside study.optimize
+                raise optuna.TrialPruned("The AutoScale design is complete: no design point is left to run.")
+            if waited - said >= _SAY_EVERY or said == -math.inf:
+                running = sorted(k for k in ledger.taken if k not in ledger.done)
+                _logger.warning(
+                    "Trial %d waits for a design point: every open point is running or waits on their fits "
+                    "(%d running: %s). Polling storage every <= %.0f s (waited %.0f s). Set "
+                    "AutoScaleSampler(filler_replicates=k) to run extra base replicates instead.",
+                    trial.number, len(running), ", ".join(running[:6]) + (" ..." if len(running) > 6 else ""),
+                    _POLL_MAX, waited,
+                )
+                said = waited
+            time.sleep(delay)
+            waited += delay
+            delay = min(_POLL_MAX, 2 * delay)
+            optuna.storages.fail_stale_trials(study)  # a dead worker's point re-opens
         self._store(study, trial, point)
         return point
 
@@ -397,30 +450,28 @@ class AutoScaleSampler(BaseSampler):
         point = self._stored_point(study, trial)
         if point is None:
             point = self._assign(study, trial)
-        elif point.allocation is None:  # A reservation whose fit failed in before_trial: retry here.
+        elif point.allocation is None:  # A reservation whose fit failed: retry here.
             point = self._verification_point(point.key, self._ledger(study))
             self._store(study, trial, point)
         return point
 
+    def _own_param(self, point: DesignPoint, name: str) -> float | None:
+        """The value the point gives the sampler's parameter ``name`` (None for other parameters)."""
+        mix = point.mixture(self._design.domains)
+        if name == TOKENS_PARAM:
+            tok = self._search_space[TOKENS_PARAM]
+            assert isinstance(tok, FloatDistribution)
+            return min(tok.high, max(tok.low, float(mix.tokens)))
+        u = weights_to_params([mix.weights[d] for d in self._design.domains])
+        for d, ud in zip(self._design.domains, u):
+            if param_name(d) == name:
+                return min(1.0, max(0.0, float(ud)))
+        return None
+
     # ----------------------------------------------------------------------------- BaseSampler
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        # No claim here: a trial claims its point when the objective calls suggest_mixture.
         self._independent_sampler.before_trial(study, trial)
-        if study._is_multi_objective() or is_user_trial(trial, self._design.domains):
-            return
-        if trial.system_attrs.get(POINT_ATTR) is not None:
-            return  # A retried copy or an enqueued trial that already holds its point.
-        try:
-            self._check_study(study, use_cache=True)
-            # A heartbeat before the claim: Optuna's heartbeat thread only starts once the
-            # objective runs, so a worker killed between `ask` and that first beat would leave a
-            # RUNNING trial that never turns stale, holding its design point forever.
-            if is_heartbeat_enabled(study._storage):
-                study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
-            self._assign(study, trial, use_cache=True)
-        except Exception as e:  # noqa: BLE001
-            # Raising here would leave a RUNNING trial behind; sample_relative raises instead,
-            # inside the objective, where Optuna fails the trial cleanly.
-            _logger.debug("AutoScaleSampler could not assign a point in before_trial: %s", e)
 
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         self._raise_if_multi_objective(study)
@@ -432,18 +483,15 @@ class AutoScaleSampler(BaseSampler):
         self._raise_if_multi_objective(study)
         if not search_space or is_user_trial(trial, self._design.domains):
             return {}
-        self._check_study(study)
-        point = self._point_for(study, trial)
-        mix = point.mixture(self._design.domains)
+        point = self._stored_point(study, trial)
+        if point is None or point.allocation is None:
+            return {}  # not claimed (yet): suggest_mixture claims, then sample_independent answers
         params: dict[str, Any] = {}
-        u = weights_to_params([mix.weights[d] for d in self._design.domains])
-        for d, ud in zip(self._design.domains, u):
-            name = param_name(d)
-            if name in search_space and search_space[name] == _UNIT:
-                params[name] = min(1.0, max(0.0, float(ud)))
-        tok = search_space.get(TOKENS_PARAM)
-        if isinstance(tok, FloatDistribution) and tok == self._search_space[TOKENS_PARAM]:
-            params[TOKENS_PARAM] = min(tok.high, max(tok.low, float(mix.tokens)))
+        for name, dist in search_space.items():
+            if dist == self._search_space.get(name):
+                value = self._own_param(point, name)
+                if value is not None:
+                    params[name] = value
         return params
 
     def sample_independent(
@@ -454,6 +502,12 @@ class AutoScaleSampler(BaseSampler):
         param_distribution: BaseDistribution,
     ) -> Any:
         self._raise_if_multi_objective(study)
+        if param_distribution == self._search_space.get(param_name) and not is_user_trial(trial, self._design.domains):
+            point = self._stored_point(study, trial)
+            if point is not None and point.allocation is not None:
+                value = self._own_param(point, param_name)
+                if value is not None:
+                    return value
         return self._independent_sampler.sample_independent(study, trial, param_name, param_distribution)
 
     def after_trial(
@@ -466,6 +520,8 @@ class AutoScaleSampler(BaseSampler):
         self._independent_sampler.after_trial(study, trial, state, values)
         if study._is_multi_objective():
             return
+        if trial.system_attrs.get(POINT_ATTR) is None:
+            return  # an ordinary trial (no suggest_mixture): it never completes the design
         value = None
         if state == TrialState.COMPLETE and values is not None and len(values) == 1:
             value = float(values[0])

@@ -14,6 +14,7 @@ import pytest
 from _autoscale_helpers import frozen_trial as _trial
 from optuna_autoscale import AutoScaleResult
 from optuna_autoscale import AutoScaleSampler
+from optuna_autoscale import suggest_mixture
 from optuna_autoscale.commands import build_sampler
 from optuna_autoscale.config import config_from_json
 from optuna_autoscale.config import ConfigError
@@ -143,7 +144,7 @@ def test_sampler_stores_config_with_design_seeds() -> None:
     sampler = AutoScaleSampler(DOMS, BUDGETS, design_seeds=2)
     assert sampler.design.design_seeds == 2
     study = optuna.create_study(sampler=sampler)
-    study.ask()
+    suggest_mixture(study.ask(), DOMS)  # the first claim stores the design
     stored = study._storage.get_study_system_attrs(study._study_id)[CONFIG_ATTR]
     assert stored["design_seeds"] == 2
     assert Design.from_config(stored) == sampler.design

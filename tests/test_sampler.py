@@ -101,11 +101,32 @@ def test_suggest_mixture_returns_the_exact_proposal() -> None:
         np.testing.assert_allclose(w, [mix.weights[d] for d in DOMS], rtol=1e-12)
         study.tell(trial, _loss(mix))
     assert sampler.is_complete(study)
-    # After completion ask-and-tell keeps working (extra base replicates) and never raises.
+    # After completion there is nothing to claim: suggest_mixture prunes the trial at once.
     trial = study.ask()
-    mix = suggest_mixture(trial, DOMS)
-    assert trial.user_attrs["autoscale_role"] == "replicate"
-    study.tell(trial, _loss(mix))
+    with pytest.raises(optuna.TrialPruned, match="design is complete"):
+        suggest_mixture(trial, DOMS)
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    assert sampler.is_complete(study)
+
+
+def test_filler_replicates_are_capped() -> None:
+    sampler = AutoScaleSampler(DOMS, BUDGETS, seed=0, filler_replicates=2)
+    study = optuna.create_study(sampler=sampler)
+    for _ in range(N_POINTS):
+        trial = study.ask()
+        study.tell(trial, _loss(suggest_mixture(trial, DOMS)))
+    roles = []
+    for _ in range(2):
+        trial = study.ask()
+        mix = suggest_mixture(trial, DOMS)
+        roles.append(trial.user_attrs["autoscale_role"])
+        study.tell(trial, _loss(mix))
+    assert roles == ["replicate", "replicate"]
+    trial = study.ask()
+    with pytest.raises(optuna.TrialPruned):
+        suggest_mixture(trial, DOMS)
+    with pytest.raises(ValueError, match="filler_replicates"):
+        AutoScaleSampler(DOMS, BUDGETS, filler_replicates=-1)
 
 
 def test_relative_search_space_is_explicit_and_sample_relative_respects_it() -> None:
@@ -116,8 +137,13 @@ def test_relative_search_space_is_explicit_and_sample_relative_respects_it() -> 
     space = sampler.infer_relative_search_space(study, frozen)
     assert set(space) == {"weight_web", "weight_code", "weight_books", "tokens"}
     assert space["tokens"].log and all(space[f"weight_{d}"] == FloatDistribution(0, 1) for d in DOMS)
+    # Before suggest_mixture claims a point, the trial is an ordinary one: nothing relative.
+    assert sampler.sample_relative(study, frozen, space) == {}
+    suggest_mixture(trial, DOMS)
+    frozen = study._storage.get_trial(trial._trial_id)
     params = sampler.sample_relative(study, frozen, space)
     assert set(params) == set(space)
+    assert params == {n: trial.params[n] for n in space}
     for name, value in params.items():
         assert type(value) is float and space[name]._contains(value)
     sub = {"weight_web": space["weight_web"], "x": FloatDistribution(-1, 1)}
