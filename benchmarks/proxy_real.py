@@ -782,6 +782,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     suffix = "" if name == "cpu" else f"_{name}"
     storage = args.storage or f"sqlite:///{(args.out / f'proxy_real{suffix}.db').resolve()}"
     with tempfile.TemporaryDirectory(prefix="proxy_real_") as tmp:
+        # the parent creates the storage and the corpus cache first, so the workers only open them
+        bench = Bench(cfg, storage, cache_dir=args.cache_dir, threads=threads or None, work=Path(tmp))
         procs = []
         if args.jobs > 1 and args.part == 0 and not args.report_only:
             # workers 1..jobs-1 are this script again with --part; worker 0 is this process
@@ -790,7 +792,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             base += ["--threads", str(threads)] if threads else []
             base += ["--cache-dir", args.cache_dir] if args.cache_dir else []
             procs = [subprocess.Popen(base + ["--part", str(p)]) for p in range(1, args.jobs)]
-        bench = Bench(cfg, storage, cache_dir=args.cache_dir, threads=threads or None, work=Path(tmp))
         if not args.report_only:
             bench.work(args.part, args.jobs)
         if args.worker_only:
