@@ -142,7 +142,9 @@ def redact_text(text: str, urls: Iterable[str] = ()) -> str:
     out = redact_url(str(text))
     for url in urls:
         for pw in _passwords(url):
-            out = out.replace(pw, _MASK)
+            # Only where the password stands alone: a short password such as "post" must not
+            # mangle "postgresql://" (the URLs themselves are already redacted above).
+            out = re.sub(rf"(?<![A-Za-z0-9]){re.escape(pw)}(?![A-Za-z0-9])", _MASK, out)
     return out
 
 

@@ -8,6 +8,7 @@ import pickle
 import sqlite3
 from pathlib import Path
 
+from hypothesis import assume
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -58,10 +59,12 @@ def test_redact_url(url: str, expected: str) -> None:
                      min_size=4, max_size=24),
 )
 def test_password_never_survives_redaction(user: str, password: str) -> None:
+    # (a password that is also the user name or part of the fixed text is masked there too, by design)
+    assume(password not in user and password not in "connect to postgresql://db.example:5432/optuna failed; password was")
     url = f"postgresql://{user}:{password}@db.example:5432/optuna"
-    assert password not in redact_url(url).replace(user, "").replace("db.example:5432/optuna", "")
+    assert redact_url(url) == f"postgresql://{user}:***@db.example:5432/optuna"
     text = f"connect to {url} failed; password was {password}"
-    assert password not in redact_text(text, [url]).replace(user, "").replace("db.example:5432/optuna", "")
+    assert redact_text(text, [url]) == f"connect to postgresql://{user}:***@db.example:5432/optuna failed; password was ***"
 
 
 def test_log_filter_redacts(caplog: pytest.LogCaptureFixture) -> None:
