@@ -75,8 +75,12 @@ LAWS = ("auto", "transfer", "eval", "separable")
 """Laws :func:`fit_evidence` can use: ``"auto"`` = ``"transfer"`` when the evaluation columns are the
 training domains and reproduce the objective, else ``"eval"`` when there are evaluation columns
 reproducing it, else ``"separable"`` (the objective alone)."""
-DEFAULT_SHRINK = 1.0
-"""``z`` of the anchored shrinkage ``max(0, 1 - z^2 sd^2 / s^2)`` of the law's mixture-specific change."""
+DEFAULT_SHRINK = "auto"
+"""``z`` of the anchored shrinkage ``max(0, 1 - z^2 sd^2 / s^2)`` of the law's mixture-specific change:
+``"auto"`` = chosen from :data:`SHRINK_GRID` by leave-one-budget-out error (one budget: ``inf``, i.e.
+the runs' differences carried unchanged, since no run tests the law's change with scale)."""
+SHRINK_GRID = (0.0, 0.5, 1.0, 2.0, math.inf)
+"""Candidate ``z`` for ``shrink="auto"`` (``inf``: no law change at all, direct transfer of the anchors)."""
 DEFAULT_DRAWS = 64
 """Laplace posterior draws used for every uncertainty."""
 
@@ -646,7 +650,7 @@ class Evidence:
         """At ``tokens``, per tested mixture: shares W (k, m), offset-free anchored prediction F (k,),
         law-part draws L (K, k) of the shrunk change, its MAP value, the anchor noise count, and the
         anchor budget."""
-        key = ("terms", float(tokens))
+        key = ("terms", float(tokens), float(self.shrink))
         if key in self._options:
             return self._options[key]
         mix = self._anchors()
@@ -672,8 +676,7 @@ class Evidence:
         s = (f[:k] - f[k:2 * k]) - (f[2 * k:3 * k] - f[3 * k:])
         sk = (fk[:, :k] - fk[:, k:2 * k]) - (fk[:, 2 * k:3 * k] - fk[:, 3 * k:])
         sd = sk.std(axis=0) if len(sk) > 1 else np.zeros(k)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            lam = np.where(np.abs(s) > 0, np.maximum(0.0, 1.0 - (self.shrink * sd) ** 2 / np.maximum(s**2, 1e-300)), 0.0)
+        lam = self._lambda(s, sd)
         # Offset-free prediction at T: the anchor observation (the law at the anchor budget plus the
         # part kappa of the residual that persists across groups) moved by uniform's change and the
         # shrunk mixture-specific change.
@@ -703,11 +706,35 @@ class Evidence:
         j = int(np.argmin(tv))
         if tv[j] <= 1e-6:
             return float(pred[j]), lk[:, j], float(bias[j]), j, float(n_anchor[j])
-        x = np.vstack([shares * tokens, w[j] * tokens])
+        v, dev, b = self._relative(shares[None, :], j, tokens)
+        return float(pred[j] + v[0]), lk[:, j] + dev[:, 0], float(bias[j] + b[0]), j, float(n_anchor[j])
+
+    def _relative(self, shares: np.ndarray, j: int, tokens: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Law difference of mixtures ``shares`` (n, m) from tested mixture ``j`` at ``tokens``, anchored like the
+        tested mixtures: the difference at ``j``'s anchor budget plus the shrunk change from there to ``tokens``.
+
+        Returns the values (n,), their posterior deviations under the draws (K, n) and the shrinkage bias (n,).
+        """
+        w, _, _, _, _, anchor_n = self._anchor_terms(tokens)
+        a, na = w[j], float(anchor_n[j])
+        n = len(shares)
+        x = np.vstack([shares * tokens, a[None, :] * tokens, shares * na, a[None, :] * na])
         f = self._view.f(x)
         fk = self._view.fk(x)
-        d = f[0] - f[1]
-        return float(pred[j] + d), lk[:, j] + (fk[:, 0] - fk[:, 1]) - d, float(bias[j]), j, float(n_anchor[j])
+        d_t, d_n = f[:n] - f[n], f[n + 1:2 * n + 1] - f[2 * n + 1]
+        dk_t, dk_n = fk[:, :n] - fk[:, n:n + 1], fk[:, n + 1:2 * n + 1] - fk[:, 2 * n + 1:]
+        s, sk = d_t - d_n, dk_t - dk_n
+        sd = sk.std(axis=0) if len(sk) > 1 else np.zeros(n)
+        lam = self._lambda(s, sd)
+        dev = (dk_n - d_n[None, :]) + lam[None, :] * (sk - s[None, :])
+        return d_n + lam * s, dev, (1.0 - lam) * s
+
+    def _lambda(self, s: np.ndarray, sd: np.ndarray) -> np.ndarray:
+        """Positive-part James-Stein factor of a law change ``s`` with posterior sd ``sd``."""
+        if math.isinf(self.shrink):
+            return np.zeros_like(s)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return np.where(np.abs(s) > 0, np.maximum(0.0, 1.0 - (self.shrink * sd) ** 2 / np.maximum(s**2, 1e-300)), 0.0)
 
     def _diff(self, a: np.ndarray, b: np.ndarray, tokens: float, *, new_runs: bool = True) -> tuple[float, float]:
         """Predicted offset-free loss of ``a`` minus ``b`` at ``tokens`` and its prediction sd."""
@@ -825,11 +852,9 @@ class Evidence:
         p = self._view.optimum(t, lo, hi)
         ts = np.linspace(0.0, 1.0, 41)
         cands = a[None, :] + ts[:, None] * (p - a)[None, :]
-        x = cands * t
-        f = self._view.f(x)
-        fk = self._view.fk(x)
-        gain = f[0] - f
-        sd = (fk - fk[:, :1]).std(axis=0) if len(fk) > 1 else np.zeros(len(ts))
+        v, dev, b = self._relative(cands, j, t)
+        gain = -v
+        sd = dev.std(axis=0)
         lcb = gain - kappa * sd
         i = int(np.argmax(lcb))
         if lcb[i] <= 0:
@@ -1008,7 +1033,7 @@ def fit_evidence(
     *,
     law: str = "auto",
     objective_weights: Mapping[str, float] | None = None,
-    shrink: float = DEFAULT_SHRINK,
+    shrink: float | str = DEFAULT_SHRINK,
     risk: float | None = None,
     draws: int = DEFAULT_DRAWS,
     seed: int = 0,
@@ -1020,7 +1045,9 @@ def fit_evidence(
         runs: The runs (:func:`~optuna_autoscale.runs.load_runs`).
         law: :data:`LAWS`; ``"auto"`` (default) picks as described there.
         objective_weights: Weight per evaluation column; default detected (least squares reproducing ``value``).
-        shrink: ``z`` of the anchored shrinkage (0 = the law's change in full, large = direct transfer).
+        shrink: ``z`` of the anchored shrinkage (0 = the law's change in full, ``inf`` = direct transfer), or
+            ``"auto"`` (:data:`DEFAULT_SHRINK`): the grid value with the smallest leave-one-budget-out error of the
+            held-out budget's within-group differences (refits the law once per budget; ``inf`` with one budget).
         risk: Posterior sds the recommendation's gain must exceed (default the joint laws' ``DEFAULT_RISK``).
         draws: Laplace posterior draws for the uncertainties.
         seed: Seed of the draws.
@@ -1036,8 +1063,11 @@ def fit_evidence(
 
     if not isinstance(runs, Runs):
         raise TypeError(f"runs must be a Runs (optuna_autoscale.runs.load_runs), got {type(runs).__name__}.")
-    if not math.isfinite(shrink) or shrink < 0:
-        raise ValueError(f"shrink must be a finite number >= 0, got {shrink!r}.")
+    auto = isinstance(shrink, str)
+    if auto and shrink != "auto":
+        raise ValueError(f"shrink must be 'auto' or a number >= 0, got {shrink!r}.")
+    if not auto and (math.isnan(float(shrink)) or float(shrink) < 0):
+        raise ValueError(f"shrink must be 'auto' or a number >= 0 (inf allowed), got {shrink!r}.")
     fitted, kind, notes = _fit_law(runs, law, objective_weights)
     view: _View
     if kind == "transfer":
@@ -1080,9 +1110,56 @@ def fit_evidence(
     level = _fit_level([(b, float(np.mean(v))) for b, v in sorted(by_budget.items())])
     if level is None:
         notes.append(f"{len(by_budget)} budget(s): only loss differences are predicted (absolute losses need 3 or more)")
-    return Evidence(
-        runs=runs, law=fitted, kind=kind, noise=sig, noise_source=src, shrink=float(shrink),
+    ev = Evidence(
+        runs=runs, law=fitted, kind=kind, noise=sig, noise_source=src, shrink=math.inf if auto else float(shrink),
         risk=DEFAULT_RISK if risk is None else float(risk),
         misfit_sd=None if misfit is None else math.sqrt(misfit[0]), absolute=level is not None, level=level,
         warnings=notes, _view=view, _options={"draws": draws, "objective_weights": objective_weights},
     )
+    if auto:
+        scores = _shrink_scores(ev) if len(by_budget) >= 2 else {}
+        if scores:
+            best = min(scores.values())
+            # Ties (within 1%) go to the more conservative (larger) z.
+            ev.shrink = max(z for z, v in scores.items() if v <= best * 1.01 + 1e-15)
+            ev._options["shrink_scores"] = scores
+        else:
+            notes.append("one budget: the law's change with scale is untested by the runs, so tested mixtures keep "
+                         "their observed differences (shrink=inf)")
+    return ev
+
+
+def _shrink_scores(ev: Evidence) -> dict[float, float]:
+    """Leave-one-budget-out squared error of within-group differences, per shrinkage ``z`` in :data:`SHRINK_GRID`."""
+    r = ev.runs
+    gb = {g: r.group_budget(g) for g in r.group_names}
+    out = {z: 0.0 for z in SHRINK_GRID}
+    used = 0
+    for b in sorted(set(gb.values())):
+        mask = np.array([gb[g] != b for g in r.groups])
+        rest, held = r.subset(mask), r.subset(~mask)
+        try:
+            with _warnings.catch_warnings():
+                _warnings.simplefilter("ignore")
+                sub = fit_evidence(rest, law=ev.kind, shrink=math.inf, risk=ev.risk, noise=ev.noise,
+                                   objective_weights=ev._options.get("objective_weights"),
+                                   draws=ev._options.get("draws", DEFAULT_DRAWS))
+        except (ValueError, RuntimeError, np.linalg.LinAlgError):
+            continue
+        # Only mixtures tested outside the held-out budget have an anchor there.
+        ids_rest = {tuple(np.round(w, 6)) for w in rest.weights}
+        keep = np.array([tuple(np.round(w, 6)) in ids_rest for w in held.weights])
+        if keep.sum() < 3:
+            continue
+        used += 1
+        for z in SHRINK_GRID:
+            sub.shrink = z
+            for g in held.group_names:
+                rows = np.flatnonzero(keep & (np.array(held.groups) == g))
+                if len(rows) < 2:
+                    continue
+                pred = np.array([sub._point(held.weights[i], float(held.tokens[i]))[0] for i in rows])
+                obs = held.value[rows]
+                e = (pred - pred.mean()) - (obs - obs.mean())
+                out[z] += float(e @ e)
+    return out if used else {}

@@ -45,8 +45,8 @@ from optuna_autoscale.mixture import params_to_weights
 
 __all__ = ["Runs", "load_runs", "runs_from_study", "SHARE_TOL"]
 
-SHARE_TOL = 1e-3
-"""Largest allowed ``|sum of weight_<d> - 1|`` in a runs table (shares printed to 3 decimals pass)."""
+SHARE_TOL = 1e-2
+"""Largest allowed ``|sum of weight_<d> - 1|`` in a runs table (RegMix prints 17 shares to 3 decimals: sums 0.995-1.005 pass); rows are renormalised."""
 
 _WEIGHT = "weight_"
 _TOKENS = "tokens_"
