@@ -650,7 +650,7 @@ class Evidence:
         """At ``tokens``, per tested mixture: shares W (k, m), offset-free anchored prediction F (k,),
         law-part draws L (K, k) of the shrunk change, its MAP value, the anchor noise count, and the
         anchor budget."""
-        key = ("terms", float(tokens), float(self.shrink))
+        key = ("terms", float(tokens), float(self.shrink), self.misfit_sd)
         if key in self._options:
             return self._options[key]
         mix = self._anchors()
@@ -1047,7 +1047,9 @@ def fit_evidence(
         objective_weights: Weight per evaluation column; default detected (least squares reproducing ``value``).
         shrink: ``z`` of the anchored shrinkage (0 = the law's change in full, ``inf`` = direct transfer), or
             ``"auto"`` (:data:`DEFAULT_SHRINK`): the grid value with the smallest leave-one-budget-out error of the
-            held-out budget's within-group differences (refits the law once per budget; ``inf`` with one budget).
+            held-out budget's within-group differences (refits the law once per budget; ``inf`` with one budget),
+            chosen jointly with whether anchors keep their observation whole or only its persistent part
+            (:attr:`Evidence.misfit_sd`).
         risk: Posterior sds the recommendation's gain must exceed (default the joint laws' ``DEFAULT_RISK``).
         draws: Laplace posterior draws for the uncertainties.
         seed: Seed of the draws.
@@ -1120,8 +1122,12 @@ def fit_evidence(
         scores = _shrink_scores(ev) if len(by_budget) >= 2 else {}
         if scores:
             best = min(scores.values())
-            # Ties (within 1%) go to the more conservative (larger) z.
-            ev.shrink = max(z for z, v in scores.items() if v <= best * 1.01 + 1e-15)
+            # Ties (within 1%) go to the more conservative choice: observations whole, then the larger z.
+            near = [k for k, v in scores.items() if v <= best * 1.01 + 1e-15]
+            mode, z = max(near, key=lambda k: (k[0] == "whole", k[1]))
+            ev.shrink = z
+            if mode == "whole":
+                ev.misfit_sd = None
             ev._options["shrink_scores"] = scores
         else:
             notes.append("one budget: the law's change with scale is untested by the runs, so tested mixtures keep "
@@ -1129,11 +1135,15 @@ def fit_evidence(
     return ev
 
 
-def _shrink_scores(ev: Evidence) -> dict[float, float]:
-    """Leave-one-budget-out squared error of within-group differences, per shrinkage ``z`` in :data:`SHRINK_GRID`."""
+def _shrink_scores(ev: Evidence) -> dict[tuple[str, float], float]:
+    """Leave-one-budget-out squared error of within-group differences, per anchor mode and shrinkage ``z``.
+
+    Modes: ``"misfit"`` keeps the share of an anchor's residual that persists across groups
+    (:attr:`Evidence.misfit_sd`); ``"whole"`` keeps the observation whole. ``z`` in :data:`SHRINK_GRID`.
+    """
     r = ev.runs
     gb = {g: r.group_budget(g) for g in r.group_names}
-    out = {z: 0.0 for z in SHRINK_GRID}
+    out = {(mode, z): 0.0 for mode in ("misfit", "whole") for z in SHRINK_GRID}
     used = 0
     for b in sorted(set(gb.values())):
         mask = np.array([gb[g] != b for g in r.groups])
@@ -1152,8 +1162,10 @@ def _shrink_scores(ev: Evidence) -> dict[float, float]:
         if keep.sum() < 3:
             continue
         used += 1
-        for z in SHRINK_GRID:
+        own = sub.misfit_sd
+        for mode, z in out:
             sub.shrink = z
+            sub.misfit_sd = own if mode == "misfit" else None
             for g in held.group_names:
                 rows = np.flatnonzero(keep & (np.array(held.groups) == g))
                 if len(rows) < 2:
@@ -1161,5 +1173,5 @@ def _shrink_scores(ev: Evidence) -> dict[float, float]:
                 pred = np.array([sub._point(held.weights[i], float(held.tokens[i]))[0] for i in rows])
                 obs = held.value[rows]
                 e = (pred - pred.mean()) - (obs - obs.mean())
-                out[z] += float(e @ e)
+                out[(mode, z)] += float(e @ e)
     return out if used else {}
