@@ -687,6 +687,7 @@ class Evidence:
         bias = (1.0 - lam) * s
         out = (w, pred, lk, bias, n_anchor / np.maximum(kappa, 1e-12), anchor_n)
         self._options[key] = out
+        self._options[("resid",) + key[1:]] = kappa * obs
         return out
 
     def _kappa(self, n_anchor: np.ndarray) -> np.ndarray:
@@ -707,7 +708,23 @@ class Evidence:
         if tv[j] <= 1e-6:
             return float(pred[j]), lk[:, j], float(bias[j]), j, float(n_anchor[j])
         v, dev, b = self._relative(shares[None, :], j, tokens)
-        return float(pred[j] + v[0]), lk[:, j] + dev[:, 0], float(bias[j] + b[0]), j, float(n_anchor[j])
+        # The anchor's own residual belongs to the anchor: it fades out over the typical distance between
+        # tested mixtures (median nearest-neighbour total variation), beyond which the law speaks alone.
+        rho = max(0.0, 1.0 - float(tv[j]) / self._spacing())
+        res = self._options[("resid", float(tokens), float(self.shrink), self.misfit_sd)][j]
+        return (float(pred[j] - (1.0 - rho) * res + v[0]), lk[:, j] + dev[:, 0], float(bias[j] + b[0]), j,
+                float(n_anchor[j]) / max(rho, 1e-12) if rho > 0 else math.inf)
+
+    def _spacing(self) -> float:
+        if "spacing" not in self._options:
+            w = np.array([m["w"] for m in self._anchors().values()])
+            if len(w) < 2:
+                self._options["spacing"] = 1.0
+            else:
+                tv = 0.5 * np.abs(w[:, None, :] - w[None, :, :]).sum(axis=2)
+                np.fill_diagonal(tv, np.inf)
+                self._options["spacing"] = max(float(np.median(tv.min(axis=1))), 1e-6)
+        return self._options["spacing"]
 
     def _relative(self, shares: np.ndarray, j: int, tokens: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Law difference of mixtures ``shares`` (n, m) from tested mixture ``j`` at ``tokens``, anchored like the
