@@ -1,0 +1,1194 @@
+"""Evidence-anchored predictions and recommendations from training runs (issue 11).
+
+A joint law fitted to runs ranks mixtures worse than the runs themselves on real data, and its
+optimum can sit far outside the mixtures that were tried. This module keeps the law for what it
+is good at, the *change* of the loss with scale and the direction of improvement, and keeps the
+observations for the rest.
+
+* :func:`fit_eval_law`: the per-evaluation-column law for any evaluation sets
+  ``L_v = E_{v,g} + beta_v (sum_j A_vj N_j + N0_v)^(-gamma_v)``, ``A_vj >= 0`` (every training
+  domain's tokens as inputs; ``A_v`` is normalised to sum to 1, which loses nothing: the scale of
+  ``A_v`` trades against ``N0_v`` and ``beta_v``), MAP fit with a Laplace posterior.
+* :func:`fit_evidence` -> :class:`Evidence`: the default joint law on every run (the per-domain
+  transfer law of :func:`optuna_autoscale.transfer.fit_transfer` with ``results.TRANSFER_FORMS``
+  and ``results.TRANSFER_POOL`` when the evaluation columns are the training domains; else
+  :func:`fit_eval_law`; else the separable law on the objective), plus:
+
+  - **anchored predictions**: a tested mixture's loss at ``T`` is its own observed loss at the
+    nearest budget, plus the common change (uniform's), plus the law's mixture-specific change
+    shrunk by its posterior uncertainty (positive-part James-Stein:
+    ``max(0, 1 - z^2 sd^2 / s^2) s``), so the tested mixtures rank as the runs do unless the law's
+    differential change is clearly larger than its uncertainty. A mixture never run is anchored at
+    the nearest tested mixture (total variation) plus the law's difference between the two.
+  - :meth:`Evidence.predict_gain` / :meth:`Evidence.gain_interval`: predicted loss reduction
+    of a mixture over a reference at the mixture's tokens, with a prediction interval for the
+    difference two runs sharing a seed would show (law posterior + seed noise of the anchors and
+    of the two new runs).
+  - :meth:`Evidence.recommend`: from the best tested mixture toward the law's optimum inside the
+    **tested region**, only as far as the predicted gain exceeds ``risk`` posterior sds; never
+    outside the region unless ``allow_outside=True`` (with a warning).
+  - :meth:`Evidence.calibration`: leave one group out, predict the held-out group's differences,
+    count how often the observed ones fall inside the intervals.
+
+Tested region: per domain, the range ``[min, max]`` of the shares the runs used (a box
+intersected with the simplex). A box, not the convex hull: a DDO design (uniform base and one-domain
+perturbations) spans a thin hull around the base, while its per-domain ranges are what the runs
+measured for each domain's share; a mixture inside the box never sets a domain to a share no run
+had. The hull would forbid every combination of two measured moves.
+
+Absolute losses at a budget never run: with three or more distinct budgets, uniform's level
+(group offset plus the law at the uniform mixture) is fitted as ``E(N) = E_inf + A N^-alpha``;
+with fewer, only differences are predicted (:attr:`Evidence.absolute` is False and predictions
+are relative to uniform at the same tokens).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from collections.abc import Sequence
+import dataclasses
+import math
+from typing import Any
+import warnings as _warnings
+
+import numpy as np
+from scipy import optimize
+from scipy import stats
+
+from optuna_autoscale.mixture import Mixture
+from optuna_autoscale.runs import Runs
+
+
+__all__ = [
+    "EvalLaw",
+    "fit_eval_law",
+    "Evidence",
+    "Recommendation",
+    "Calibration",
+    "fit_evidence",
+    "tested_region",
+    "LAWS",
+    "DEFAULT_SHRINK",
+]
+
+LAWS = ("auto", "transfer", "eval", "separable")
+"""Laws :func:`fit_evidence` can use: ``"auto"`` = ``"transfer"`` when the evaluation columns are the
+training domains and reproduce the objective, else ``"eval"`` when there are evaluation columns
+reproducing it, else ``"separable"`` (the objective alone)."""
+DEFAULT_SHRINK = "auto"
+"""``z`` of the anchored shrinkage ``max(0, 1 - z^2 sd^2 / s^2)`` of the law's mixture-specific change:
+``"auto"`` = chosen from :data:`SHRINK_GRID` by leave-one-budget-out error (one budget: ``inf``, i.e.
+the runs' differences carried unchanged, since no run tests the law's change with scale)."""
+SHRINK_GRID = (0.0, 0.5, 1.0, 2.0, math.inf)
+"""Candidate ``z`` for ``shrink="auto"`` (``inf``: no law change at all, direct transfer of the anchors)."""
+DEFAULT_DRAWS = 64
+"""Laplace posterior draws used for every uncertainty."""
+
+_PRIOR_LOG_GAMMA = (math.log(0.5), 0.7)
+_PRIOR_LOG_U0 = (math.log(2.0), 1.5)
+_PRIOR_S_SD = 2.0
+_LB = (-60.0, 60.0)
+_LU = (math.log(1e-5), math.log(1e3))
+_LG = (math.log(0.03), math.log(3.0))
+_S_MAX = 15.0
+
+
+# ------------------------------------------------------------------------------ the per-eval-column law
+def _softmax(s: np.ndarray) -> np.ndarray:
+    e = np.exp(s - s.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _center(v: np.ndarray, gidx: np.ndarray, ng: int) -> np.ndarray:
+    out = np.array(v, dtype=float, copy=True)
+    for g in range(ng):
+        rows = gidx == g
+        out[rows] -= v[rows].mean(axis=0)
+    return out
+
+
+def _eval_f(theta: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """One column's law part at scaled tokens ``u`` (n, m); theta (p,) or draws (K, p) -> (n,) or (K, n)."""
+    th = np.atleast_2d(theta)
+    beta, u0, g = np.exp(th[:, 0]), np.exp(th[:, 1]), np.exp(th[:, 2])
+    a = _softmax(th[:, 3:])  # (K, m)
+    z = a @ u.T + u0[:, None]  # (K, n)
+    f = beta[:, None] * np.maximum(z, 1e-300) ** (-g[:, None])
+    return f[0] if np.ndim(theta) == 1 else f
+
+
+def _eval_f_jac(theta: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    beta, u0, g = np.exp(theta[:3])
+    a = _softmax(theta[3:])
+    au = u @ a
+    z = au + u0
+    f = beta * z ** (-g)
+    dz = -g * f / z
+    ds = dz[:, None] * a[None, :] * (u - au[:, None])
+    return f, np.column_stack([f, dz * u0, -f * np.log(z) * g, ds])
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalLaw:
+    """Per-evaluation-column laws ``L_v = E_{v,g} + beta_v (sum_j A_vj N_j + N0_v)^(-gamma_v)``.
+
+    Build it with :func:`fit_eval_law`. ``A_v`` sums to 1 over the training domains (a softmax of
+    free parameters with a ``N(0, 2)`` prior), ``N0_v > 0``, ``gamma_v`` with the prior
+    ``log gamma ~ N(log 0.5, 0.7)``. The objective is ``sum_v weights_v L_v``.
+
+    Attributes:
+        domains: Training domains (``m``).
+        columns: Evaluation columns (``V``).
+        weights: Objective weight per column.
+        thetas: Internal parameters per column ``[log beta', log N0/scale, log gamma, s_1..s_m]``, ``(V, 3+m)``.
+        covariances: Laplace posterior covariance per column, ``(V, p, p)`` (None without spare dof).
+        offsets: Objective offset ``sum_v w_v E_{v,g}`` per group.
+        noise: Residual sd of the objective (loss units), None without spare dof.
+        correlation: Residual correlation across columns (``V x V``).
+        scale: Internal token unit (tokens).
+        budgets: Nominal budget (median total tokens) per group.
+        n_obs: Runs fitted.
+    """
+
+    domains: tuple[str, ...]
+    columns: tuple[str, ...]
+    weights: dict[str, float]
+    thetas: np.ndarray = dataclasses.field(repr=False)
+    covariances: np.ndarray | None = dataclasses.field(repr=False)
+    offsets: dict[str, float]
+    noise: float | None
+    correlation: np.ndarray = dataclasses.field(repr=False)
+    scale: float
+    budgets: dict[str, float]
+    n_obs: int
+
+    @property
+    def params(self) -> dict[str, dict[str, Any]]:
+        """Per column: ``beta`` (loss x tokens^gamma), ``n0`` (tokens), ``gamma``, ``transfer`` (domain -> A_vj)."""
+        out = {}
+        for v, th in zip(self.columns, self.thetas):
+            g = math.exp(th[2])
+            a = _softmax(th[3:])
+            out[v] = {"beta": math.exp(th[0]) * self.scale**g, "n0": math.exp(th[1]) * self.scale, "gamma": g,
+                      "transfer": {d: float(x) for d, x in zip(self.domains, a)}}
+        return out
+
+    def _wvec(self) -> np.ndarray:
+        return np.array([self.weights[v] for v in self.columns])
+
+    def columns_f(self, x: np.ndarray) -> np.ndarray:
+        """Each column's law part (no offset) at allocations ``x`` (tokens, ``(n, m)``): ``(n, V)``."""
+        u = np.atleast_2d(np.asarray(x, dtype=float)) / self.scale
+        return np.column_stack([_eval_f(th, u) for th in self.thetas])
+
+    def f(self, x: np.ndarray) -> np.ndarray:
+        """The objective's law part (no offset) at allocations ``x`` (tokens, ``(n, m)``): ``(n,)``."""
+        return self.columns_f(x) @ self._wvec()
+
+    def predict(self, allocation: Mapping[str, float], group: str | None = None) -> float:
+        """Predicted objective of an allocation (domain -> tokens), with ``group``'s offset (default: mean)."""
+        x = np.array([[float(allocation[d]) for d in self.domains]])
+        e = float(np.mean(list(self.offsets.values()))) if group is None else self.offsets[str(group)]
+        return e + float(self.f(x)[0])
+
+    def draws(self, k: int, seed: int = 0) -> np.ndarray:
+        """``k`` Laplace posterior draws of :attr:`thetas`, correlated across columns by the residual
+        correlation: ``(k, V, p)`` (the MAP repeated when there is no covariance)."""
+        th = np.asarray(self.thetas)
+        if self.covariances is None:
+            return np.repeat(th[None], k, axis=0)
+        nv, p = th.shape
+        xi = np.random.default_rng(seed).standard_normal((k, nv, p))
+        try:
+            c = np.linalg.cholesky(np.asarray(self.correlation) + 1e-9 * np.eye(nv))
+        except np.linalg.LinAlgError:
+            c = np.eye(nv)
+        z = np.einsum("vl,klp->kvp", c, xi)
+        out = np.empty((k, nv, p))
+        for v in range(nv):
+            w, vec = np.linalg.eigh(self.covariances[v])
+            root = vec * np.sqrt(np.maximum(w, 0.0))
+            out[:, v] = th[v] + z[:, v] @ root.T
+        out[..., 2] = np.clip(out[..., 2], *_LG)
+        out[..., 1] = np.clip(out[..., 1], *_LU)
+        out[..., 3:] = np.clip(out[..., 3:], -_S_MAX, _S_MAX)
+        return out
+
+    def f_draws(self, x: np.ndarray, draws: np.ndarray) -> np.ndarray:
+        """The objective's law part under each draw (:meth:`draws`): ``(K, n)``."""
+        u = np.atleast_2d(np.asarray(x, dtype=float)) / self.scale
+        w = self._wvec()
+        out = np.zeros((draws.shape[0], len(u)))
+        for v in range(len(self.columns)):
+            if w[v] != 0:
+                out += w[v] * _eval_f(draws[:, v], u)
+        return out
+
+    def optimal_allocation(
+        self, total: float, lower: Mapping[str, float] | None = None, upper: Mapping[str, float] | None = None
+    ) -> dict[str, float]:
+        """The law's optimal allocation at ``total`` tokens within per-domain token bounds (convex; SLSQP)."""
+        m = len(self.domains)
+        lo = np.zeros(m) if lower is None else np.array([float(lower[d]) for d in self.domains]) / total
+        hi = np.ones(m) if upper is None else np.minimum(np.array([float(upper[d]) for d in self.domains]) / total, 1.0)
+        s = _solve_simplex(lambda w: float(self.f(w[None, :] * total)[0]), lo, hi)
+        return dict(zip(self.domains, (s * total).tolist()))
+
+
+def _project_box_simplex(v: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Euclidean projection onto ``{lo <= w <= hi, sum w = 1}`` (bisection on the shift)."""
+    a, b = float((v - hi).min()) - 1.0, float((v - lo).max()) + 1.0
+    for _ in range(100):
+        t = 0.5 * (a + b)
+        if np.clip(v - t, lo, hi).sum() > 1.0:
+            a = t
+        else:
+            b = t
+    return np.clip(v - 0.5 * (a + b), lo, hi)
+
+
+def _solve_simplex(fun: Any, lo: np.ndarray, hi: np.ndarray, starts: Sequence[np.ndarray] = ()) -> np.ndarray:
+    """Minimise ``fun(shares)`` on the box-bounded simplex from the box centre and ``starts``."""
+    m = len(lo)
+    cands = [_project_box_simplex(np.full(m, 1.0 / m), lo, hi)] + [_project_box_simplex(np.asarray(s), lo, hi) for s in starts]
+    best, best_v = cands[0], fun(cands[0])
+    cons = [{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones_like(w)}]
+    for x0 in cands:
+        with _warnings.catch_warnings(), np.errstate(all="ignore"):
+            _warnings.simplefilter("ignore")
+            res = optimize.minimize(fun, x0, method="SLSQP", bounds=list(zip(lo, hi)), constraints=cons,
+                                    options={"ftol": 1e-12, "maxiter": 300})
+        w = _project_box_simplex(np.asarray(res.x, dtype=float), lo, hi)
+        v = fun(w)
+        if np.isfinite(v) and v < best_v:
+            best, best_v = w, v
+    return best
+
+
+def _fit_column(u: np.ndarray, y: np.ndarray, gidx: np.ndarray, ng: int, w0: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """MAP fit of one column (offsets profiled out); its theta, Laplace covariance and residuals."""
+    n, m = u.shape
+    p = 3 + m
+    mu = np.r_[0.0, _PRIOR_LOG_U0[0], _PRIOR_LOG_GAMMA[0], np.zeros(m)]
+    prec = np.r_[0.0, _PRIOR_LOG_U0[1] ** -2, _PRIOR_LOG_GAMMA[1] ** -2, np.full(m, _PRIOR_S_SD**-2)]
+    lo = np.r_[_LB[0], _LU[0], _LG[0], np.full(m, -_S_MAX)]
+    hi = np.r_[_LB[1], _LU[1], _LG[1], np.full(m, _S_MAX)]
+    yc = _center(y, gidx, ng)
+    sigma = [0.1 * (float(np.std(yc)) or 1.0)]
+
+    def resid(t: np.ndarray) -> np.ndarray:
+        f = _eval_f(t, u)
+        return np.r_[_center(f - y, gidx, ng), sigma[0] * np.sqrt(prec) * (t - mu)]
+
+    def jac(t: np.ndarray) -> np.ndarray:
+        _, j = _eval_f_jac(t, u)
+        return np.vstack([_center(j, gidx, ng), np.diag(sigma[0] * np.sqrt(prec))])
+
+    def with_beta(t: np.ndarray) -> np.ndarray:
+        t = t.copy()
+        t[0] = 0.0
+        h = _center(_eval_f(t, u), gidx, ng)
+        den = float(h @ h)
+        c = float(h @ yc) / den if den > 0 else 1.0
+        t[0] = math.log(c if c > 0 else abs(c) * 0.1 + 1e-12)
+        return np.clip(t, lo, hi)
+
+    # Starts: shares' linear effect on the column (more of a helpful domain -> larger A), and flat.
+    try:
+        coef = np.linalg.lstsq(_center(w0, gidx, ng), yc, rcond=None)[0]
+        s_lin = np.clip(-coef / (np.std(coef) or 1.0), -3.0, 3.0)
+    except np.linalg.LinAlgError:
+        s_lin = np.zeros(m)
+    starts = [with_beta(np.r_[0.0, lu, math.log(g0), s0]) for g0 in (0.3, 0.7) for lu in (math.log(0.5), math.log(3.0))
+              for s0 in (s_lin, np.zeros(m))]
+    scored = sorted(starts, key=lambda t: float(np.sum(resid(t) ** 2)))[:3]
+    best = None
+    for st in scored:
+        with np.errstate(all="ignore"):
+            r = optimize.least_squares(resid, st, jac=jac, bounds=(lo, hi), method="trf", max_nfev=200)
+        if np.isfinite(r.cost) and (best is None or r.cost < best.cost):
+            best = r
+    assert best is not None
+    theta = best.x
+    ng_dof = n - p - ng
+    f = _eval_f(theta, u)
+    r0 = _center(f - y, gidx, ng)
+    if ng_dof > 0:
+        sigma[0] = max(math.sqrt(float(r0 @ r0) / ng_dof), 1e-9)
+        with np.errstate(all="ignore"):
+            theta = optimize.least_squares(resid, theta, jac=jac, bounds=(lo, hi), method="trf", max_nfev=200).x
+    f, j = _eval_f_jac(theta, u)
+    r = _center(f - y, gidx, ng)
+    cov = None
+    if ng_dof > 0:
+        s2 = max(float(r @ r) / ng_dof, 1e-18)
+        jc = _center(j, gidx, ng)
+        a = jc.T @ jc / s2 + np.diag(prec)
+        wv, vec = np.linalg.eigh(a)
+        wv = np.maximum(wv, 1e-12 * max(float(wv.max()), 1e-300))
+        cov = (vec / wv) @ vec.T
+    return theta, cov, r
+
+
+def fit_eval_law(runs: Runs, *, weights: Mapping[str, float] | None = None) -> EvalLaw:
+    """Fit :class:`EvalLaw` to every run: one law per evaluation column, any columns.
+
+    Args:
+        runs: The runs (:func:`~optuna_autoscale.runs.load_runs`), with ``loss_<name>`` columns.
+        weights: Objective weight per column; default the weighting that reproduces ``runs.value``
+            (:func:`~optuna_autoscale.transfer.objective_weights`), else the mean.
+
+    Raises:
+        ValueError: without evaluation columns, with fewer runs than parameters plus offsets, or when
+            a domain's share never changes within a group.
+    """
+    if not runs.loss_names:
+        raise ValueError("fit_eval_law needs loss_<name> evaluation columns; these runs have none.")
+    m = runs.m
+    runs.check_enough(3 + m - 1, "The per-evaluation-column law")
+    gnames = runs.group_names
+    gidx = np.array([gnames.index(g) for g in runs.groups])
+    ng = len(gnames)
+    x = runs.allocations
+    varies = np.zeros(m, dtype=bool)
+    for g in range(ng):
+        xs = runs.weights[gidx == g]
+        if len(xs) > 1:
+            varies |= np.ptp(xs, axis=0) > 1e-9
+    if not varies.all():
+        raise ValueError(
+            f"domains {[d for d, v in zip(runs.domains, varies) if not v]!r} never change share within a group, so their "
+            "effect cannot be separated from the group offsets; add runs that vary them."
+        )
+    w = _objective_weights(runs) if weights is None else {str(k): float(v) for k, v in weights.items()}
+    if w is None:
+        w = {v: 1.0 / len(runs.loss_names) for v in runs.loss_names}
+    budgets = {g: runs.group_budget(g) for g in gnames}
+    scale = float(np.exp(np.mean(np.log(np.array(list(budgets.values())) / m))))
+    u = x / scale
+    thetas, covs, res = [], [], []
+    for k in range(len(runs.loss_names)):
+        th, cov, r = _fit_column(u, runs.losses[:, k], gidx, ng, runs.weights)
+        thetas.append(th)
+        covs.append(cov)
+        res.append(r)
+    res_m = np.column_stack(res)
+    norms = np.sqrt((res_m**2).sum(axis=0))
+    corr = (res_m.T @ res_m) / np.outer(norms, norms) if np.all(norms > 0) else np.ones((len(res), len(res)))
+    wv = np.array([w.get(v, 0.0) for v in runs.loss_names])
+    law = EvalLaw(
+        domains=runs.domains, columns=runs.loss_names, weights={v: float(a) for v, a in zip(runs.loss_names, wv)},
+        thetas=np.array(thetas), covariances=None if any(c is None for c in covs) else np.array(covs),
+        offsets={}, noise=None, correlation=corr, scale=scale, budgets=budgets, n_obs=runs.n,
+    )
+    f = law.f(x)
+    offsets = {g: float(np.mean((runs.losses @ wv - f)[gidx == i])) for i, g in enumerate(gnames)}
+    r_obj = res_m @ wv
+    dof = runs.n - ng - (3 + m)
+    noise = math.sqrt(float(r_obj @ r_obj) / dof) if dof > 0 else None
+    return dataclasses.replace(law, offsets=offsets, noise=noise)
+
+
+def _objective_weights(runs: Runs) -> dict[str, float] | None:
+    from optuna_autoscale.transfer import objective_weights
+
+    if not runs.loss_names:
+        return None
+    rows = [dict(zip(runs.loss_names, r)) for r in runs.losses.tolist()]
+    return objective_weights(runs.value.tolist(), rows, list(runs.loss_names))
+
+
+# ------------------------------------------------------------------------------ law views
+class _View:
+    """What :class:`Evidence` needs of a law: its objective part (no offset) at allocations, the same
+    under posterior draws, group offsets, residual noise and the bounded point optimum."""
+
+    kind: str
+    law: Any
+    offsets: dict[str, float]
+    noise: float | None
+
+    def f(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def fk(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def optimum(self, total: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        domains = self.law.domains
+        with _warnings.catch_warnings():
+            _warnings.simplefilter("ignore")
+            a = self.law.optimal_allocation(total, lower=dict(zip(domains, (lo * total).tolist())),
+                                            upper=dict(zip(domains, (hi * total).tolist())), robust=False)
+        return np.array([a[d] for d in domains]) / total
+
+
+class _EvalView(_View):
+    kind = "eval"
+
+    def __init__(self, law: EvalLaw, k: int, seed: int) -> None:
+        self.law, self.offsets, self.noise = law, dict(law.offsets), law.noise
+        self._draws = law.draws(k, seed)
+
+    def f(self, x: np.ndarray) -> np.ndarray:
+        return self.law.f(x)
+
+    def fk(self, x: np.ndarray) -> np.ndarray:
+        return self.law.f_draws(x, self._draws)
+
+    def optimum(self, total: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        s = _solve_simplex(lambda w: float(self.law.f(w[None, :] * total)[0]), lo, hi)
+        return s
+
+
+class _TransferView(_View):
+    """A :class:`~optuna_autoscale.transfer.TransferLaw` (its per-domain models and Laplace posteriors)."""
+
+    kind = "transfer"
+
+    def __init__(self, law: Any, k: int, seed: int) -> None:
+        self.law, self.noise = law, law.noise
+        self.offsets = dict(law.offsets)
+        self._models = law._models()
+        self._w = np.array([law.weights[d] for d in law.domains])
+        self._draws = None
+        if law.covariances is not None:
+            m = len(self._models)
+            pmax = max(mod.n_params for mod in self._models)
+            xi = np.random.default_rng(seed).standard_normal((k, m, pmax))
+            try:
+                c = np.linalg.cholesky(np.asarray(law.correlation, dtype=float) + 1e-9 * np.eye(m))
+            except np.linalg.LinAlgError:
+                c = np.eye(m)
+            z = np.einsum("kl,slp->skp", c, xi)
+            self._draws = []
+            for j, mod in enumerate(self._models):
+                w, v = np.linalg.eigh(law.covariances[j])
+                root = v * np.sqrt(np.maximum(w, 0.0))
+                lo, hi = mod.bounds()
+                self._draws.append(np.clip(np.asarray(law.thetas[j]) + z[:, j, : mod.n_params] @ root.T, lo, hi))
+
+    def f(self, x: np.ndarray) -> np.ndarray:
+        u = np.atleast_2d(x) / self.law.scale
+        out = np.zeros(len(u))
+        for j, mod in enumerate(self._models):
+            if self._w[j]:
+                out += self._w[j] * mod.f_and_jac(np.asarray(self.law.thetas[j]), u)[0]
+        return out
+
+    def fk(self, x: np.ndarray) -> np.ndarray:
+        if self._draws is None:
+            return self.f(x)[None, :]
+        u = np.atleast_2d(x) / self.law.scale
+        k = len(self._draws[0])
+        out = np.zeros((k, len(u)))
+        with np.errstate(all="ignore"):
+            for j, mod in enumerate(self._models):
+                if self._w[j]:
+                    for s in range(k):
+                        out[s] += self._w[j] * mod.f_and_jac(self._draws[j][s], u)[0]
+        return out
+
+
+class _SeparableView(_View):
+    kind = "separable"
+
+    def __init__(self, law: Any, k: int, seed: int) -> None:
+        self.law, self.noise, self.offsets = law, law.noise, dict(law.offsets)
+        self._p = np.array([[law.params[d]["beta"], law.params[d]["n0"], law.params[d]["gamma"]] for d in law.domains])
+        self._draws = None
+        if law.covariance is not None:
+            rng = np.random.default_rng(seed)
+            th = np.asarray(law.theta, dtype=float)
+            self._draws = rng.multivariate_normal(th, law.covariance, size=k, method="eigh")
+
+    def f(self, x: np.ndarray) -> np.ndarray:
+        b, n0, g = self._p.T
+        return (b * (np.atleast_2d(x) + n0) ** (-g)).sum(axis=1)
+
+    def fk(self, x: np.ndarray) -> np.ndarray:
+        if self._draws is None:
+            return self.f(x)[None, :]
+        beta, u0, g = self.law._model.unpack(self._draws)  # (K, m) each, in scaled units
+        u = np.atleast_2d(x) / self.law.scale
+        with np.errstate(all="ignore"):
+            return (beta[:, None, :] * (u[None, :, :] + u0[:, None, :]) ** (-g[:, None, :])).sum(axis=2)
+
+
+# ------------------------------------------------------------------------------ results
+@dataclasses.dataclass(frozen=True)
+class Recommendation:
+    """What :meth:`Evidence.recommend` returns.
+
+    Attributes:
+        mixture: The recommended mixture (weights, ``tokens``).
+        anchor: The best tested mixture (by anchored prediction at ``tokens``), where the step starts.
+        optimum: The law's optimum at ``tokens`` inside the region searched (inside the tested region
+            unless ``allow_outside``).
+        step: How far along anchor -> optimum the recommendation went (0 = the anchor, 1 = the optimum).
+        gain: Predicted loss reduction over the anchor (loss units, >= 0).
+        interval: Prediction interval of that reduction for a pair of runs sharing a seed.
+        gain_over_uniform: Predicted loss reduction over uniform at ``tokens`` (negative = worse).
+        uniform_interval: Its interval.
+        inside: Whether the mixture lies in the tested region.
+        predicted_loss: Predicted loss at ``tokens`` (absolute when :attr:`Evidence.absolute`, else
+            relative to uniform at ``tokens``).
+        warnings: Notes the caller must show (outside the evidence, worse than uniform, ...).
+    """
+
+    mixture: Mixture
+    anchor: Mixture
+    optimum: Mixture
+    step: float
+    gain: float
+    interval: tuple[float, float]
+    gain_over_uniform: float
+    uniform_interval: tuple[float, float]
+    inside: bool
+    predicted_loss: float
+    warnings: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """Leave-one-group-out coverage of the gain intervals (:meth:`Evidence.calibration`).
+
+    Attributes:
+        level: Nominal level of the intervals.
+        coverage: Share of held-out differences inside their intervals (nan when none).
+        n: Number of held-out differences.
+        by_group: Group -> (inside, total).
+        mean_abs_error: Mean absolute error of the predicted differences (loss units).
+    """
+
+    level: float
+    coverage: float
+    n: int
+    by_group: dict[str, tuple[int, int]]
+    mean_abs_error: float
+
+
+def tested_region(runs: Runs) -> tuple[np.ndarray, np.ndarray]:
+    """The tested region: per-domain ``(min, max)`` of the shares the runs used, ``(m,)`` each.
+
+    A mixture is inside when every share lies in its domain's range (the box intersected with the
+    simplex; see the module docstring for why a box and not the convex hull).
+    """
+    return runs.weights.min(axis=0), runs.weights.max(axis=0)
+
+
+@dataclasses.dataclass
+class Evidence:
+    """A joint law fitted to every run, with predictions anchored in the runs. Build it with :func:`fit_evidence`.
+
+    Predicted losses at ``tokens`` are in *offset-free* units internally (law part plus the
+    observation's residual); public methods return gains (differences, valid everywhere) or,
+    for :meth:`predict`, absolute losses when :attr:`absolute` (three or more budgets) else
+    losses relative to uniform at the same tokens.
+
+    Attributes:
+        runs: The runs fitted.
+        law: The fitted law (:class:`~optuna_autoscale.transfer.TransferLaw`, :class:`EvalLaw` or
+            :class:`~optuna_autoscale.laws.SeparableLaw`).
+        kind: ``"transfer"``, ``"eval"`` or ``"separable"``.
+        noise: Seed-noise sd of one run's objective (loss units).
+        noise_source: ``"replicates"`` (same mixture and tokens in several groups) or ``"law residual"``.
+        shrink: ``z`` of the anchored shrinkage.
+        risk: Posterior sds the recommendation's predicted gain must exceed.
+        misfit_sd: sd of the law's residuals that persists across groups for the same mixture (the part of an
+            observation the law misses and the runs measure), from the residuals' covariance across groups;
+            None when no mixture was run in two groups (then observations are kept whole).
+        absolute: Whether absolute losses are predicted (uniform's level fitted over >= 3 budgets).
+        level: ``(E_inf, A, alpha)`` of uniform's level ``E(N) = E_inf + A N^-alpha``, or None.
+        warnings: Notes from the fit.
+    """
+
+    runs: Runs
+    law: Any
+    kind: str
+    noise: float
+    noise_source: str
+    shrink: float
+    risk: float
+    misfit_sd: float | None
+    absolute: bool
+    level: tuple[float, float, float] | None
+    warnings: list[str]
+    _view: _View = dataclasses.field(repr=False)
+    _options: dict[str, Any] = dataclasses.field(repr=False, default_factory=dict)
+
+    # ----------------------------------------------------------------- internals
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return self.runs.domains
+
+    def _uniform(self) -> np.ndarray:
+        return np.full(self.runs.m, 1.0 / self.runs.m)
+
+    def _level(self, tokens: float) -> float:
+        if self.level is None:
+            return 0.0
+        e, a, al = self.level
+        return float(e + a * tokens ** (-al))
+
+    def _anchors(self) -> dict[str, Any]:
+        """Per tested mixture: shares, its runs' tokens, de-offset values (y - E_g) and residual-free parts."""
+        if "anchors" in self._options:
+            return self._options["anchors"]
+        r = self.runs
+        ids = r.mixture_ids()
+        off = np.array([self._view.offsets[g] for g in r.groups])
+        res = r.value - off - self._view.f(r.allocations)  # each run's residual from the law
+        mix = {}
+        for i in np.unique(ids):
+            rows = np.flatnonzero(ids == i)
+            mix[int(i)] = {"w": r.weights[rows[0]], "tokens": r.tokens[rows], "res": res[rows]}
+        self._options["anchors"] = mix
+        return mix
+
+    def _anchor_terms(self, tokens: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """At ``tokens``, per tested mixture: shares W (k, m), offset-free anchored prediction F (k,),
+        law-part draws L (K, k) of the shrunk change, its MAP value, the anchor noise count, and the
+        anchor budget."""
+        key = ("terms", float(tokens), float(self.shrink), self.misfit_sd)
+        if key in self._options:
+            return self._options[key]
+        mix = self._anchors()
+        ids = sorted(mix)
+        w = np.array([mix[i]["w"] for i in ids])
+        k = len(ids)
+        lt = math.log(tokens)
+        anchor_n = np.zeros(k)
+        n_anchor = np.zeros(k)
+        obs = np.zeros(k)
+        for j, i in enumerate(ids):
+            tk, res = mix[i]["tokens"], mix[i]["res"]
+            d = np.abs(np.log(tk) - lt)
+            near = d <= d.min() + 1e-9
+            anchor_n[j] = float(np.median(tk[near]))
+            obs[j] = float(np.mean(res[near]))  # the anchor runs' mean residual
+            n_anchor[j] = int(near.sum())
+        u = self._uniform()
+        # Allocations: the mixture and uniform at T and at the anchor budget.
+        xa = np.vstack([w * tokens, u[None, :] * tokens * np.ones((k, 1)), w * anchor_n[:, None], u[None, :] * anchor_n[:, None]])
+        f = self._view.f(xa)
+        fk = self._view.fk(xa)
+        s = (f[:k] - f[k:2 * k]) - (f[2 * k:3 * k] - f[3 * k:])
+        sk = (fk[:, :k] - fk[:, k:2 * k]) - (fk[:, 2 * k:3 * k] - fk[:, 3 * k:])
+        sd = sk.std(axis=0) if len(sk) > 1 else np.zeros(k)
+        lam = self._lambda(s, sd)
+        # Offset-free prediction at T: the anchor observation (the law at the anchor budget plus the
+        # part kappa of the residual that persists across groups) moved by uniform's change and the
+        # shrunk mixture-specific change.
+        kappa = self._kappa(n_anchor)
+        base = f[2 * k:3 * k] + kappa * obs - f[3 * k:] + f[k:2 * k]
+        pred = base + lam * s
+        lk = lam[None, :] * sk + (fk[:, k:2 * k] - fk[:, 3 * k:]) - (f[k:2 * k] - f[3 * k:])[None, :]
+        bias = (1.0 - lam) * s
+        out = (w, pred, lk, bias, n_anchor / np.maximum(kappa, 1e-12), anchor_n)
+        self._options[key] = out
+        self._options[("resid",) + key[1:]] = kappa * obs
+        return out
+
+    def _kappa(self, n_anchor: np.ndarray) -> np.ndarray:
+        """The share of an anchor's mean residual kept: persistent misfit over misfit plus seed noise."""
+        if self.misfit_sd is None:
+            return np.ones_like(n_anchor, dtype=float)
+        t2 = self.misfit_sd**2
+        return t2 / np.maximum(t2 + self.noise**2 / n_anchor, 1e-300)
+
+    def _point(self, shares: np.ndarray, tokens: float) -> tuple[float, np.ndarray, float, int, float]:
+        """Offset-free prediction of ``shares`` at ``tokens``: value, law draws (K,), bias, anchor id, anchor noise count.
+
+        Anchored at the nearest tested mixture (total variation), plus the law's difference.
+        """
+        w, pred, lk, bias, n_anchor, _ = self._anchor_terms(tokens)
+        tv = 0.5 * np.abs(w - shares[None, :]).sum(axis=1)
+        j = int(np.argmin(tv))
+        if tv[j] <= 1e-6:
+            return float(pred[j]), lk[:, j], float(bias[j]), j, float(n_anchor[j])
+        v, dev, b = self._relative(shares[None, :], j, tokens)
+        # The anchor's own residual belongs to the anchor: it fades out over the typical distance between
+        # tested mixtures (median nearest-neighbour total variation), beyond which the law speaks alone.
+        rho = max(0.0, 1.0 - float(tv[j]) / self._spacing())
+        res = self._options[("resid", float(tokens), float(self.shrink), self.misfit_sd)][j]
+        return (float(pred[j] - (1.0 - rho) * res + v[0]), lk[:, j] + dev[:, 0], float(bias[j] + b[0]), j,
+                float(n_anchor[j]) / max(rho, 1e-12) if rho > 0 else math.inf)
+
+    def _spacing(self) -> float:
+        if "spacing" not in self._options:
+            w = np.array([m["w"] for m in self._anchors().values()])
+            if len(w) < 2:
+                self._options["spacing"] = 1.0
+            else:
+                tv = 0.5 * np.abs(w[:, None, :] - w[None, :, :]).sum(axis=2)
+                np.fill_diagonal(tv, np.inf)
+                self._options["spacing"] = max(float(np.median(tv.min(axis=1))), 1e-6)
+        return self._options["spacing"]
+
+    def _relative(self, shares: np.ndarray, j: int, tokens: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Law difference of mixtures ``shares`` (n, m) from tested mixture ``j`` at ``tokens``, anchored like the
+        tested mixtures: the difference at ``j``'s anchor budget plus the shrunk change from there to ``tokens``.
+
+        Returns the values (n,), their posterior deviations under the draws (K, n) and the shrinkage bias (n,).
+        """
+        w, _, _, _, _, anchor_n = self._anchor_terms(tokens)
+        a, na = w[j], float(anchor_n[j])
+        n = len(shares)
+        x = np.vstack([shares * tokens, a[None, :] * tokens, shares * na, a[None, :] * na])
+        f = self._view.f(x)
+        fk = self._view.fk(x)
+        d_t, d_n = f[:n] - f[n], f[n + 1:2 * n + 1] - f[2 * n + 1]
+        dk_t, dk_n = fk[:, :n] - fk[:, n:n + 1], fk[:, n + 1:2 * n + 1] - fk[:, 2 * n + 1:]
+        s, sk = d_t - d_n, dk_t - dk_n
+        sd = sk.std(axis=0) if len(sk) > 1 else np.zeros(n)
+        lam = self._lambda(s, sd)
+        dev = (dk_n - d_n[None, :]) + lam[None, :] * (sk - s[None, :])
+        return d_n + lam * s, dev, (1.0 - lam) * s
+
+    def _lambda(self, s: np.ndarray, sd: np.ndarray) -> np.ndarray:
+        """Positive-part James-Stein factor of a law change ``s`` with posterior sd ``sd``."""
+        if math.isinf(self.shrink):
+            return np.zeros_like(s)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return np.where(np.abs(s) > 0, np.maximum(0.0, 1.0 - (self.shrink * sd) ** 2 / np.maximum(s**2, 1e-300)), 0.0)
+
+    def _diff(self, a: np.ndarray, b: np.ndarray, tokens: float, *, new_runs: bool = True) -> tuple[float, float]:
+        """Predicted offset-free loss of ``a`` minus ``b`` at ``tokens`` and its prediction sd."""
+        va, la, ba, ja, na = self._point(a, tokens)
+        vb, lb, bb, jb, nb = self._point(b, tokens)
+        var = float(np.var(la - lb)) + (ba - bb) ** 2
+        if ja != jb:
+            var += self.noise**2 * (1.0 / na + 1.0 / nb)
+        if new_runs:
+            var += 2.0 * self.noise**2
+        return va - vb, math.sqrt(max(var, 0.0))
+
+    def _shares(self, mixture: Mixture | Mapping[str, float] | Sequence[float]) -> np.ndarray:
+        if isinstance(mixture, Mixture):
+            mixture = mixture.weights
+        if isinstance(mixture, Mapping):
+            unknown = [d for d in mixture if d not in self.domains]
+            if unknown:
+                raise ValueError(f"mixture names unknown domains {unknown!r}; the domains are {list(self.domains)!r}.")
+            v = np.array([float(mixture.get(d, 0.0)) for d in self.domains])
+        else:
+            v = np.asarray(mixture, dtype=float)
+            if v.shape != (self.runs.m,):
+                raise ValueError(f"mixture must have {self.runs.m} shares, got shape {v.shape}.")
+        if np.any(v < 0) or not np.all(np.isfinite(v)) or v.sum() <= 0:
+            raise ValueError(f"mixture shares must be finite, >= 0 and not all 0, got {v.tolist()!r}.")
+        return v / v.sum()
+
+    # ----------------------------------------------------------------- public
+    def predict(self, mixture: Mixture | Mapping[str, float], tokens: float | None = None, *, anchored: bool = True) -> float:
+        """Predicted loss of ``mixture`` at ``tokens`` (default: the mixture's own).
+
+        Absolute when :attr:`absolute`, else relative to uniform at the same tokens. ``anchored=False``
+        gives the law's own prediction (same units), for comparison.
+        """
+        tokens = self._tokens(mixture, tokens)
+        w = self._shares(mixture)
+        u = self._uniform()
+        if anchored:
+            v = self._point(w, tokens)[0] - self._point(u, tokens)[0]
+            if self.level is not None:
+                # Absolute: uniform's anchored value + level; the level model is of uniform.
+                v += self._level(tokens)
+            return float(v)
+        f = self._view.f(np.vstack([w * tokens, u * tokens]))
+        return float(f[0] - f[1] + self._level(tokens))
+
+    def _tokens(self, mixture: Any, tokens: float | None) -> float:
+        if tokens is None:
+            if not isinstance(mixture, Mixture):
+                raise ValueError("tokens= is required unless the mixture is a Mixture (which carries its tokens).")
+            tokens = mixture.tokens
+        t = float(tokens)
+        if not math.isfinite(t) or t <= 0:
+            raise ValueError(f"tokens must be a finite number > 0, got {tokens!r}.")
+        return t
+
+    def predict_gain(self, mixture: Mixture | Mapping[str, float], reference: Mixture | Mapping[str, float] | None = None,
+                     tokens: float | None = None) -> float:
+        """Predicted loss reduction of ``mixture`` over ``reference`` (default uniform) at the mixture's tokens.
+
+        Positive = the mixture is predicted better. Anchored predictions (see the module docstring).
+        """
+        t = self._tokens(mixture, tokens)
+        ref = self._uniform() if reference is None else self._shares(reference)
+        d, _ = self._diff(self._shares(mixture), ref, t)
+        return float(-d)
+
+    def gain_interval(self, mixture: Mixture | Mapping[str, float], reference: Mixture | Mapping[str, float] | None = None,
+                      level: float = 0.8, tokens: float | None = None) -> tuple[float, float]:
+        """Prediction interval of the loss reduction of ``mixture`` over ``reference`` at the mixture's tokens.
+
+        For the difference two runs sharing a seed would show: the law's posterior (draws), the
+        anchors' seed noise and the two new runs' noise (:attr:`noise`).
+        """
+        if not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1), got {level!r}.")
+        t = self._tokens(mixture, tokens)
+        ref = self._uniform() if reference is None else self._shares(reference)
+        d, sd = self._diff(self._shares(mixture), ref, t)
+        z = float(stats.norm.ppf(0.5 + level / 2))
+        return float(-d - z * sd), float(-d + z * sd)
+
+    def rank_tested(self, tokens: float, *, anchored: bool = True) -> list[dict[str, Any]]:
+        """The tested mixtures ranked at ``tokens`` (best first): ``weights``, ``predicted`` (absolute when
+        :attr:`absolute`, else relative to uniform), ``sd`` (of the prediction), ``anchor_tokens``."""
+        t = self._tokens(None, tokens)
+        w, pred, lk, bias, n_anchor, anchor_n = self._anchor_terms(t)
+        u = self._uniform()
+        if anchored:
+            vals = pred - self._point(u, t)[0]
+            sds = np.sqrt(lk.var(axis=0) + bias**2 + self.noise**2 / n_anchor)
+        else:
+            f = self._view.f(np.vstack([w * t, u[None, :] * t]))
+            vals = f[:-1] - f[-1]
+            sds = self._view.fk(w * t).std(axis=0)
+        vals = vals + self._level(t)
+        order = np.argsort(vals)
+        return [{"weights": dict(zip(self.domains, w[i].tolist())), "predicted": float(vals[i]), "sd": float(sds[i]),
+                 "anchor_tokens": float(anchor_n[i])} for i in order]
+
+    def recommend(self, tokens: float, *, allow_outside: bool = False, risk: float | None = None) -> Recommendation:
+        """The mixture to train at ``tokens``: the best tested one, moved toward the law's optimum as far as
+        the predicted gain exceeds ``risk`` (default :attr:`risk`) posterior sds; inside the tested region
+        unless ``allow_outside`` (then the law's optimum may lie anywhere on the simplex, with a warning).
+        """
+        t = self._tokens(None, tokens)
+        kappa = self.risk if risk is None else float(risk)
+        w, pred, lk, bias, n_anchor, _ = self._anchor_terms(t)
+        j = int(np.argmin(pred))
+        a = w[j]
+        lo, hi = tested_region(self.runs)
+        if allow_outside:
+            lo, hi = np.zeros(self.runs.m), np.ones(self.runs.m)
+        p = self._view.optimum(t, lo, hi)
+        ts = np.linspace(0.0, 1.0, 41)
+        cands = a[None, :] + ts[:, None] * (p - a)[None, :]
+        v, dev, b = self._relative(cands, j, t)
+        gain = -v
+        sd = dev.std(axis=0)
+        lcb = gain - kappa * sd
+        i = int(np.argmax(lcb))
+        if lcb[i] <= 0:
+            i = 0
+        rec = cands[i] / cands[i].sum()
+        notes: list[str] = []
+        blo, bhi = tested_region(self.runs)
+        inside = bool(np.all(rec >= blo - 1e-9) and np.all(rec <= bhi + 1e-9))
+        if not inside:
+            out = [f"{d} {v:.3f} (tested {a_:.3f}-{b_:.3f})" for d, v, a_, b_ in zip(self.domains, rec, blo, bhi)
+                   if v < a_ - 1e-9 or v > b_ + 1e-9]
+            notes.append("outside the tested region (allow_outside=True): " + ", ".join(out)
+                         + "; no run supports these shares, verify before training at scale")
+        d_a, sd_a = self._diff(rec, a, t)
+        z = float(stats.norm.ppf(0.9))
+        d_u, sd_u = self._diff(rec, self._uniform(), t)
+        if d_u > 0:
+            notes.append(f"predicted worse than uniform by {d_u:.4f} (80% interval of the gain {-d_u - z * sd_u:+.4f} to "
+                         f"{-d_u + z * sd_u:+.4f}); the tested mixtures do not beat uniform here")
+        if d_a > 1e-12:  # pragma: no cover - the LCB step never goes uphill in the mean
+            notes.append(f"predicted worse than its anchor by {d_a:.4f}; returning the anchor")
+            rec, i = a, 0
+            d_a, sd_a = 0.0, math.sqrt(2.0) * self.noise
+        if i > 0 and kappa == 0:
+            notes.append("risk=0: the step is the law's point estimate, not supported beyond its mean")
+        u = self._uniform()
+        return Recommendation(
+            mixture=Mixture(dict(zip(self.domains, rec.tolist())), t),
+            anchor=Mixture(dict(zip(self.domains, (a / a.sum()).tolist())), t),
+            optimum=Mixture(dict(zip(self.domains, (p / p.sum()).tolist())), t),
+            step=float(ts[i]),
+            gain=float(-d_a),
+            interval=(float(-d_a - z * sd_a), float(-d_a + z * sd_a)),
+            gain_over_uniform=float(-d_u),
+            uniform_interval=(float(-d_u - z * sd_u), float(-d_u + z * sd_u)),
+            inside=inside,
+            predicted_loss=float(self._point(rec, t)[0] - self._point(u, t)[0] + self._level(t)),
+            warnings=tuple(notes),
+        )
+
+    def calibration(self, level: float = 0.8, *, max_pairs: int = 400) -> Calibration:
+        """Leave each group out in turn, refit on the rest, and predict the held-out group's differences.
+
+        In each held-out group, every run is compared with the group's run closest to uniform (the
+        pair shares the group's seed/offset); the interval is :meth:`gain_interval`'s for that pair
+        (at each run's own tokens). Groups whose removal leaves nothing to fit are skipped.
+        """
+        z = float(stats.norm.ppf(0.5 + level / 2))
+        by: dict[str, tuple[int, int]] = {}
+        errs: list[float] = []
+        r = self.runs
+        u = self._uniform()
+        for g in r.group_names:
+            mask = np.array([x != g for x in r.groups])
+            rest = r.subset(mask)
+            held = r.subset(~mask)
+            if rest.n < 3 or len(rest.group_names) < 1:
+                continue
+            try:
+                with _warnings.catch_warnings():
+                    _warnings.simplefilter("ignore")
+                    ev = fit_evidence(rest, law=self.kind, shrink=self.shrink, risk=self.risk,
+                                      objective_weights=self._options.get("objective_weights"),
+                                      draws=self._options.get("draws", DEFAULT_DRAWS), noise=self.noise)
+            except (ValueError, RuntimeError, np.linalg.LinAlgError):
+                continue
+            ref = int(np.argmin(np.abs(held.weights - u).sum(axis=1)))
+            idx = [i for i in range(held.n) if i != ref][:max_pairs]
+            inside = 0
+            for i in idx:
+                va, la, ba, ja, na = ev._point(held.weights[i], float(held.tokens[i]))
+                vb, lb, bb, jb, nb = ev._point(held.weights[ref], float(held.tokens[ref]))
+                var = float(np.var(la - lb)) + (ba - bb) ** 2 + 2.0 * ev.noise**2
+                if ja != jb:
+                    var += ev.noise**2 * (1.0 / na + 1.0 / nb)
+                pred = va - vb
+                obs = float(held.value[i] - held.value[ref])
+                errs.append(abs(pred - obs))
+                inside += int(abs(pred - obs) <= z * math.sqrt(max(var, 0.0)))
+            by[g] = (inside, len(idx))
+        n = sum(b for _, b in by.values())
+        cov = sum(a for a, _ in by.values()) / n if n else math.nan
+        return Calibration(level=level, coverage=float(cov), n=n, by_group=by,
+                           mean_abs_error=float(np.mean(errs)) if errs else math.nan)
+
+
+# ------------------------------------------------------------------------------ fitting
+def _fit_law(runs: Runs, law: str, weights: Mapping[str, float] | None) -> tuple[Any, str, list[str]]:
+    notes: list[str] = []
+    if law not in LAWS:
+        raise ValueError(f"law must be one of {LAWS!r}, got {law!r}.")
+    w = dict(weights) if weights is not None else _objective_weights(runs)
+    same = bool(runs.loss_names) and set(runs.loss_names) == set(runs.domains)
+    if law in ("auto", "transfer") and same and (w is not None or law == "transfer"):
+        from optuna_autoscale.results import TRANSFER_FORMS
+        from optuna_autoscale.results import TRANSFER_POOL
+        from optuna_autoscale.transfer import fit_transfer
+
+        runs.check_enough(3 + runs.m - 1, "The per-domain transfer law")
+        try:
+            fitted = fit_transfer(runs.loss_observations(), weights=w, forms=TRANSFER_FORMS, pool_exponents=TRANSFER_POOL)
+            return fitted, "transfer", notes
+        except (ValueError, np.linalg.LinAlgError) as e:
+            if law == "transfer":
+                raise
+            notes.append(f"per-domain transfer law failed ({e}); trying the per-column law")
+    elif law == "transfer":
+        raise ValueError(
+            "law='transfer' needs one loss_<domain> column per training domain; use law='eval' for other evaluation sets."
+        )
+    if law in ("auto", "eval") and runs.loss_names and (w is not None or law == "eval"):
+        return fit_eval_law(runs, weights=w), "eval", notes
+    if law == "eval":
+        raise ValueError("law='eval' needs loss_<name> columns.")
+    if law == "auto" and runs.loss_names:
+        notes.append("the loss_<name> columns do not reproduce the objective as a fixed weighting; "
+                     "fitted the separable law on the objective")
+    from optuna_autoscale.laws import fit_separable
+
+    runs.check_enough(3 * runs.m, "The separable law")
+    return fit_separable(runs.observations()), "separable", notes
+
+
+def _fit_level(points: Sequence[tuple[float, float]]) -> tuple[float, float, float] | None:
+    """``E(N) = E_inf + A N^-alpha`` through (budget, uniform level) points (>= 3 budgets), else None."""
+    if len(points) < 3:
+        return None
+    n = np.array([p[0] for p in points])
+    y = np.array([p[1] for p in points])
+    s = float(np.exp(np.mean(np.log(n))))
+
+    def model(x: np.ndarray, e: float, la: float, al: float) -> np.ndarray:
+        return e + np.exp(la) * (x / s) ** (-al)
+
+    best = None
+    for al0 in (0.1, 0.3, 0.6):
+        try:
+            with np.errstate(all="ignore"), _warnings.catch_warnings():
+                _warnings.simplefilter("ignore")
+                p, _ = optimize.curve_fit(model, n, y, p0=[max(float(y.min()) - 0.1, 0.0), math.log(max(float(np.ptp(y)), 1e-3)), al0],
+                                          bounds=([0.0, -30.0, 0.02], [np.inf, 30.0, 3.0]), maxfev=5000)
+        except (RuntimeError, ValueError):
+            continue
+        err = float(np.sum((model(n, *p) - y) ** 2))
+        if best is None or err < best[0]:
+            best = (err, p)
+    if best is None:
+        return None
+    e, la, al = best[1]
+    return float(e), float(math.exp(la) * s**al), float(al)
+
+
+def _persistent_misfit(res: np.ndarray, ids: np.ndarray, groups: Sequence[str]) -> tuple[float, float] | None:
+    """(covariance of the residuals of the same mixture in different groups, residual variance), or None.
+
+    Seed noise is independent across groups; a law's misfit for a mixture persists. So the mean
+    cross-product of a mixture's residuals in two groups estimates the misfit's variance.
+    """
+    cross, tot = [], float(np.mean(res**2))
+    g = np.array(groups)
+    for i in np.unique(ids):
+        rows = np.flatnonzero(ids == i)
+        if len(rows) < 2:
+            continue
+        for a in range(len(rows)):
+            for b in range(a + 1, len(rows)):
+                if g[rows[a]] != g[rows[b]]:
+                    cross.append(res[rows[a]] * res[rows[b]])
+    if len(cross) < 3:
+        return None
+    return float(min(max(np.mean(cross), 0.0), tot)), tot
+
+
+def fit_evidence(
+    runs: Runs,
+    *,
+    law: str = "auto",
+    objective_weights: Mapping[str, float] | None = None,
+    shrink: float | str = DEFAULT_SHRINK,
+    risk: float | None = None,
+    draws: int = DEFAULT_DRAWS,
+    seed: int = 0,
+    noise: float | None = None,
+) -> Evidence:
+    """Fit the default joint law to every run and anchor its predictions in them.
+
+    Args:
+        runs: The runs (:func:`~optuna_autoscale.runs.load_runs`).
+        law: :data:`LAWS`; ``"auto"`` (default) picks as described there.
+        objective_weights: Weight per evaluation column; default detected (least squares reproducing ``value``).
+        shrink: ``z`` of the anchored shrinkage (0 = the law's change in full, ``inf`` = direct transfer), or
+            ``"auto"`` (:data:`DEFAULT_SHRINK`): the grid value with the smallest leave-one-budget-out error of the
+            held-out budget's within-group differences (refits the law once per budget; ``inf`` with one budget),
+            chosen jointly with whether anchors keep their observation whole or only its persistent part
+            (:attr:`Evidence.misfit_sd`).
+        risk: Posterior sds the recommendation's gain must exceed (default the joint laws' ``DEFAULT_RISK``).
+        draws: Laplace posterior draws for the uncertainties.
+        seed: Seed of the draws.
+        noise: Seed-noise sd of one run's objective; default from replicates or the law's residuals.
+
+    Returns:
+        An :class:`Evidence`.
+
+    Raises:
+        ValueError: when no law can be fitted (with the reason), e.g. fewer runs than parameters.
+    """
+    from optuna_autoscale.laws import DEFAULT_RISK
+
+    if not isinstance(runs, Runs):
+        raise TypeError(f"runs must be a Runs (optuna_autoscale.runs.load_runs), got {type(runs).__name__}.")
+    auto = isinstance(shrink, str)
+    if auto and shrink != "auto":
+        raise ValueError(f"shrink must be 'auto' or a number >= 0, got {shrink!r}.")
+    if not auto and (math.isnan(float(shrink)) or float(shrink) < 0):
+        raise ValueError(f"shrink must be 'auto' or a number >= 0 (inf allowed), got {shrink!r}.")
+    fitted, kind, notes = _fit_law(runs, law, objective_weights)
+    view: _View
+    if kind == "transfer":
+        view = _TransferView(fitted, draws, seed)
+    elif kind == "eval":
+        view = _EvalView(fitted, draws, seed)
+    else:
+        view = _SeparableView(fitted, draws, seed)
+    # Seed noise: replicates (same mixture and tokens in several groups, offsets removed), else residuals.
+    ids = runs.mixture_ids()
+    off = np.array([view.offsets[g] for g in runs.groups])
+    yo = runs.value - off
+    res = yo - view.f(runs.allocations)
+    misfit = _persistent_misfit(res, ids, runs.groups)
+    ss, dof = 0.0, 0
+    for key in set(zip(ids.tolist(), runs.tokens.tolist())):
+        rows = np.flatnonzero((ids == key[0]) & (runs.tokens == key[1]))
+        if len(rows) >= 2:
+            ss += float(((yo[rows] - yo[rows].mean()) ** 2).sum())
+            dof += len(rows) - 1
+    if noise is not None:
+        sig, src = float(noise), "given"
+    elif dof >= 2:
+        sig, src = math.sqrt(ss / dof), "replicates"
+    elif misfit is not None:
+        sig, src = math.sqrt(max(misfit[1] - misfit[0], 0.25 * misfit[1])), "law residual, less the misfit shared across groups"
+    elif view.noise is not None:
+        sig, src = float(view.noise), "law residual"
+    else:
+        resid = yo - view.f(runs.allocations)
+        resid = resid - resid.mean()
+        sig, src = float(np.std(resid)) or 0.0, "law residual (no spare dof)"
+        notes.append("no replicate runs and no spare degrees of freedom: the noise estimate is the raw residual sd")
+    # Uniform's level per group (offset + law at uniform), averaged per distinct budget.
+    u = np.full(runs.m, 1.0 / runs.m)
+    by_budget: dict[float, list[float]] = {}
+    for g in runs.group_names:
+        b = runs.group_budget(g)
+        by_budget.setdefault(b, []).append(view.offsets[g] + float(view.f((u * b)[None, :])[0]))
+    level = _fit_level([(b, float(np.mean(v))) for b, v in sorted(by_budget.items())])
+    if level is None:
+        notes.append(f"{len(by_budget)} budget(s): only loss differences are predicted (absolute losses need 3 or more)")
+    ev = Evidence(
+        runs=runs, law=fitted, kind=kind, noise=sig, noise_source=src, shrink=math.inf if auto else float(shrink),
+        risk=DEFAULT_RISK if risk is None else float(risk),
+        misfit_sd=None if misfit is None else math.sqrt(misfit[0]), absolute=level is not None, level=level,
+        warnings=notes, _view=view, _options={"draws": draws, "objective_weights": objective_weights},
+    )
+    if auto:
+        scores = _shrink_scores(ev) if len(by_budget) >= 2 else {}
+        if scores:
+            best = min(scores.values())
+            # Ties (within 1%) go to the more conservative choice: observations whole, then the larger z.
+            near = [k for k, v in scores.items() if v <= best * 1.01 + 1e-15]
+            mode, z = max(near, key=lambda k: (k[0] == "whole", k[1]))
+            ev.shrink = z
+            if mode == "whole":
+                ev.misfit_sd = None
+            ev._options["shrink_scores"] = scores
+        else:
+            notes.append("one budget: the law's change with scale is untested by the runs, so tested mixtures keep "
+                         "their observed differences (shrink=inf)")
+    return ev
+
+
+def _shrink_scores(ev: Evidence) -> dict[tuple[str, float], float]:
+    """Leave-one-budget-out squared error of within-group differences, per anchor mode and shrinkage ``z``.
+
+    Modes: ``"misfit"`` keeps the share of an anchor's residual that persists across groups
+    (:attr:`Evidence.misfit_sd`); ``"whole"`` keeps the observation whole. ``z`` in :data:`SHRINK_GRID`.
+    """
+    r = ev.runs
+    gb = {g: r.group_budget(g) for g in r.group_names}
+    out = {(mode, z): 0.0 for mode in ("misfit", "whole") for z in SHRINK_GRID}
+    used = 0
+    for b in sorted(set(gb.values())):
+        mask = np.array([gb[g] != b for g in r.groups])
+        rest, held = r.subset(mask), r.subset(~mask)
+        try:
+            with _warnings.catch_warnings():
+                _warnings.simplefilter("ignore")
+                sub = fit_evidence(rest, law=ev.kind, shrink=math.inf, risk=ev.risk, noise=ev.noise,
+                                   objective_weights=ev._options.get("objective_weights"),
+                                   draws=ev._options.get("draws", DEFAULT_DRAWS))
+        except (ValueError, RuntimeError, np.linalg.LinAlgError):
+            continue
+        # Only mixtures tested outside the held-out budget have an anchor there.
+        ids_rest = {tuple(np.round(w, 6)) for w in rest.weights}
+        keep = np.array([tuple(np.round(w, 6)) in ids_rest for w in held.weights])
+        if keep.sum() < 3:
+            continue
+        used += 1
+        own = sub.misfit_sd
+        for mode, z in out:
+            sub.shrink = z
+            sub.misfit_sd = own if mode == "misfit" else None
+            for g in held.group_names:
+                rows = np.flatnonzero(keep & (np.array(held.groups) == g))
+                if len(rows) < 2:
+                    continue
+                pred = np.array([sub._point(held.weights[i], float(held.tokens[i]))[0] for i in rows])
+                obs = held.value[rows]
+                e = (pred - pred.mean()) - (obs - obs.mean())
+                out[(mode, z)] += float(e @ e)
+    return out if used else {}
