@@ -155,3 +155,23 @@ def test_two_processes_share_postgresql() -> None:
         _check_no_collision(optuna.load_study(study_name=name, storage=PG_URL))
     finally:
         optuna.delete_study(study_name=name, storage=PG_URL)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_four_workers_one_killed_waste_at_most_one_run_each() -> None:
+    """benchmarks/idle_workers.py's setting: 4 workers on PostgreSQL, one SIGKILLed mid-trial."""
+    if not _postgres_available():
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "idle_workers.py"
+    spec = importlib.util.spec_from_file_location("idle_workers_bench", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    row = mod.run_setting(PG_URL, 0, 4, 4.0)
+    assert row["missing"] == 0 and row["duplicated"] == 0  # the killed worker's point was re-run
+    assert row["fillers"] == 0
+    assert row["pruned (idle)"] <= 4  # runs beyond the design: at most one (untrained) per worker
