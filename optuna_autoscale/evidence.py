@@ -534,6 +534,10 @@ class Recommendation:
         predicted_loss: Predicted loss at ``tokens`` (absolute when :attr:`Evidence.absolute`, else
             relative to uniform at ``tokens``).
         warnings: Notes the caller must show (outside the evidence, worse than uniform, ...).
+        best_tested: The best tested mixture at ``tokens`` by anchored prediction (None when unknown).
+        gain_over_best: Predicted loss reduction over :attr:`best_tested` (None when unknown).
+        best_interval: Its interval.
+        level: Level of every interval.
     """
 
     mixture: Mixture
@@ -547,6 +551,10 @@ class Recommendation:
     inside: bool
     predicted_loss: float
     warnings: tuple[str, ...] = ()
+    best_tested: Mixture | None = None
+    gain_over_best: float | None = None
+    best_interval: tuple[float, float] | None = None
+    level: float = 0.8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -910,6 +918,9 @@ class Evidence:
             inside=inside,
             predicted_loss=float(self._point(rec, t)[0] - self._point(u, t)[0] + self._level(t)),
             warnings=tuple(notes),
+            best_tested=Mixture(dict(zip(self.domains, (a / a.sum()).tolist())), t),
+            gain_over_best=float(-d_a),
+            best_interval=(float(-d_a - z * sd_a), float(-d_a + z * sd_a)),
         )
 
     def calibration(self, level: float = 0.8, *, max_pairs: int = 400) -> Calibration:
@@ -995,6 +1006,17 @@ def _fit_law(runs: Runs, law: str, weights: Mapping[str, float] | None) -> tuple
     return fit_separable(runs.observations()), "separable", notes
 
 
+def _law_kind(fitted: Any) -> str:
+    if isinstance(fitted, EvalLaw):
+        return "eval"
+    name = type(fitted).__name__
+    if name == "TransferLaw":
+        return "transfer"
+    if name == "SeparableLaw":
+        return "separable"
+    raise TypeError(f"fitted must be a TransferLaw, EvalLaw or SeparableLaw, got {name}.")
+
+
 def _fit_level(points: Sequence[tuple[float, float]]) -> tuple[float, float, float] | None:
     """``E(N) = E_inf + A N^-alpha`` through (budget, uniform level) points (>= 3 budgets), else None."""
     if len(points) < 3:
@@ -1055,6 +1077,7 @@ def fit_evidence(
     draws: int = DEFAULT_DRAWS,
     seed: int = 0,
     noise: float | None = None,
+    fitted: Any = None,
 ) -> Evidence:
     """Fit the default joint law to every run and anchor its predictions in them.
 
@@ -1071,6 +1094,8 @@ def fit_evidence(
         draws: Laplace posterior draws for the uncertainties.
         seed: Seed of the draws.
         noise: Seed-noise sd of one run's objective; default from replicates or the law's residuals.
+        fitted: A law already fitted to exactly these runs (a ``TransferLaw``, :class:`EvalLaw` or
+            ``SeparableLaw``; e.g. :attr:`AutoScaleResult.law`), used instead of fitting one.
 
     Returns:
         An :class:`Evidence`.
@@ -1087,7 +1112,11 @@ def fit_evidence(
         raise ValueError(f"shrink must be 'auto' or a number >= 0, got {shrink!r}.")
     if not auto and (math.isnan(float(shrink)) or float(shrink) < 0):
         raise ValueError(f"shrink must be 'auto' or a number >= 0 (inf allowed), got {shrink!r}.")
-    fitted, kind, notes = _fit_law(runs, law, objective_weights)
+    if fitted is None:
+        fitted, kind, notes = _fit_law(runs, law, objective_weights)
+    else:
+        kind = _law_kind(fitted)
+        notes = []
     view: _View
     if kind == "transfer":
         view = _TransferView(fitted, draws, seed)

@@ -8,6 +8,7 @@ import json
 import math
 from typing import Any
 from typing import TYPE_CHECKING
+import warnings as _warnings
 
 import numpy as np
 
@@ -32,16 +33,34 @@ from optuna_autoscale.ledger import Ledger
 from optuna_autoscale.ledger import read_design
 from optuna_autoscale.mixture import DEFAULT_SEED
 from optuna_autoscale.mixture import Mixture
+from optuna_autoscale.runs import load_runs
+from optuna_autoscale.runs import Runs
+from optuna_autoscale.runs import runs_from_study
 
 
 if TYPE_CHECKING:
     import optuna
 
+    from optuna_autoscale.evidence import Evidence
+    from optuna_autoscale.evidence import Recommendation
     from optuna_autoscale.laws import DDOFit
     from optuna_autoscale.laws import JointLaw
 
 
-__all__ = ["AutoScaleResult", "RESULT_ATTR", "SUMMARY_ATTR", "read_summary"]
+__all__ = ["AutoScaleResult", "RESULT_ATTR", "SUMMARY_ATTR", "read_summary", "DEFAULT_REGION", "LEVEL"]
+
+DEFAULT_REGION = "box"
+"""Where :meth:`AutoScaleResult.extrapolate` may recommend by default: ``"box"`` = every domain's
+share within the range of shares the runs used (:func:`~optuna_autoscale.evidence.tested_region`).
+Chosen by measurement over the convex hull of the tested shares (``benchmarks/RESULTS.md``, "Real runs
+(issue 11)"): on DDO designs the hull excluded the true optimum in every transfer and mixing_law landscape
+and most separable ones, the box in none of the separable ones. ``None`` (or ``allow_outside=True``) lets
+the recommendation leave the tested region, with a warning."""
+LEVEL = 0.8
+"""Level of the intervals shown beside every recommendation (:meth:`AutoScaleResult.gain_interval`)."""
+_AGREE_TV = 0.05
+"""Total variation above which a per-budget optimum and the joint law's recommendation at that budget
+are reported as disagreeing when their predicted difference's interval also excludes 0."""
 
 SUMMARY_ATTR = "autoscale:summary"
 """Study user attr holding a short summary a person reads (one line: budgets fitted, the mixture,
@@ -68,7 +87,11 @@ def read_summary(study: optuna.Study) -> dict[str, Any] | None:
 def short_summary(result: AutoScaleResult) -> str:
     """One readable line: budgets fitted, the largest budget's mixture, the noise, verdicts, warnings."""
     d = result.design
-    parts = [f"{len(result.fits)}/{len(d.budgets)} budgets fitted"]
+    if d is None:
+        r = result.runs
+        parts = [f"{0 if r is None else r.n} runs at {0 if r is None else len(r.budgets)} budgets, no DDO design"]
+    else:
+        parts = [f"{len(result.fits)}/{len(d.budgets)} budgets fitted"]
     if result.optima:
         b = max(result.optima)
         w = result.optima[b].weights
@@ -144,10 +167,12 @@ def _jsonable(obj: Any) -> Any:
 class AutoScaleResult:
     """What an AutoScale study found: per-budget fits and optima, the joint law, and checks.
 
-    Build it with :meth:`from_study`.
+    Build it with :meth:`from_study` (an AutoScale study, or any study whose trials used
+    :func:`~optuna_autoscale.suggest_mixture`) or :meth:`from_runs` (runs you already have).
 
     Attributes:
-        design: The study's design (domains, budgets, bounds, seeds).
+        design: The study's design (domains, budgets, bounds, seeds); None for a result built from
+            runs without a DDO design (then :attr:`fits` and :attr:`optima` are empty).
         fits: Budget (tokens) -> the paper's :class:`~optuna_autoscale.laws.DDOFit`, for every
             budget whose design has completed.
         optima: Budget (tokens) -> the fitted optimal :class:`~optuna_autoscale.Mixture`.
@@ -160,7 +185,10 @@ class AutoScaleResult:
         noise_source: Where :attr:`noise` comes from: ``"base replicates"`` (pooled sd of base
             runs with different seeds), ``"joint law residual"``, or None when neither exists.
         warnings: Human-readable notes (incomplete budgets, failed fits, fit warnings).
-        n_trials: Completed trials holding a design point.
+        n_trials: Completed trials holding a design point (without a design: runs fitted).
+        runs: Every completed mixture run the evidence is fitted to (:class:`~optuna_autoscale.runs.Runs`),
+            design points or not (verification runs left out), or None.
+        notes: Informational notes (e.g. "only loss differences are predicted").
 
     Example:
         .. code-block:: python
@@ -179,7 +207,7 @@ class AutoScaleResult:
                 print(row["check"], row["predicted_gain"], row["observed_gain"])
     """
 
-    design: Design
+    design: Design | None
     fits: dict[float, DDOFit]
     optima: dict[float, Mixture]
     law: JointLaw | None
@@ -187,11 +215,61 @@ class AutoScaleResult:
     noise_source: str | None
     warnings: list[str]
     n_trials: int
-    _ledger: Ledger = dataclasses.field(repr=False)
+    _ledger: Ledger | None = dataclasses.field(repr=False)
     _losses: DomainLosses | None = dataclasses.field(default=None, repr=False)
     _laws: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    runs: Runs | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+    _evidence: Any = dataclasses.field(default=None, repr=False)
+    _shrink: float | str = dataclasses.field(default="auto", repr=False)
+    _cache: dict[Any, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     # ----------------------------------------------------------------------------- build
+    @classmethod
+    def from_runs(
+        cls,
+        runs: Any,
+        *,
+        domains: Any = None,
+        objective: str = "value",
+        law: str = "auto",
+        checks: bool = True,
+    ) -> AutoScaleResult:
+        """Fit runs you already have: the default joint law on every run, anchored in the observations.
+
+        Args:
+            runs: A :class:`~optuna_autoscale.runs.Runs`, or what :func:`~optuna_autoscale.load_runs`
+                reads: a pandas DataFrame, a list of dicts, a CSV / Parquet / JSON path,
+                ``study.trials_dataframe()`` as it is, or an Optuna study (columns ``weight_<domain>``
+                or ``tokens_<domain>``, ``tokens``, optional ``group``, ``value``, any ``loss_<name>``).
+            domains: Training domains, in order (default: every ``weight_<d>`` column).
+            objective: The objective column (default ``"value"``) or ``"mean"`` (of the ``loss_<name>`` columns).
+            law: :data:`optuna_autoscale.evidence.LAWS` (``"auto"``: the per-domain transfer law when the
+                evaluation columns are the training domains, else the per-column law, else the separable law).
+            checks: Compute the warnings about the recommendation at the largest budget run (default True).
+
+        Returns:
+            A result without a DDO design: :meth:`extrapolate`, :meth:`recommend`, :meth:`predict_gain`,
+            :meth:`gain_interval`, :meth:`rank_tested` and :attr:`warnings` work; :attr:`fits` and
+            :attr:`optima` are empty.
+
+        Raises:
+            ValueError: one line naming the column or row and what is allowed (missing columns, shares not
+                summing to 1, a group with one run, NaN losses, fewer runs than parameters).
+        """
+        from optuna_autoscale.evidence import fit_evidence
+
+        if not isinstance(runs, Runs):
+            runs = load_runs(runs, domains=domains, objective=objective)
+        ev = fit_evidence(runs, law=law)
+        result = cls(
+            design=None, fits={}, optima={}, law=ev.law, noise=ev.noise, noise_source=ev.noise_source,
+            warnings=[], n_trials=runs.n, _ledger=None, runs=runs, notes=list(ev.warnings), _evidence=ev,
+        )
+        if checks:
+            result._check()
+        return result
+
     @classmethod
     def from_study(cls, study: optuna.Study, *, write_summary: bool = True) -> AutoScaleResult:
         """Read ``study`` (run with :class:`~optuna_autoscale.AutoScaleSampler`).
@@ -204,23 +282,50 @@ class AutoScaleResult:
             write_summary: Store a short readable summary in the study user attr ``autoscale:summary``
                 and :meth:`to_dict` as JSON in the system attr ``autoscale:result`` (:func:`read_summary`).
 
+        Every completed mixture trial (design point or not, e.g. from TPE or an earlier study;
+        verification runs left out) is in :attr:`runs` and in the joint law (:attr:`law`); the
+        per-budget DDO fits and optima use the design's points. A study without an AutoScale design
+        is read as :meth:`from_runs` does (with a note).
+
         Returns:
             The result.
 
         Raises:
-            ValueError: If the study was not run with AutoScaleSampler.
+            ValueError: If the study has neither an AutoScale design nor completed mixture trials.
         """
-        design = read_design(study)
+        from optuna_autoscale.design import VERIFY_ROLES
+
+        try:
+            design = read_design(study)
+        except ValueError as e:
+            try:
+                runs = runs_from_study(study)
+            except ValueError as e2:
+                raise ValueError(f"{e} Nor can its trials be fitted as runs: {e2}") from None
+            result = cls.from_runs(runs)
+            result.notes.insert(0, "no AutoScale design in the study: every completed mixture trial fitted as runs "
+                                   "(AutoScaleResult.from_runs); no per-budget DDO optima")
+            result.n_trials = runs.n
+            if write_summary:
+                study.set_user_attr(SUMMARY_ATTR, short_summary(result))
+                study._storage.set_study_system_attr(study._study_id, RESULT_ATTR, result.to_json(indent=None))
+            return result
         trials = study.get_trials(deepcopy=False)
         ledger = Ledger(design, trials)
-        result = cls._from_ledger(design, ledger)
+        try:
+            runs: Runs | None = runs_from_study(study, domains=design.domains, exclude_roles=VERIFY_ROLES)
+        except ValueError:
+            runs = None
+        result = cls._from_ledger(design, ledger, runs=runs)
         if write_summary:
             study.set_user_attr(SUMMARY_ATTR, short_summary(result))
             study._storage.set_study_system_attr(study._study_id, RESULT_ATTR, result.to_json(indent=None))
         return result
 
     @classmethod
-    def _from_ledger(cls, design: Design, ledger: Ledger, losses: DomainLosses | None = None) -> AutoScaleResult:
+    def _from_ledger(
+        cls, design: Design, ledger: Ledger, losses: DomainLosses | None = None, runs: Runs | None = None
+    ) -> AutoScaleResult:
         if losses is None:
             losses = ledger.losses  # the same per-domain losses the sampler's verification point uses
         warnings: list[str] = []
@@ -247,9 +352,113 @@ class AutoScaleResult:
                 warnings.append(f"joint law: fit failed: {e}")
         elif len(design.budgets) < 2:
             warnings.append("joint law: needs at least two budgets")
+        notes: list[str] = []
+        if runs is not None and law is not None:
+            extra = _extra_runs(design, ledger, runs, law)
+            if extra:
+                # Every completed mixture trial counts: refit the joint law on all of them.
+                from optuna_autoscale.evidence import _fit_law
+
+                try:
+                    law = _fit_law(runs, "auto", None)[0]
+                    notes.append(f"joint law fitted to all {runs.n} completed mixture runs ({extra} outside the design)")
+                except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:
+                    warnings.append(f"joint law on all runs: fit failed ({e}); kept the design's")
+                    runs = None
         noise, source = _noise(design, ledger, law)
         n_trials = sum(len(v) for v in ledger.done.values())
-        return cls(design, fits, optima, law, noise, source, warnings, n_trials, ledger, losses)
+        nb = 0 if runs is None else len(runs.budgets)
+        result = cls(design, fits, optima, law, noise, source, warnings, n_trials, ledger, losses, runs=runs,
+                     notes=notes, _shrink="auto" if nb >= 3 else 1.0)
+        if law is not None and runs is not None:
+            try:
+                result._check()
+            except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:
+                result.warnings.append(f"evidence checks failed: {e}")
+        return result
+
+    # ----------------------------------------------------------------------------- evidence
+    @property
+    def evidence(self) -> Evidence:
+        """The joint law anchored in the runs (:class:`~optuna_autoscale.evidence.Evidence`): the
+        predictions behind :meth:`predict_gain`, :meth:`gain_interval`, :meth:`rank_tested` and the
+        checks of every recommendation.
+
+        With a DDO design and two budgets the law's change with scale cannot be validated by leaving a
+        budget out (one budget is left), so it is kept where it exceeds one posterior sd (James-Stein
+        ``z = 1``); with three or more budgets, and for :meth:`from_runs`, ``z`` is chosen by
+        leave-one-budget-out error (``shrink="auto"``).
+
+        Raises:
+            ValueError: without a joint law or runs (see :attr:`warnings`).
+        """
+        if self._evidence is None:
+            if self.law is None or self.runs is None:
+                raise ValueError(
+                    "No evidence to predict from: it needs a joint law fitted to runs at two or more budgets "
+                    f"({'; '.join(self.warnings) or 'none'}). Run more trials, or fit the runs you have with "
+                    "AutoScaleResult.from_runs(runs) (optuna_autoscale.load_runs, fit_evidence, fit_transfer, fit_separable)."
+                )
+            from optuna_autoscale.evidence import fit_evidence
+
+            self._evidence = fit_evidence(self.runs, fitted=self.law, shrink=self._shrink)
+            self.notes.extend(n for n in self._evidence.warnings if n not in self.notes)
+        return self._evidence
+
+    def _check(self) -> None:
+        """Warnings a person must see: per-budget optima predicted worse than uniform, optima that disagree
+        with the joint law's recommendation at their budget, and the recommendation at the largest budget run."""
+        ev = self.evidence
+        z_note = f"{LEVEL:.0%}"
+        for rowd in self.consistency():
+            b = rowd["budget"]
+            lo_u, hi_u = rowd["optimum_uniform_interval"]
+            if rowd["optimum_gain_over_uniform"] < 0:
+                self._warn(f"budget {b:.4g}: the fitted optimum is predicted worse than uniform by "
+                           f"{-rowd['optimum_gain_over_uniform']:.4f} ({z_note} interval of its gain {lo_u:+.4f} to {hi_u:+.4f}); "
+                           "train uniform there unless a verification run says otherwise")
+            if rowd["disagree"]:
+                lo, hi = rowd["interval"]
+                self._warn(f"budget {b:.4g}: the per-budget optimum and the joint law's recommendation differ by "
+                           f"{rowd['tv']:.2f} total variation; the joint law's is predicted {rowd['gain']:+.4f} better "
+                           f"({z_note} interval {lo:+.4f} to {hi:+.4f})")
+        if self.design is None:
+            top = float(ev.runs.budgets.max())
+            self.recommend(top)
+
+    def _warn(self, text: str) -> None:
+        if text not in self.warnings:
+            self.warnings.append(text)
+
+    def consistency(self) -> list[dict[str, Any]]:
+        """One model, one answer: at every design budget, the per-budget DDO optimum against the joint law's
+        recommendation there (:meth:`recommend`), both judged by the anchored predictions.
+
+        Rows: ``budget``; ``optimum`` and ``joint`` (weights); ``tv`` (their total variation);
+        ``gain`` / ``interval`` (the joint recommendation's predicted loss reduction over the optimum, with
+        its :data:`LEVEL` interval); ``optimum_gain_over_uniform`` / ``optimum_uniform_interval``;
+        ``disagree`` (``tv`` above 0.05 and the interval excluding 0). Empty without a design or law.
+        """
+        if "consistency" in self._cache:
+            return self._cache["consistency"]
+        rows: list[dict[str, Any]] = []
+        if self.design is not None and self.law is not None and self.runs is not None:
+            ev = self.evidence
+            for b in sorted(self.optima):
+                opt = self.optima[b]
+                rec = self.recommend(b, _record=False)
+                lo, hi = ev.gain_interval(rec.mixture, opt, level=LEVEL)
+                g = ev.predict_gain(rec.mixture, opt)
+                gu = ev.predict_gain(opt)
+                tv = 0.5 * sum(abs(rec.mixture.weights[d] - opt.weights[d]) for d in self.design.domains)
+                rows.append({
+                    "budget": b, "optimum": dict(opt.weights), "joint": dict(rec.mixture.weights), "tv": float(tv),
+                    "gain": float(g), "interval": (float(lo), float(hi)),
+                    "optimum_gain_over_uniform": float(gu), "optimum_uniform_interval": ev.gain_interval(opt, level=LEVEL),
+                    "disagree": bool(tv > _AGREE_TV and (lo > 0 or hi < 0)),
+                })
+        self._cache["consistency"] = rows
+        return rows
 
     # ----------------------------------------------------------------------------- queries
     def extrapolate(
@@ -257,47 +466,201 @@ class AutoScaleResult:
         tokens: float,
         method: str = "joint",
         caps: Mapping[str, float] | None = None,
+        *,
+        allow_outside: bool = False,
     ) -> Mixture:
-        """The predicted optimal mixture at ``tokens``.
+        """The mixture to train at ``tokens``: :meth:`recommend`'s mixture (see there).
+
+        Its predicted gain and interval are :meth:`recommend`'s; its warnings (outside the tested
+        region, predicted worse than uniform or than its anchor) are added to :attr:`warnings`.
 
         Args:
             tokens: Target training budget in tokens.
-            method: ``"joint"`` (default): the joint law's (:attr:`law`) robust bounded optimum,
-                shrunk towards the largest budget's DDO optimum as far as the data supports.
-                ``"transfer"`` / ``"separable"``: the same with that joint law forced
-                (:func:`fit_joint`). ``"paper"``: AutoScale's rule over the per-budget optima
-                (:func:`optuna_autoscale.extrapolate`).
+            method: ``"joint"`` (default), ``"transfer"``, ``"separable"`` or ``"paper"`` (see :meth:`recommend`).
             caps: Domain -> maximum tokens at the target (e.g. unique tokens x epochs), on top of
                 the sampler's ``bounds``.
+            allow_outside: Let the recommendation leave the tested region (with a warning).
 
         Returns:
             The mixture (weights, ``tokens``, seed 0).
         """
+        return self.recommend(tokens, method=method, caps=caps, allow_outside=allow_outside).mixture
+
+    def recommend(
+        self,
+        tokens: float,
+        *,
+        method: str = "joint",
+        caps: Mapping[str, float] | None = None,
+        allow_outside: bool = False,
+        region: str | None = DEFAULT_REGION,
+        _record: bool = True,
+    ) -> Recommendation:
+        """The recommended mixture at ``tokens``, with its predicted gain, interval and warnings.
+
+        Inside the evidence by default (``region="box"``, :data:`DEFAULT_REGION`): every domain's share
+        within the range of shares the runs used. It moves from an anchor toward the joint law's optimum
+        inside that region only as far as the predicted gain exceeds its uncertainty (a lower confidence
+        bound on the anchor -> optimum line):
+
+        - with a DDO design (``method="joint"`` / ``"transfer"`` / ``"separable"``): the anchor is the largest
+          budget's DDO optimum (moved into the region), the law's posterior gives the uncertainty (the robust
+          rule of :func:`~optuna_autoscale.extrapolation.extrapolate_joint`, with the region as bounds);
+        - from runs without a design (:meth:`from_runs`): the anchor is the best tested mixture at ``tokens``
+          and the anchored predictions give the uncertainty (:meth:`Evidence.recommend`).
+
+        ``method="paper"`` is AutoScale's rule over the per-budget optima, unbounded by the region.
+        Every recommendation is then judged by the anchored predictions (:attr:`evidence`): its gain over its
+        anchor, over uniform and over the best tested mixture, each with a :data:`LEVEL` interval; a mixture
+        predicted worse than uniform or than its anchor, or outside the tested region, carries a warning
+        (added to :attr:`warnings`).
+
+        Args:
+            tokens: Target budget (tokens).
+            method: As :meth:`extrapolate`.
+            caps: Domain -> maximum tokens at the target.
+            allow_outside: Same as ``region=None``: search the whole simplex (within bounds and caps), with a warning.
+            region: ``"box"`` (default) or ``None``.
+
+        Raises:
+            ValueError: for a bad ``tokens``, ``method``, ``caps`` or ``region``, or when no joint law could be
+                fitted (the message says what to run or call instead).
+        """
         total = check_tokens(tokens)
+        if region not in ("box", None):
+            raise ValueError(f"region must be 'box' or None, got {region!r}.")
+        outside = allow_outside or region is None
+        domains = self.domains
         if caps is not None:
-            unknown = [d for d in caps if d not in self.design.domains]
+            unknown = [d for d in caps if d not in domains]
             if unknown:
-                raise ValueError(f"caps names unknown domains {unknown!r}; the domains are {list(self.design.domains)!r}.")
-        if method in ("joint", "transfer", "separable"):
-            law = self._joint_law(method)
-            alloc = extrapolate_joint(self.design, law, total, anchor=anchor_allocation(self.design, self.optima, total), caps=caps)
-        elif method == "paper":
-            alloc = self._paper(total, caps)
+                raise ValueError(f"caps names unknown domains {unknown!r}; the domains are {list(domains)!r}.")
+        key = ("rec", total, method, None if caps is None else tuple(sorted(caps.items())), outside)
+        if key in self._cache:
+            rec = self._cache[key]
         else:
+            rec = self._recommend(total, method, caps, outside)
+            self._cache[key] = rec
+        if _record:
+            for w in rec.warnings:
+                self._warn(f"at {total:.4g} tokens ({method}): {w}")
+        return rec
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        """Training domains, in order."""
+        if self.design is not None:
+            return tuple(self.design.domains)
+        assert self.runs is not None
+        return tuple(self.runs.domains)
+
+    def _recommend(self, total: float, method: str, caps: Mapping[str, float] | None, outside: bool) -> Recommendation:
+        from optuna_autoscale.evidence import Recommendation
+        from optuna_autoscale.evidence import tested_region
+
+        if method not in ("joint", "transfer", "separable", "paper"):
             raise ValueError(f"method must be 'joint', 'transfer', 'separable' or 'paper', got {method!r}.")
-        return Mixture.from_allocation({d: max(0.0, float(alloc[d])) for d in self.design.domains}, seed=DEFAULT_SEED)
+        domains = self.domains
+        if self.design is None:
+            if method == "paper":
+                raise ValueError("method='paper' needs per-budget DDO optima (a study run with AutoScaleSampler); "
+                                 "these runs have no design. Use method='joint'.")
+            ev = self.evidence
+            if caps:
+                raise ValueError("caps are not supported for a result from runs without a design yet; "
+                                 "the recommendation stays inside the tested shares (see recommend()).")
+            return ev.recommend(total, allow_outside=outside)
+        notes: list[str] = []
+        anchor = anchor_allocation(self.design, self.optima, total)
+        if method == "paper":
+            alloc = self._paper(total, caps)
+            step = math.nan
+            opt = alloc
+        else:
+            law = self._joint_law(method)
+            lower = self.design.lower_bounds()
+            upper = target_upper(self.design, caps) or {d: math.inf for d in domains}
+            if not outside and self.runs is not None:
+                lo, hi = tested_region(self.runs)
+                blo = {d: max(lower[d], float(lo[i]) * total) for i, d in enumerate(domains)}
+                bhi = {d: min(upper[d], float(hi[i]) * total) for i, d in enumerate(domains)}
+                if sum(blo.values()) <= total * (1 - 1e-9) and sum(bhi.values()) >= total * (1 + 1e-9) and all(
+                    blo[d] <= bhi[d] for d in domains
+                ):
+                    lower, upper = blo, bhi
+                else:
+                    notes.append("the tested region does not meet the bounds and caps at this budget; searched within "
+                                 "the bounds and caps only")
+            with _warnings.catch_warnings():
+                _warnings.simplefilter("ignore")
+                alloc = law.optimal_allocation(total, lower=lower, upper=upper, robust=True, anchor=anchor)
+                opt = law.optimal_allocation(total, lower=lower, upper=upper, robust=False)
+            if anchor is not None:
+                a = np.array([anchor[d] for d in domains])
+                p = np.array([opt[d] for d in domains])
+                x = np.array([alloc[d] for d in domains])
+                den = float((p - a) @ (p - a))
+                step = float(np.clip((x - a) @ (p - a) / den, 0.0, 1.0)) if den > 0 else 0.0
+            else:
+                step = math.nan
+        w = np.array([max(0.0, float(alloc[d])) for d in domains])
+        mix = Mixture.from_allocation(dict(zip(domains, w.tolist())), seed=DEFAULT_SEED)
+        optimum = Mixture.from_allocation({d: max(0.0, float(opt[d])) for d in domains}, seed=DEFAULT_SEED)
+        anchor_mix = mix if anchor is None else Mixture.from_allocation(anchor, seed=DEFAULT_SEED)
+        inside = True
+        if self.runs is not None:
+            lo, hi = tested_region(self.runs)
+            sh = w / w.sum()
+            inside = bool(np.all(sh >= lo - 1e-6) and np.all(sh <= hi + 1e-6))
+            if not inside:
+                out = [f"{d} {v:.3f} (tested {a_:.3f}-{b_:.3f})" for d, v, a_, b_ in zip(domains, sh, lo, hi)
+                       if v < a_ - 1e-6 or v > b_ + 1e-6]
+                why = "allow_outside=True" if outside else f"method={method!r}" if method == "paper" else "bounds and caps"
+                notes.append(f"outside the tested region ({why}): " + ", ".join(out)
+                             + "; no run supports these shares, verify before training at scale")
+        try:
+            ev = self.evidence
+        except ValueError:
+            ev = None
+        nan2 = (math.nan, math.nan)
+        gain = gu = math.nan
+        iv = iu = nan2
+        best = None
+        gb = None
+        ib = None
+        if ev is not None:
+            gain, iv = ev.predict_gain(mix, anchor_mix), ev.gain_interval(mix, anchor_mix, level=LEVEL)
+            gu, iu = ev.predict_gain(mix), ev.gain_interval(mix, level=LEVEL)
+            top = ev.rank_tested(total)[0]
+            best = Mixture(top["weights"], total)
+            gb, ib = ev.predict_gain(mix, best), ev.gain_interval(mix, best, level=LEVEL)
+            if gu < 0:
+                notes.append(f"predicted worse than uniform by {-gu:.4f} ({LEVEL:.0%} interval of the gain {iu[0]:+.4f} to "
+                             f"{iu[1]:+.4f}): the evidence does not support leaving uniform here")
+            if anchor is not None and gain < 0 and 0.5 * sum(abs(mix.weights[d] - anchor_mix.weights[d]) for d in domains) > 1e-6:
+                notes.append(f"predicted worse than its anchor (the largest budget's DDO optimum) by {-gain:.4f} "
+                             f"({LEVEL:.0%} interval {iv[0]:+.4f} to {iv[1]:+.4f})")
+        return Recommendation(
+            mixture=mix, anchor=anchor_mix, optimum=optimum, step=step, gain=float(gain), interval=iv,
+            gain_over_uniform=float(gu), uniform_interval=iu, inside=inside,
+            predicted_loss=math.nan if ev is None else float(ev.predict(mix)), warnings=tuple(notes),
+            best_tested=best, gain_over_best=None if gb is None else float(gb), best_interval=ib, level=LEVEL,
+        )
 
     def _joint_law(self, method: str) -> JointLaw:
         if self.law is None:
             raise ValueError(
                 "No joint law: it needs completed designs at two or more budgets "
-                f"({'; '.join(self.warnings) or 'none completed'}). Use method='paper' or run more trials."
+                f"({'; '.join(self.warnings) or 'none completed'}). Use method='paper', run more trials, or fit "
+                "the runs you have: AutoScaleResult.from_runs(runs) (or optuna_autoscale.fit_transfer / fit_separable)."
             )
         if method in ("joint", self.law.kind):
             return self.law
         if method not in self._laws:
+            assert self.design is not None and self._ledger is not None
             self._laws[method] = fit_joint(self.design, self._ledger, self._losses, kind=method)
         return self._laws[method]
+
 
     def _paper(self, total: float, caps: Mapping[str, float] | None) -> dict[str, float]:
         if len(self.optima) < 2:
@@ -317,12 +680,53 @@ class AutoScaleResult:
         }
         return extrapolate_paper(optima, total, caps=cap or None, pinned=pinned)
 
-    def predict_gain(self, mixture: Mixture, reference: Mixture | None = None) -> float:
-        """The joint law's predicted loss reduction of ``mixture`` over ``reference`` (uniform by default)."""
-        if self.law is None:
-            raise ValueError("No joint law was fitted; see AutoScaleResult.warnings.")
-        ref = reference or Mixture.uniform(self.design.domains, mixture.tokens)
-        return float(self.law.predict(ref.allocation) - self.law.predict(mixture.allocation))
+    def predict_gain(
+        self, mixture: Mixture, reference: Mixture | None = None, *, tokens: float | None = None
+    ) -> float:
+        """Predicted loss reduction of ``mixture`` over ``reference`` (uniform by default) at the mixture's tokens.
+
+        Anchored predictions (:attr:`evidence`): a tested mixture starts from its own observed loss at the
+        nearest budget, plus the law's predicted change; an untested one from the nearest tested mixture plus
+        the law's difference. Positive = ``mixture`` is predicted better.
+        """
+        self._need_law()
+        return self.evidence.predict_gain(mixture, reference, tokens=tokens)
+
+    def gain_interval(
+        self, mixture: Mixture, reference: Mixture | None = None, level: float = LEVEL, *, tokens: float | None = None
+    ) -> tuple[float, float]:
+        """``(low, high)``: prediction interval of :meth:`predict_gain` at ``level`` (default 0.8), for the
+        difference two runs sharing a seed would show at the mixture's tokens (law posterior + seed noise)."""
+        self._need_law()
+        return self.evidence.gain_interval(mixture, reference, level=level, tokens=tokens)
+
+    def rank_tested(self, tokens: float) -> list[dict[str, Any]]:
+        """The tested mixtures ranked at ``tokens`` by anchored prediction, best first
+        (:meth:`Evidence.rank_tested`: ``weights``, ``predicted``, ``sd``, ``anchor_tokens``)."""
+        self._need_law()
+        return self.evidence.rank_tested(check_tokens(tokens))
+
+    def predict_loss(self, mixture: Mixture, tokens: float | None = None) -> float:
+        """Predicted absolute loss of ``mixture`` at ``tokens`` (default its own).
+
+        Raises:
+            ValueError: when the runs span fewer than three budgets: the offsets are then not modelled as a
+                function of tokens, so only differences are predicted (:meth:`predict_gain`).
+        """
+        ev = self.evidence
+        if not ev.absolute:
+            raise ValueError(
+                f"only loss differences are predicted: the runs span {len(ev.runs.budgets)} budget(s), and absolute "
+                "losses at a budget never run need the offsets modelled as E(N) = E_inf + A N^-alpha (3 or more "
+                "budgets). Use predict_gain / gain_interval."
+            )
+        return float(ev.predict(mixture, tokens))
+
+    def _need_law(self) -> None:
+        if self.law is None or self.runs is None:
+            self._joint_law("joint")
+            raise ValueError("No runs to anchor predictions in; see AutoScaleResult.warnings.")
+
 
     def _predict(self, alloc: Mapping[str, float], group: str | None) -> float | None:
         if self.law is None:
@@ -347,6 +751,8 @@ class AutoScaleResult:
         """
         d = self.design
         led = self._ledger
+        if d is None or led is None:
+            return []
         uniform_base = all(abs(w - 1.0 / len(d.domains)) <= 1e-12 for w in d.base.values())
         rows: list[dict[str, Any]] = []
 
@@ -400,8 +806,8 @@ class AutoScaleResult:
             law = self.law.to_dict()
         return _jsonable(
             {
-                "config": self.design.to_config(),
-                "heldout_budget": self.design.heldout,
+                "config": None if self.design is None else self.design.to_config(),
+                "heldout_budget": None if self.design is None else self.design.heldout,
                 "n_trials": self.n_trials,
                 "fits": {repr(b): f.to_dict() for b, f in self.fits.items()},
                 "optima": {repr(b): m.to_dict() for b, m in self.optima.items()},
@@ -410,12 +816,33 @@ class AutoScaleResult:
                 "noise": self.noise,
                 "noise_source": self.noise_source,
                 "warnings": list(self.warnings),
+                "notes": list(self.notes),
+                "runs": None if self.runs is None else self.runs.n,
+                "consistency": self._cache.get("consistency", []),
+                "recommendations": [
+                    {"tokens": k[1], "method": k[2], "allow_outside": k[4], "weights": dict(r.mixture.weights),
+                     "gain_over_anchor": r.gain, "interval": r.interval, "gain_over_uniform": r.gain_over_uniform,
+                     "uniform_interval": r.uniform_interval, "gain_over_best": r.gain_over_best,
+                     "best_interval": r.best_interval, "level": r.level, "inside": r.inside, "warnings": list(r.warnings)}
+                    for k, r in self._cache.items() if isinstance(k, tuple) and k and k[0] == "rec"
+                ],
             }
         )
 
     def to_json(self, *, indent: int | None = 2) -> str:
         """:meth:`to_dict` as JSON text."""
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+
+def _extra_runs(design: Design, ledger: Ledger, runs: Runs, law: Any) -> int:
+    """How many of ``runs`` the design's joint law was not fitted to (runs outside the design's groups)."""
+    groups: dict[str, list[int]] = {}
+    for pt, _, k in ledger.observations():
+        groups.setdefault(group_key(pt.budget_index, pt.seed), []).append(k)
+    n_design = sum(sum(v) for v in groups.values() if len(v) >= 2)
+    offsets = getattr(law, "offsets", {}) or {}
+    missing = any(g not in offsets for g in runs.group_names)
+    return max(runs.n - n_design, 1 if missing else 0)
 
 
 def _noise(

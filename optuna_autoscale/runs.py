@@ -285,14 +285,21 @@ def _from_trials_frame(df: Any, domains: Sequence[str] | None, objective: str) -
     return out, "trial", notes
 
 
-def runs_from_study(study: Any, *, domains: Sequence[str] | None = None, objective: str = "value") -> Runs:
+def runs_from_study(
+    study: Any, *, domains: Sequence[str] | None = None, objective: str = "value", singletons: str = "drop",
+    exclude_roles: Sequence[str] = (),
+) -> Runs:
     """Every completed mixture trial of an Optuna study, as :class:`Runs`.
 
     Uses the normalised weights, tokens and ``loss_<name>`` user attrs that
     :func:`~optuna_autoscale.suggest_mixture` and the proxy objective record. Groups: the design
     point's budget and seed (``autoscale:point``, as the joint law of :mod:`optuna_autoscale.results`
     uses), else the tokens and seed. So runs from AutoScaleSampler, TPE, RegMix or an older study
-    all count, design points or not.
+    all count, design points or not. Trials without ``weight_<d>`` (ordinary trials) are left out.
+    A group with one run (an extra base run with its own seed, a held-out verification run)
+    only fits its own offset, so by default (``singletons="drop"``) it is left out, as the
+    design's joint law does; ``singletons="error"`` raises as :func:`load_runs` does.
+    ``exclude_roles``: design roles (``autoscale:point``'s ``role``, e.g. the verification roles) left out.
     """
     import json
 
@@ -311,12 +318,18 @@ def runs_from_study(study: Any, *, domains: Sequence[str] | None = None, objecti
         if pt:
             try:
                 p = json.loads(pt)
+                if p.get("role") in exclude_roles:
+                    continue
                 row["group"] = f"b{p['budget_index']}/s{p['seed']}"
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, AttributeError):
                 pass
-        rows.append(row)
+        if any(k.startswith(("user_attrs_weight_", "params_weight_")) for k in row):
+            rows.append(row)
     if not rows:
-        raise ValueError(f"study {getattr(study, 'study_name', '')!r} has no COMPLETE trials.")
+        raise ValueError(
+            f"study {getattr(study, 'study_name', '')!r} has no COMPLETE mixture trials (trials that called "
+            "suggest_mixture, with weight_<domain> and tokens)."
+        )
     df = pd.DataFrame(rows)
     if "group" in df.columns and df["group"].isna().any():
         tok = df.get("user_attrs_tokens")
@@ -325,7 +338,7 @@ def runs_from_study(study: Any, *, domains: Sequence[str] | None = None, objecti
         if seed is not None:
             fill = fill + "/s" + seed.astype(str)
         df["group"] = df["group"].fillna(fill)
-    return load_runs(df, domains=domains, objective=objective)
+    return load_runs(df, domains=domains, objective=objective, singletons=singletons)
 
 
 def load_runs(
@@ -334,6 +347,7 @@ def load_runs(
     domains: Sequence[str] | None = None,
     objective: str = "value",
     group: str | Sequence[Any] | None = None,
+    singletons: str = "error",
 ) -> Runs:
     """Read training runs into :class:`Runs`.
 
@@ -345,6 +359,7 @@ def load_runs(
         objective: The column holding each run's objective (default ``"value"``), or ``"mean"``: the
             mean of the ``loss_<name>`` columns.
         group: A column name to group runs by, or one label per run (overrides a ``group`` column).
+        singletons: ``"error"`` (default): a group with one run is an error; ``"drop"``: such runs are left out.
 
     Returns:
         The runs.
@@ -471,6 +486,17 @@ def load_runs(
     for g in glab:
         counts[g] = counts.get(g, 0) + 1
     single = [i for i, g in enumerate(glab) if counts[g] == 1]
+    if singletons not in ("error", "drop"):
+        raise ValueError(f"singletons must be 'error' or 'drop', got {singletons!r}.")
+    if single and singletons == "drop" and len(single) < n:
+        keep = np.array([counts[g] > 1 for g in glab])
+        idx = np.flatnonzero(keep)
+        w, tok, value, losses = w[idx], tok[idx], value[idx], losses[idx]
+        glab = [glab[i] for i in idx]
+        labels = tuple(labels[i] for i in idx)
+        seeds = None if seeds is None else tuple(seeds[i] for i in idx)
+        n = len(idx)
+        single = []
     if single:
         i = single[0]
         raise ValueError(
