@@ -175,3 +175,29 @@ def test_four_workers_one_killed_waste_at_most_one_run_each() -> None:
     assert row["missing"] == 0 and row["duplicated"] == 0  # the killed worker's point was re-run
     assert row["fillers"] == 0
     assert row["pruned (idle)"] <= 4  # runs beyond the design: at most one (untrained) per worker
+
+
+def test_a_long_wait_is_not_a_dead_worker(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A trial waiting for a point keeps its heartbeat: it is never failed as stale."""
+    import time
+
+    from optuna_autoscale import suggest_mixture
+    from optuna_autoscale.simulate import separable
+    from optuna_autoscale.storage import create_storage
+
+    land = separable(domains=["a", "b"], seed=1)
+    storage = create_storage(f"sqlite:///{tmp_path / 'hb.db'}", heartbeat_interval=1, grace_period=2)
+    sampler = AutoScaleSampler(land.domains, [1e6, 4e6], verify=False, seed=0)
+    study = optuna.create_study(storage=storage, sampler=sampler)
+
+    def objective(trial: optuna.Trial) -> float:
+        mix = suggest_mixture(trial, land.domains)
+        if trial.number == 0:
+            time.sleep(5.0)  # the others run out of points and wait longer than the grace period
+        return land.loss(mix.allocation, seed=mix.seed)
+
+    study.optimize(objective, n_trials=30, n_jobs=2)
+    states = Counter(t.state for t in study.trials)
+    assert states[TrialState.FAIL] == 0
+    assert states[TrialState.COMPLETE] == len(sampler.design.points)
+    assert states[TrialState.PRUNED] <= 2
