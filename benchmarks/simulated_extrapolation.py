@@ -48,6 +48,10 @@ Each method proposes an allocation for the target, scored by the true (noiseless
   ``default + pooled exponents (auto)`` = ``fit_transfer(..., forms="auto", pool_exponents="auto")``
   (empirical-Bayes pooling sd from the spread of the unpooled fits; the default since it was tuned),
   ``(sd 0.2)`` = a fixed pooling sd of 0.2;
+- ``default, inside the tested box (issue 11)``: what :meth:`AutoScaleResult.extrapolate` does since issue 11:
+  the default law's robust rule with every domain's share bounded by the range of shares the design's runs
+  used (:func:`~optuna_autoscale.extrapolation.robust.region_bounds`, :data:`results.DEFAULT_REGION`); ``risk
+  0.5``: the same with half the default risk (a variant measured, not adopted);
 - information ceilings (:func:`ceiling_law`), the family's own per-domain law with shape parameters
   fixed at the simulator's true values: ``ceiling: true N0, gamma`` (power form; ``alpha`` for the
   exponential form of ``mixing_law``) fits the rest (``beta`` and the transfer coefficients, or ``k``
@@ -120,6 +124,8 @@ ROWS = (
     "ceiling: true N0, gamma (robust)",
     "ceiling: true N0, gamma (non-robust)",
     "ceiling: only beta fitted (robust)",
+    "default, inside the tested box (issue 11)",
+    "default, inside the tested box, risk 0.5",
 )
 QUICK_ROWS = ("joint (robust, default)", "per-domain transfer (robust)", "paper (DDO + extrapolate)", "direct transfer")
 
@@ -449,6 +455,21 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
             return once("default", lambda: per_domain(base_obs, forms=TRANSFER_FORMS, pool_exponents=TRANSFER_POOL))
         return forms_robust() if TRANSFER_FORMS == "auto" else transfer_robust()
 
+    def in_box(risk: float | None = None) -> Mapping[str, float]:
+        from optuna_autoscale.extrapolation.robust import region_bounds
+
+        law = once_law("default_law", lambda: fit_transfer([(r[0], r[3], r[2]) for r in base_obs], forms=TRANSFER_FORMS,
+                                                           pool_exponents=TRANSFER_POOL))
+        w = np.array([[r[0][d] for d in domains] for r in base_obs])
+        w = w / w.sum(axis=1, keepdims=True)
+        lower, upper, _ = region_bounds(domains, TARGET, {d: 0.0 for d in domains}, None, w.min(axis=0), w.max(axis=0))
+        return law.optimal_allocation(TARGET, lower=lower, upper=upper, anchor=anchor, risk=risk)
+
+    def once_law(key: str, make: Callable[[], Any]) -> Any:
+        if key not in laws:
+            laws[key] = make()
+        return laws[key]
+
     makers: dict[str, Callable[[], Mapping[str, float]]] = {
         "joint (robust, default)": default_law,
         "joint separable (robust)": separable_robust,
@@ -500,6 +521,8 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
         "ceiling: true N0, gamma (robust)": lambda: ceiling(False).optimal_allocation(TARGET, anchor=anchor),
         "ceiling: true N0, gamma (non-robust)": lambda: ceiling(False).optimal_allocation(TARGET, robust=False),
         "ceiling: only beta fitted (robust)": lambda: ceiling(True).optimal_allocation(TARGET, anchor=anchor),
+        "default, inside the tested box (issue 11)": lambda: in_box(),
+        "default, inside the tested box, risk 0.5": lambda: in_box(0.5),
     }
     out: dict[str, float] = {}
     for row in rows:

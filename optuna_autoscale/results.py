@@ -17,6 +17,7 @@ from optuna_autoscale.design import Design
 from optuna_autoscale.extrapolation import extrapolate_joint
 from optuna_autoscale.extrapolation import extrapolate_paper
 from optuna_autoscale.extrapolation.robust import anchor_allocation
+from optuna_autoscale.extrapolation.robust import region_bounds
 from optuna_autoscale.extrapolation.robust import target_upper
 from optuna_autoscale.fits import DEFAULT_JOINT_LAW  # noqa: F401  (re-exported: optuna_autoscale.results.*)
 from optuna_autoscale.fits import ddo_optimum
@@ -582,13 +583,8 @@ class AutoScaleResult:
             upper = target_upper(self.design, caps) or {d: math.inf for d in domains}
             if not outside and self.runs is not None:
                 lo, hi = tested_region(self.runs)
-                blo = {d: max(lower[d], float(lo[i]) * total) for i, d in enumerate(domains)}
-                bhi = {d: min(upper[d], float(hi[i]) * total) for i, d in enumerate(domains)}
-                if sum(blo.values()) <= total * (1 - 1e-9) and sum(bhi.values()) >= total * (1 + 1e-9) and all(
-                    blo[d] <= bhi[d] for d in domains
-                ):
-                    lower, upper = blo, bhi
-                else:
+                lower, upper, ok = region_bounds(domains, total, lower, upper, lo, hi)
+                if not ok:
                     notes.append("the tested region does not meet the bounds and caps at this budget; searched within "
                                  "the bounds and caps only")
             with _warnings.catch_warnings():

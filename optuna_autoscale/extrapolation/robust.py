@@ -24,7 +24,9 @@ if TYPE_CHECKING:
     from optuna_autoscale.mixture import Mixture
 
 
-__all__ = ["RobustAllocator", "anchor_allocation", "extrapolate_joint", "project_box_total", "target_upper"]
+__all__ = [
+    "RobustAllocator", "anchor_allocation", "extrapolate_joint", "project_box_total", "region_bounds", "target_upper",
+]
 
 def project_box_total(v: np.ndarray, total: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Scale ``v`` to ``total`` and, if that breaks the bounds, move it (Euclidean) into them."""
@@ -174,3 +176,24 @@ def anchor_allocation(design: Design, optima: Mapping[float, Mixture], tokens: f
         return None
     top = optima[max(optima)]
     return {d: top.weights[d] * tokens for d in design.domains}
+
+
+def region_bounds(
+    domains: tuple[str, ...] | list[str],
+    total: float,
+    lower: Mapping[str, float],
+    upper: Mapping[str, float] | None,
+    lo_shares: np.ndarray,
+    hi_shares: np.ndarray,
+) -> tuple[dict[str, float], dict[str, float], bool]:
+    """Token bounds at ``total`` joining ``lower`` / ``upper`` (tokens) with the tested region's shares.
+
+    Returns ``(lower, upper, ok)``; when the region does not meet the bounds (infeasible), the bounds
+    alone and ``ok=False``.
+    """
+    up = {d: math.inf for d in domains} if upper is None else dict(upper)
+    blo = {d: max(float(lower[d]), float(lo_shares[i]) * total) for i, d in enumerate(domains)}
+    bhi = {d: min(float(up[d]), float(hi_shares[i]) * total) for i, d in enumerate(domains)}
+    ok = (sum(blo.values()) <= total * (1 - 1e-9) and sum(bhi.values()) >= total * (1 + 1e-9)
+          and all(blo[d] <= bhi[d] for d in domains))
+    return (blo, bhi, True) if ok else (dict(lower), up, False)
