@@ -50,8 +50,9 @@ Each method proposes an allocation for the target, scored by the true (noiseless
   ``(sd 0.2)`` = a fixed pooling sd of 0.2;
 - ``default, inside the tested box (issue 11)``: what :meth:`AutoScaleResult.extrapolate` does since issue 11:
   the default law's robust rule with every domain's share bounded by the range of shares the design's runs
-  used (:func:`~optuna_autoscale.extrapolation.robust.region_bounds`, :data:`results.DEFAULT_REGION`); ``risk
-  0.5``: the same with half the default risk (a variant measured, not adopted);
+  used (:func:`~optuna_autoscale.extrapolation.robust.region_bounds`, :data:`results.DEFAULT_REGION`) and
+  :data:`results.REGION_RISK` (0.5) posterior sds; ``risk 1``: the same with the unbounded rule's risk (measured,
+  not adopted);
 - information ceilings (:func:`ceiling_law`), the family's own per-domain law with shape parameters
   fixed at the simulator's true values: ``ceiling: true N0, gamma`` (power form; ``alpha`` for the
   exponential form of ``mixing_law``) fits the rest (``beta`` and the transfer coefficients, or ``k``
@@ -96,6 +97,8 @@ DEFAULT_LAW = "transfer"
 """The law behind the ``joint (robust, default)`` row: what :class:`AutoScaleResult` uses ("separable" / "transfer")."""
 TRANSFER_FORMS = "auto"
 """Its per-domain forms (``results.TRANSFER_FORMS``): "auto" = the ``form by CV`` row, "power" = ``per-domain transfer``."""
+REGION_RISK = 0.5
+"""The risk of the in-box rule (``results.REGION_RISK``)."""
 TRANSFER_POOL = "auto"
 """Its pooling of the exponents (``results.TRANSFER_POOL``): "auto" = the ``default + pooled exponents (auto)`` row."""
 ROWS = (
@@ -125,7 +128,7 @@ ROWS = (
     "ceiling: true N0, gamma (non-robust)",
     "ceiling: only beta fitted (robust)",
     "default, inside the tested box (issue 11)",
-    "default, inside the tested box, risk 0.5",
+    "default, inside the tested box, risk 1",
 )
 QUICK_ROWS = ("joint (robust, default)", "per-domain transfer (robust)", "paper (DDO + extrapolate)", "direct transfer")
 
@@ -521,8 +524,8 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
         "ceiling: true N0, gamma (robust)": lambda: ceiling(False).optimal_allocation(TARGET, anchor=anchor),
         "ceiling: true N0, gamma (non-robust)": lambda: ceiling(False).optimal_allocation(TARGET, robust=False),
         "ceiling: only beta fitted (robust)": lambda: ceiling(True).optimal_allocation(TARGET, anchor=anchor),
-        "default, inside the tested box (issue 11)": lambda: in_box(),
-        "default, inside the tested box, risk 0.5": lambda: in_box(0.5),
+        "default, inside the tested box (issue 11)": lambda: in_box(REGION_RISK),
+        "default, inside the tested box, risk 1": lambda: in_box(1.0),
     }
     out: dict[str, float] = {}
     for row in rows:

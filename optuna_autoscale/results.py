@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from optuna_autoscale.laws import JointLaw
 
 
-__all__ = ["AutoScaleResult", "RESULT_ATTR", "SUMMARY_ATTR", "read_summary", "DEFAULT_REGION", "LEVEL"]
+__all__ = ["AutoScaleResult", "RESULT_ATTR", "SUMMARY_ATTR", "read_summary", "DEFAULT_REGION", "LEVEL", "REGION_RISK"]
 
 DEFAULT_REGION = "box"
 """Where :meth:`AutoScaleResult.extrapolate` may recommend by default: ``"box"`` = every domain's
@@ -57,6 +57,11 @@ Chosen by measurement over the convex hull of the tested shares (``benchmarks/RE
 (issue 11)"): on DDO designs the hull excluded the true optimum in every transfer and mixing_law landscape
 and most separable ones, the box in none of the separable ones. ``None`` (or ``allow_outside=True``) lets
 the recommendation leave the tested region, with a warning."""
+REGION_RISK = 0.5
+"""Posterior sds the predicted gain must exceed on the anchor -> optimum line when the search is bounded by the
+tested region (the joint laws' ``DEFAULT_RISK`` is 1.0 on the unbounded simplex): the region already keeps the
+step within the evidence. Chosen on ``simulated_extrapolation.py``'s tuning seeds 100-107 (mean share at least
+risk 1.0's in every cell), reported on seeds 0-7 (``benchmarks/RESULTS.md``, "Real runs (issue 11)")."""
 LEVEL = 0.8
 """Level of the intervals shown beside every recommendation (:meth:`AutoScaleResult.gain_interval`)."""
 _AGREE_TV = 0.05
@@ -506,7 +511,8 @@ class AutoScaleResult:
 
         - with a DDO design (``method="joint"`` / ``"transfer"`` / ``"separable"``): the anchor is the largest
           budget's DDO optimum (moved into the region), the law's posterior gives the uncertainty (the robust
-          rule of :func:`~optuna_autoscale.extrapolation.extrapolate_joint`, with the region as bounds);
+          rule of :func:`~optuna_autoscale.extrapolation.extrapolate_joint`, with the region as bounds and
+          :data:`REGION_RISK` posterior sds; outside the region, the laws' default risk);
         - from runs without a design (:meth:`from_runs`): the anchor is the best tested mixture at ``tokens``
           and the anchored predictions give the uncertainty (:meth:`Evidence.recommend`).
 
@@ -589,7 +595,8 @@ class AutoScaleResult:
                                  "the bounds and caps only")
             with _warnings.catch_warnings():
                 _warnings.simplefilter("ignore")
-                alloc = law.optimal_allocation(total, lower=lower, upper=upper, robust=True, anchor=anchor)
+                alloc = law.optimal_allocation(total, lower=lower, upper=upper, robust=True, anchor=anchor,
+                                               risk=None if outside else REGION_RISK)
                 opt = law.optimal_allocation(total, lower=lower, upper=upper, robust=False)
             if anchor is not None:
                 a = np.array([anchor[d] for d in domains])
