@@ -258,7 +258,8 @@ def run_demo(
     """
     import optuna
 
-    from optuna_autoscale import commands
+    from optuna_autoscale.cli import build as cli_build
+    from optuna_autoscale.cli import run as cli_run
     from optuna_autoscale.laws import DDOWarning
     from optuna_autoscale.results import AutoScaleResult
     from optuna_autoscale.storage import redact_url
@@ -273,18 +274,18 @@ def run_demo(
     url = cfg.study.storage
     t0 = time.perf_counter()
     print("[1/3] building the embedded corpus (cached after the first run)", flush=True)
-    objective, domains, unique = commands.build_objective(cfg)
+    objective, domains, unique = cli_build.build_objective(cfg)
     t1 = time.perf_counter()
     sizes = ", ".join(f"{d} {unique[d]:,} tokens" for d in domains) if unique else ", ".join(domains)
     print(f"      corpus ready in {t1 - t0:.0f} s: {sizes}", flush=True)
-    sampler = commands.build_sampler(cfg, domains, unique_tokens=unique)
+    sampler = cli_build.build_sampler(cfg, domains, unique_tokens=unique)
     if fresh:
         try:
-            optuna.delete_study(study_name=cfg.study.name, storage=commands._storage_for(url, cfg))
+            optuna.delete_study(study_name=cfg.study.name, storage=cli_build.storage_for(url, cfg))
         except KeyError:
             pass
-    study = commands.open_study(cfg, url, sampler)
-    n_runs = commands.design_size(sampler)
+    study = cli_run.open_study(cfg, url, sampler)
+    n_runs = cli_run.design_size(sampler)
     print(f"[2/3] AutoScale design: {len(domains)} domains, budgets "
           f"{', '.join(_fmt_tokens(b) for b in cfg.design.budgets)} tokens, {n_runs} proxy runs "
           f"(preset {cfg.proxy_config().preset!r}, {n_jobs} at a time), study {cfg.study.name!r} in {redact_url(url)}",
@@ -292,12 +293,12 @@ def run_demo(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not sampler.is_complete(study):
         # n_jobs runs at a time, one torch thread each: this process and n_jobs - 1 `worker`
-        # processes on the same storage (see commands.start_workers for why processes).
-        procs = commands.start_workers(cfg.study.name, url, n_jobs - 1, progress=True)
+        # processes on the same storage (see cli.run.start_workers for why processes).
+        procs = cli_run.start_workers(cfg.study.name, url, n_jobs - 1, progress=True)
         try:
-            commands._work(study, objective, cfg, None, progress=True)
+            cli_run.work(study, objective, cfg, None, progress=True)
         finally:
-            commands.join_workers(procs)
+            cli_run.join_workers(procs)
     t2 = time.perf_counter()
     print(f"      design complete: {sampler.is_complete(study)} ({t2 - t1:.0f} s)\n", flush=True)
     print("[3/3] results", flush=True)
