@@ -285,13 +285,24 @@ def summary_markdown(study: optuna.Study, *, result: Any = None, targets: Sequen
                   "|---|" + "---:|" * len(budgets)]
         for d in domains:
             lines.append(f"| {d} | " + " | ".join(f"{optima[b].weights[d]:.4f}" for b in budgets) + " |")
+        cons = {r["budget"]: r for r in _consistency(res)}
+        if cons:
+            lines.append("| predicted gain over uniform (80% interval) | " + " | ".join(
+                _gain_cell(cons[b]["optimum_gain_over_uniform"], cons[b]["optimum_uniform_interval"]) if b in cons else "–"
+                for b in budgets) + " |")
+            lines.append("| joint law's mixture there: TV distance, its gain over this (80%) | " + " | ".join(
+                f"{cons[b]['tv']:.2f}, {_gain_cell(cons[b]['gain'], cons[b]['interval'])}" if b in cons else "–"
+                for b in budgets) + " |")
         lines.append("")
         tgts = list(targets) or [10 * max(budgets), 100 * max(budgets)]
         ext = {}
+        recs = {}
         for t in tgts:
             for method in ("joint", "paper"):
                 try:
                     ext[(t, method)] = res.extrapolate(float(t), method=method).weights
+                    if hasattr(res, "recommend"):
+                        recs[(t, method)] = res.recommend(float(t), method=method)
                 except (ValueError, RuntimeError) as e:
                     _logger.debug("extrapolation to %s by %s failed: %s", t, method, e)
         if ext:
@@ -301,6 +312,13 @@ def summary_markdown(study: optuna.Study, *, result: Any = None, targets: Sequen
                       "|---|" + "---:|" * len(cols)]
             for d in domains:
                 lines.append(f"| {d} | " + " | ".join(f"{ext[c][d]:.4f}" for c in cols) + " |")
+            if recs:
+                lines.append("| predicted gain over uniform (80% interval) | " + " | ".join(
+                    _gain_cell(recs[c].gain_over_uniform, recs[c].uniform_interval) if c in recs else "–" for c in cols) + " |")
+                lines.append("| over the largest budget's optimum (80%) | " + " | ".join(
+                    _gain_cell(recs[c].gain, recs[c].interval) if c in recs else "–" for c in cols) + " |")
+                lines.append("| inside the tested shares | " + " | ".join(
+                    ("yes" if recs[c].inside else "**no**") if c in recs else "–" for c in cols) + " |")
             lines.append("")
     noise_line, warnings_ = result_notes(res)
     lines += [noise_line, ""]
@@ -313,6 +331,20 @@ def summary_markdown(study: optuna.Study, *, result: Any = None, targets: Sequen
     if warnings_:
         lines += ["## Warnings", ""] + [f"- {w}" for w in warnings_] + [""]
     return "\n".join(lines)
+
+
+def _gain_cell(gain: float, interval: Sequence[float]) -> str:
+    """``+0.0123 (+0.0050 to +0.0190)``: a predicted loss reduction and its interval."""
+    if gain is None or not math.isfinite(float(gain)):
+        return "–"
+    return f"{gain:+.4f} ({interval[0]:+.4f} to {interval[1]:+.4f})"
+
+
+def _consistency(res: Any) -> list[dict[str, Any]]:
+    try:
+        return list(res.consistency()) if hasattr(res, "consistency") else []
+    except (ValueError, RuntimeError):
+        return []
 
 
 def save_summary_note(study: optuna.Study, *, result: Any = None, targets: Sequence[float] = ()) -> str:

@@ -224,3 +224,15 @@ def test_clear_error_when_no_joint_law() -> None:
         res.extrapolate(1e9)
     with pytest.raises(ValueError, match="from_runs"):
         res.predict_gain(Mixture.uniform(land.domains, 1e9))
+
+
+def test_dashboard_note_shows_gains_with_intervals() -> None:
+    from optuna_autoscale.dashboard import summary_markdown
+
+    warnings.simplefilter("ignore")
+    land = separable(3, seed=3)
+    study = _autoscale(land)
+    res = AutoScaleResult.from_study(study, write_summary=False)
+    note = summary_markdown(study, result=res, targets=[4e9])
+    assert "predicted gain over uniform (80% interval)" in note
+    assert "inside the tested shares" in note and "joint law's mixture there" in note
