@@ -236,3 +236,36 @@ def test_dashboard_note_shows_gains_with_intervals() -> None:
     note = summary_markdown(study, result=res, targets=[4e9])
     assert "predicted gain over uniform (80% interval)" in note
     assert "inside the tested shares" in note and "joint law's mixture there" in note
+
+
+def test_cli_fit_prints_recommendation_gain_ranking_warnings(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    from optuna_autoscale.cli import main
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from real_runs import simulated_runs
+
+    runs, _ = simulated_runs("transfer", 0)
+    df = pd.DataFrame({f"weight_{d}": runs.weights[:, i] for i, d in enumerate(runs.domains)})
+    df["tokens"], df["group"], df["value"] = runs.tokens, list(runs.groups), runs.value
+    for k, v in enumerate(runs.loss_names):
+        df[f"loss_{v}"] = runs.losses[:, k]
+    path = tmp_path / "runs.csv"
+    df.to_csv(path, index=False)
+    assert main(["fit", str(path), "--tokens", "1e10"]) == 0
+    out = capsys.readouterr().out
+    assert "Recommended mixture at 1e+10 tokens (inside the tested shares)" in out
+    assert "predicted gain over the best tested mixture" in out and "80% interval" in out
+    assert "Tested mixtures ranked" in out
+    assert main(["fit", str(path), "--tokens", "1e10", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["inside_tested_region"] and len(data["gain_over_best_tested_interval"]) == 2 and data["ranked"]
+    bad = tmp_path / "bad.csv"
+    df.drop(columns=["tokens"]).to_csv(bad, index=False)
+    assert main(["fit", str(bad), "--tokens", "1e10"]) == 2
+    assert "missing column 'tokens'" in capsys.readouterr().err

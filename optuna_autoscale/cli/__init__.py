@@ -38,6 +38,7 @@ from typing import Any
 
 from optuna_autoscale.cli import corpus as _corpus
 from optuna_autoscale.cli import demo as _demo
+from optuna_autoscale.cli import fit as _fit
 from optuna_autoscale.cli import inspect as _inspect
 from optuna_autoscale.cli import report as _report
 from optuna_autoscale.cli import run as _run
@@ -59,6 +60,7 @@ COMMANDS: list[Command] = [
     _inspect.STATUS,
     _inspect.SHOW,
     _inspect.EXTRAPOLATE,
+    _fit.FIT,
     _report.REPORT,
     _report.DASHBOARD,
 ]

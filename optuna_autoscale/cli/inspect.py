@@ -190,6 +190,24 @@ def _cmd_extrapolate(args: argparse.Namespace) -> int:
     cfg = run_config_of(study)
     print(format_mixtures({f"{format_tokens(args.tokens)} tokens ({args.method})": mix}, args.format,
                           data_paths=_data_paths(cfg, list(mix.weights))))
+    # The predicted gains beside the mixture: on stdout for the table, on stderr for machine formats.
+    import sys
+
+    from optuna_autoscale.cli.fit import _interval
+
+    try:
+        rec = res.recommend(args.tokens, method=args.method, caps=caps)
+    except (ValueError, RuntimeError):
+        rec = None
+    if rec is not None:
+        lvl = f"{rec.level:.0%}"
+        lines = [f"predicted gain over uniform: {rec.gain_over_uniform:+.4f} ({lvl} interval {_interval(rec.uniform_interval)})"]
+        if rec.gain_over_best is not None:
+            lines.append(f"predicted gain over the best tested mixture: {rec.gain_over_best:+.4f} ({lvl} interval "
+                         f"{_interval(rec.best_interval)})")
+        lines.append("inside the tested shares" if rec.inside else "OUTSIDE the tested shares")
+        lines += [f"warning: {w}" for w in rec.warnings]
+        print("\n".join(lines), file=sys.stdout if args.format == "table" else sys.stderr)
     return 0
 
 
@@ -242,8 +260,9 @@ SHOW = Command(
 EXTRAPOLATE = Command(
     ("extrapolate",),
     help="print the mixture extrapolated to a target budget",
-    description="Extrapolate the optimal mixture to --tokens with the joint separable law (default) or the "
-    "paper's rule.",
+    description="Extrapolate the optimal mixture to --tokens with the joint law (default; inside the range of shares "
+    "the runs used) or the paper's rule, with its predicted gain over uniform and over the best tested mixture "
+    "(80% intervals) and its warnings.",
     examples=(
         "optuna-autoscale extrapolate --config examples/config.toml --tokens 1e10",
         "optuna-autoscale extrapolate --config my.toml --tokens 1e10 --format hf",
