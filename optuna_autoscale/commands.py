@@ -15,8 +15,8 @@ from optuna_autoscale.cli._common import CommandError
 from optuna_autoscale.cli._common import RUN_CONFIG_ATTR
 from optuna_autoscale.cli.build import build_objective
 from optuna_autoscale.cli.build import build_sampler
-from optuna_autoscale.cli.build import sampler_bounds as _bounds
-from optuna_autoscale.cli.build import storage_for as _storage_for
+from optuna_autoscale.cli.build import sampler_bounds as _bounds  # noqa: F401  (old private name)
+from optuna_autoscale.cli.build import storage_for as _storage_for  # noqa: F401  (old private name)
 from optuna_autoscale.cli.build import usable_unique_tokens
 from optuna_autoscale.cli.inspect import EXTRAPOLATE
 from optuna_autoscale.cli.inspect import format_mixtures
@@ -33,7 +33,7 @@ from optuna_autoscale.cli.run import progress_callback
 from optuna_autoscale.cli.run import RUN
 from optuna_autoscale.cli.run import start_workers
 from optuna_autoscale.cli.run import WORKER
-from optuna_autoscale.cli.run import work as _work
+from optuna_autoscale.cli.run import work as _work  # noqa: F401  (old private name)
 
 
 __all__ = [

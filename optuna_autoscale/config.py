@@ -57,6 +57,8 @@ import sys
 from typing import Any
 from typing import ClassVar
 
+from optuna_autoscale._validation import number_problem
+
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -129,15 +131,11 @@ class ConfigError(ValueError):
 
 
 def _number(key: str, value: Any, *, positive: bool = False, nonneg: bool = False, what: str = "a number") -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(key, f"must be {what}, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ConfigError(key, f"must be a finite number, got {value!r}")
-    if positive and v <= 0:
-        raise ConfigError(key, f"must be > 0, got {value!r}")
-    if nonneg and v < 0:
-        raise ConfigError(key, f"must be >= 0, got {value!r}")
+    v, problem = number_problem(value, positive=positive, nonneg=nonneg, strict=True, kind=what,
+                                nonfinite="must be a finite number")
+    if problem is not None:
+        raise ConfigError(key, problem)
+    assert v is not None
     return v
 
 

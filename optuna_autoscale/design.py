@@ -32,6 +32,8 @@ import math
 from typing import Any
 
 import numpy as np
+
+from optuna_autoscale._validation import check_known_domains
 from optuna_autoscale.mixture import Mixture
 from optuna_autoscale.mixture import validate_domains
 
@@ -219,9 +221,7 @@ def _check_base(base: Mapping[str, float] | None, domains: tuple[str, ...]) -> d
         base = base.weights
     if not isinstance(base, Mapping):
         raise TypeError(f"base must map each domain to its share of the base run, got {base!r}.")
-    unknown = [d for d in base if d not in domains]
-    if unknown:
-        raise ValueError(f"base names unknown domains {unknown!r}; the domains are {list(domains)!r}.")
+    check_known_domains(base, domains, "base")
     missing = [d for d in domains if d not in base]
     if missing:
         raise ValueError(f"base has no share for domains {missing!r}; give a positive share for every domain.")
@@ -249,9 +249,7 @@ def _check_bounds(
         return out
     if not isinstance(bounds, Mapping):
         raise TypeError(f"bounds must map a domain to (lower, upper) tokens, got {bounds!r}.")
-    unknown = [d for d in bounds if d not in domains]
-    if unknown:
-        raise ValueError(f"bounds names unknown domains {unknown!r}; the domains are {list(domains)!r}.")
+    check_known_domains(bounds, domains, "bounds")
     for d, pair in bounds.items():
         try:
             lo_raw, hi_raw = pair

@@ -61,6 +61,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from optuna_autoscale._validation import check_known_domains
+from optuna_autoscale._validation import check_number
+
 
 if TYPE_CHECKING:
     import optuna
@@ -117,20 +120,6 @@ def _resolve_domains(m: int | None, domains: Sequence[str] | None) -> tuple[str,
             raise ValueError(f"m={m} does not match the {len(doms)} domains given; pass only one of them.")
         return doms
     return default_domains(7 if m is None else m)
-
-
-def _check_float(name: str, value: Any, *, positive: bool = False, nonneg: bool = False) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {value!r}.") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}.")
-    if positive and v <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}.")
-    if nonneg and v < 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}.")
-    return v
 
 
 def _vector(name: str, values: Sequence[float], m: int, *, positive: bool = False, nonneg: bool = False) -> tuple[float, ...]:
@@ -222,9 +211,9 @@ class Landscape(abc.ABC):
     # ----------------------------------------------------------------- helpers
     def _validate_noise(self) -> None:
         object.__setattr__(self, "seed", _seed_int(self.seed))
-        object.__setattr__(self, "noise", _check_float("noise", self.noise, nonneg=True))
-        object.__setattr__(self, "seed_noise", _check_float("seed_noise", self.seed_noise, nonneg=True))
-        share = _check_float("domain_share", self.domain_share, nonneg=True)
+        object.__setattr__(self, "noise", check_number(self.noise, "noise", nonneg=True))
+        object.__setattr__(self, "seed_noise", check_number(self.seed_noise, "seed_noise", nonneg=True))
+        share = check_number(self.domain_share, "domain_share", nonneg=True)
         if share > 1:
             raise ValueError(f"domain_share must be in [0, 1], got {self.domain_share!r}.")
         object.__setattr__(self, "domain_share", share)
@@ -407,7 +396,7 @@ class Landscape(abc.ABC):
         from scipy import optimize
 
         self._check_metric(metric)
-        total = _check_float("tokens", tokens, positive=True)
+        total = check_number(tokens, "tokens", positive=True)
         lo, hi = self._bounds(total, lower, upper)
         m = self.m
 
@@ -459,12 +448,10 @@ class Landscape(abc.ABC):
                 continue
             if not isinstance(bound, Mapping):
                 raise TypeError(f"{name} must be a mapping domain -> tokens or None, got {type(bound).__name__}.")
-            unknown = [d for d in bound if d not in self.domains]
-            if unknown:
-                raise ValueError(f"{name} names unknown domains {unknown!r}; the domains are {list(self.domains)!r}.")
+            check_known_domains(bound, self.domains, name)
             for i, d in enumerate(self.domains):
                 if d in bound:
-                    arr[i] = _check_float(f"{name}[{d!r}]", bound[d], nonneg=True)
+                    arr[i] = check_number(bound[d], f"{name}[{d!r}]", nonneg=True)
         if np.any(lo > hi):
             bad = [d for d, a, b in zip(self.domains, lo, hi) if a > b]
             raise ValueError(f"lower bound exceeds upper bound for {bad!r}.")
@@ -490,9 +477,9 @@ class Landscape(abc.ABC):
             base: Optional base allocation (tokens per domain); overrides ``tokens``' uniform base.
             multiplier: The DDO multiplier (default 3, the paper's).
         """
-        mult = _check_float("multiplier", multiplier, positive=True)
+        mult = check_number(multiplier, "multiplier", positive=True)
         if base is None:
-            total = _check_float("tokens", tokens, positive=True)
+            total = check_number(tokens, "tokens", positive=True)
             base = {d: total / self.m for d in self.domains}
         ref = self.true_loss(base)
         out = {}
@@ -551,7 +538,7 @@ class Landscape(abc.ABC):
         ratio = float(snr)
         if not ratio > 0:
             raise ValueError(f"snr must be > 0 (use math.inf for no noise), got {snr!r}.")
-        share = _check_float("seed_share", seed_share, nonneg=True)
+        share = check_number(seed_share, "seed_share", nonneg=True)
         if share > 1:
             raise ValueError(f"seed_share must be in [0, 1], got {seed_share!r}.")
         if math.isinf(ratio):
@@ -581,7 +568,7 @@ class Landscape(abc.ABC):
         from optuna_autoscale.mixture import suggest_mixture
 
         self._check_metric(metric)
-        budget = None if tokens is None else _check_float("tokens", tokens, positive=True)
+        budget = None if tokens is None else check_number(tokens, "tokens", positive=True)
         domains = self.domains
 
         def objective(trial: optuna.trial.Trial) -> float:
@@ -652,7 +639,7 @@ class SeparableLandscape(Landscape):
         if metric == "loss":
             from optuna_autoscale.allocation import solve_separable
 
-            total = _check_float("tokens", tokens, positive=True)
+            total = check_number(tokens, "tokens", positive=True)
             lo, hi = self._bounds(total, lower, upper)
             x = solve_separable(
                 np.array(self.beta), np.array(self.offset), np.array(self.gamma), total, lo * total, hi * total
@@ -767,7 +754,7 @@ class MixingLawLandscape(Landscape):
         object.__setattr__(self, "alpha", _vector("alpha", self.alpha, m, nonneg=True))
         object.__setattr__(self, "interaction", _matrix("interaction", self.interaction, m))
         object.__setattr__(
-            self, "reference_tokens", _check_float("reference_tokens", self.reference_tokens, positive=True)
+            self, "reference_tokens", check_number(self.reference_tokens, "reference_tokens", positive=True)
         )
         self._validate_noise()
 
@@ -862,7 +849,7 @@ def separable(
     """
     doms = _resolve_domains(m, domains)
     k = len(doms)
-    ref = _check_float("reference_tokens", reference_tokens, positive=True)
+    ref = check_number(reference_tokens, "reference_tokens", positive=True)
     rng = _rng(seed, 1)
     gamma, offset, beta, irreducible = _power_law_params(rng, k, ref, np.eye(k))
     return SeparableLandscape(
@@ -916,11 +903,11 @@ def transfer(
     """
     doms = _resolve_domains(m, domains)
     k = len(doms)
-    ref = _check_float("reference_tokens", reference_tokens, positive=True)
-    dens = _check_float("density", density, nonneg=True)
+    ref = check_number(reference_tokens, "reference_tokens", positive=True)
+    dens = check_number(density, "density", nonneg=True)
     if dens > 1:
         raise ValueError(f"density must be in [0, 1], got {density!r}.")
-    stren = _check_float("strength", strength, nonneg=True)
+    stren = check_number(strength, "strength", nonneg=True)
     rng = _rng(seed, 2)
     t = np.where(rng.random((k, k)) < dens, rng.uniform(0.0, stren, (k, k)), 0.0)
     np.fill_diagonal(t, 0.0)
@@ -971,7 +958,7 @@ def mixing_law(
     """
     doms = _resolve_domains(m, domains)
     k = len(doms)
-    ref = _check_float("reference_tokens", reference_tokens, positive=True)
+    ref = check_number(reference_tokens, "reference_tokens", positive=True)
     rng = _rng(seed, 3)
     floor = rng.uniform(1.5, 3.0, k)
     alpha = rng.uniform(0.05, 0.5, k)

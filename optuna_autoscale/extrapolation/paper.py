@@ -45,6 +45,9 @@ from typing import Any
 
 import numpy as np
 
+from optuna_autoscale._validation import check_known_domains
+from optuna_autoscale._validation import check_tokens
+
 
 __all__ = ["ScalePath", "extrapolate_paper", "fit_path"]
 
@@ -60,16 +63,6 @@ def _as_allocation(item: Any, index: int) -> Mapping[str, float]:
     raise TypeError(
         f"optima[{index}] must be a mapping domain -> tokens (or a Mixture), got {type(item).__name__}."
     )
-
-
-def _positive_float(name: str, value: Any) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number of tokens, got {value!r}.") from None
-    if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a finite, positive number of tokens, got {value!r}.")
-    return v
 
 
 def _logsumexp(x: np.ndarray) -> float:
@@ -184,7 +177,7 @@ class ScalePath:
             ValueError: if ``tokens`` is not positive, the path never reaches it, or the caps of
                 the domains that can receive tokens sum below it.
         """
-        total = _positive_float("tokens", tokens)
+        total = check_tokens(tokens, "tokens", unit="tokens", type_error=TypeError)
         cap = self._caps(caps, total)
         on_path = [d for d in self.domains if self.intercept[d] is not None]
         held = list(self.share_held)
@@ -246,9 +239,7 @@ class ScalePath:
             return cap
         if not isinstance(caps, Mapping):
             raise TypeError(f"caps must be a mapping domain -> maximum tokens, got {type(caps).__name__}.")
-        unknown = [d for d in caps if d not in cap]
-        if unknown:
-            raise ValueError(f"caps name unknown domains {unknown!r}; the domains are {list(self.domains)!r}.")
+        check_known_domains(caps, self.domains, "caps")
         for d, v in caps.items():
             try:
                 value = float(v)
@@ -383,9 +374,7 @@ def _pinned(pinned: Mapping[str, bool] | None, domains: tuple[str, ...]) -> set[
         return set()
     if not isinstance(pinned, Mapping):
         raise TypeError(f"pinned must be a mapping domain -> bool, got {type(pinned).__name__}.")
-    unknown = [d for d in pinned if d not in domains]
-    if unknown:
-        raise ValueError(f"pinned names unknown domains {unknown!r}; the domains are {list(domains)!r}.")
+    check_known_domains(pinned, domains, "pinned")
     return {d for d, flag in pinned.items() if bool(flag)}
 
 

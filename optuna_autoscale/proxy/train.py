@@ -45,6 +45,8 @@ import optuna
 import torch
 import torch.nn.functional as F
 
+from optuna_autoscale._validation import check_int
+from optuna_autoscale._validation import check_range
 from optuna_autoscale.mixture import Mixture
 from optuna_autoscale.proxy import model as proxy_model
 
@@ -172,32 +174,32 @@ class ProxyConfig:
     def __post_init__(self) -> None:
         proxy_model.get_preset(self.preset)
         for name in ("context", "batch_size", "eval_tokens"):
-            _check_int(name, getattr(self, name), minimum=1)
+            check_int(getattr(self, name), name, minimum=1)
         for name in ("micro_batch_size", "eval_batch_size", "num_threads"):
             if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), minimum=1)
-        _check_int("eval_interval", self.eval_interval, minimum=0)
+                check_int(getattr(self, name), name, minimum=1)
+        check_int(self.eval_interval, "eval_interval", minimum=0)
         if self.eval_tokens < self.context:
             raise ValueError(
                 f"eval_tokens ({self.eval_tokens}) must be at least one sequence of context={self.context} tokens."
             )
         if self.lr is not None:
-            _check_float("lr", self.lr, low=0.0, low_open=True)
-        _check_float("min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0)
-        _check_float("warmup", self.warmup, low=0.0, high=1.0, high_open=True)
-        _check_float("weight_decay", self.weight_decay, low=0.0)
-        _check_float("grad_clip", self.grad_clip, low=0.0)
-        _check_float("dropout", self.dropout, low=0.0, high=1.0, high_open=True)
+            check_range(self.lr, "lr", low=0.0, low_open=True)
+        check_range(self.min_lr_ratio, "min_lr_ratio", low=0.0, high=1.0)
+        check_range(self.warmup, "warmup", low=0.0, high=1.0, high_open=True)
+        check_range(self.weight_decay, "weight_decay", low=0.0)
+        check_range(self.grad_clip, "grad_clip", low=0.0)
+        check_range(self.dropout, "dropout", low=0.0, high=1.0, high_open=True)
         if isinstance(self.max_epochs, Mapping):
             caps = {}
             for d, e in self.max_epochs.items():
                 if not isinstance(d, str) or not d:
                     raise ValueError(f"max_epochs keys must be domain names, got {d!r}.")
-                _check_float(f"max_epochs[{d!r}]", e, low=0.0, low_open=True)
+                check_range(e, f"max_epochs[{d!r}]", low=0.0, low_open=True)
                 caps[d] = float(e)
             self.max_epochs = caps
         else:
-            _check_float("max_epochs", self.max_epochs, low=0.0, low_open=True)
+            check_range(self.max_epochs, "max_epochs", low=0.0, low_open=True)
         betas = tuple(self.betas)
         if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}.")
@@ -827,29 +829,3 @@ def _mean(losses: Mapping[str, float]) -> float:
 
 def _safe_exp(x: float) -> float:
     return math.exp(x) if x < 700 else math.inf
-
-
-def _check_int(name: str, value: Any, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-
-
-def _check_float(
-    name: str,
-    value: Any,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> None:
-    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
-    if not ok:
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
-        rng = f"{lo}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}{hi}"
-        raise ValueError(f"{name} must be a finite number in {rng}, got {value!r}.")
