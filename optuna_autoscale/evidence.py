@@ -877,9 +877,11 @@ class Evidence:
         p = self._view.optimum(t, lo, hi)
         ts = np.linspace(0.0, 1.0, 41)
         cands = a[None, :] + ts[:, None] * (p - a)[None, :]
-        v, dev, b = self._relative(cands, j, t)
-        gain = -v
-        sd = dev.std(axis=0)
+        # The gain as reported (anchored predictions of the candidate and the anchor) and its whole uncertainty (law
+        # posterior, shrinkage bias, the anchors' seed noise when a candidate is anchored elsewhere), not only the
+        # posterior's: the step must beat what the runs cannot tell apart.
+        diffs = np.array([self._diff(c / c.sum(), a, t, new_runs=False) for c in cands])
+        gain, sd = -diffs[:, 0], diffs[:, 1]
         lcb = gain - kappa * sd
         i = int(np.argmax(lcb))
         if lcb[i] <= 0:
