@@ -177,8 +177,9 @@ VERIFICATION_COLUMNS = ("check", "budget", "predicted gain", "observed gain", "v
 """The verification table a person reads (the note and the report): gains, and the verdict last."""
 
 
-def verification_table(result: Any) -> list[list[Any]]:
-    """The verification rows of ``result`` as :data:`VERIFICATION_COLUMNS` (losses stay in ``result.verification()``)."""
+def verification_table(result: Any) -> list[list[str]]:
+    """The verification rows of ``result`` as :data:`VERIFICATION_COLUMNS`, formatted once for the note
+    (Markdown) and the report (HTML): gains to 4 significant digits (losses stay in ``result.verification()``)."""
     from optuna_autoscale import visualization as vis
 
     try:
@@ -186,8 +187,9 @@ def verification_table(result: Any) -> list[list[Any]]:
     except (ValueError, RuntimeError):
         return []
     return [
-        [r.get("check"), f"{vis.format_tokens(float(r['budget']))} tokens" if r.get("budget") else "–",
-         r.get("predicted_gain"), r.get("observed_gain"), r.get("verdict")]
+        [_fmt(v) if isinstance(v, float) else str(v) for v in (
+            r.get("check"), f"{vis.format_tokens(float(r['budget']))} tokens" if r.get("budget") else "–",
+            r.get("predicted_gain"), r.get("observed_gain"), r.get("verdict"))]
         for r in rows
     ]
 
@@ -285,13 +287,13 @@ def summary_markdown(study: optuna.Study, *, result: Any = None, targets: Sequen
                   "|---|" + "---:|" * len(budgets)]
         for d in domains:
             lines.append(f"| {d} | " + " | ".join(f"{optima[b].weights[d]:.4f}" for b in budgets) + " |")
-        cons = {r["budget"]: r for r in _consistency(res)}
+        cons = {r["budget"]: r for r in consistency_of(res)}
         if cons:
             lines.append("| predicted gain over uniform (80% interval) | " + " | ".join(
-                _gain_cell(cons[b]["optimum_gain_over_uniform"], cons[b]["optimum_uniform_interval"]) if b in cons else "–"
+                gain_cell(cons[b]["optimum_gain_over_uniform"], cons[b]["optimum_uniform_interval"]) if b in cons else "–"
                 for b in budgets) + " |")
             lines.append("| joint law's mixture there: TV distance, its gain over this (80%) | " + " | ".join(
-                f"{cons[b]['tv']:.2f}, {_gain_cell(cons[b]['gain'], cons[b]['interval'])}" if b in cons else "–"
+                f"{cons[b]['tv']:.2f}, {gain_cell(cons[b]['gain'], cons[b]['interval'])}" if b in cons else "–"
                 for b in budgets) + " |")
         lines.append("")
         tgts = list(targets) or [10 * max(budgets), 100 * max(budgets)]
@@ -314,9 +316,9 @@ def summary_markdown(study: optuna.Study, *, result: Any = None, targets: Sequen
                 lines.append(f"| {d} | " + " | ".join(f"{ext[c][d]:.4f}" for c in cols) + " |")
             if recs:
                 lines.append("| predicted gain over uniform (80% interval) | " + " | ".join(
-                    _gain_cell(recs[c].gain_over_uniform, recs[c].uniform_interval) if c in recs else "–" for c in cols) + " |")
+                    gain_cell(recs[c].gain_over_uniform, recs[c].uniform_interval) if c in recs else "–" for c in cols) + " |")
                 lines.append("| over the largest budget's optimum (80%) | " + " | ".join(
-                    _gain_cell(recs[c].gain, recs[c].interval) if c in recs else "–" for c in cols) + " |")
+                    gain_cell(recs[c].gain, recs[c].interval) if c in recs else "–" for c in cols) + " |")
                 lines.append("| inside the tested shares | " + " | ".join(
                     ("yes" if recs[c].inside else "**no**") if c in recs else "–" for c in cols) + " |")
             lines.append("")
@@ -325,22 +327,22 @@ def summary_markdown(study: optuna.Study, *, result: Any = None, targets: Sequen
     rows = verification_table(res)
     if rows:
         lines += ["## Verification", "", "| " + " | ".join(VERIFICATION_COLUMNS) + " |", "|---|---|---:|---:|---|"]
-        for row in rows:
-            lines.append("| " + " | ".join(_fmt(v) if isinstance(v, float) else str(v) for v in row) + " |")
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
     if warnings_:
         lines += ["## Warnings", ""] + [f"- {w}" for w in warnings_] + [""]
     return "\n".join(lines)
 
 
-def _gain_cell(gain: float, interval: Sequence[float]) -> str:
+def gain_cell(gain: float, interval: Sequence[float]) -> str:
     """``+0.0123 (+0.0050 to +0.0190)``: a predicted loss reduction and its interval."""
     if gain is None or not math.isfinite(float(gain)):
         return "–"
     return f"{gain:+.4f} ({interval[0]:+.4f} to {interval[1]:+.4f})"
 
 
-def _consistency(res: Any) -> list[dict[str, Any]]:
+def consistency_of(res: Any) -> list[dict[str, Any]]:
+    """``res.consistency()`` (per-budget optimum against the joint law there), or [] when it cannot be computed."""
     try:
         return list(res.consistency()) if hasattr(res, "consistency") else []
     except (ValueError, RuntimeError):
@@ -386,7 +388,14 @@ class DashboardCallback:
     Example:
         .. code-block:: python
 
-            study.optimize(objective, callbacks=[DashboardCallback(every=5)])
+            import optuna
+            from optuna_autoscale import AutoScaleSampler
+            from optuna_autoscale.dashboard import DashboardCallback
+            from optuna_autoscale.simulate import separable
+
+            land = separable(3)
+            study = optuna.create_study(sampler=AutoScaleSampler(land.domains, [1e8, 4e8], seed=0))
+            study.optimize(land.objective(), n_trials=100, callbacks=[DashboardCallback(every=5)])
     """
 
     def __init__(self, every: int = 1, *, targets: Sequence[float] = (), min_interval: float = 0.0) -> None:

@@ -72,8 +72,9 @@ def write_report(study: optuna.Study, out: str | Path, *, targets: Sequence[floa
             tgts = list(targets) or [10 * max(budgets), 100 * max(budgets)]
             parts.append("<h2>Fitted optimal weights</h2>")
             parts.append(_html_table(["domain"] + [f"{vis.format_tokens(b)} tokens" for b in budgets],
-                                     [[d] + [optima[b].weights[d] for b in budgets] for d in domains]))
-            cols, ext = [], []
+                                     [[d] + [optima[b].weights[d] for b in budgets] for d in domains]
+                                     + _consistency_rows(res, budgets)))
+            cols, ext, recs = [], [], []
             if len(optima) < 2:
                 parts.append(f"<p>Extrapolation needs fitted optima at two or more budgets; have {len(optima)}.</p>")
                 tgts = []
@@ -82,11 +83,21 @@ def write_report(study: optuna.Study, out: str | Path, *, targets: Sequence[floa
                     try:
                         ext.append(res.extrapolate(float(t), method=m).weights)
                         cols.append(f"{vis.format_tokens(t)} ({m})")
+                        recs.append(res.recommend(float(t), method=m) if hasattr(res, "recommend") else None)
                     except (ValueError, RuntimeError) as e:
                         parts.append(f"<p>Extrapolation to {vis.format_tokens(t)} by {m} failed: {html.escape(str(e))}</p>")
             if cols:
                 parts.append("<h2>Extrapolated mixtures</h2>")
-                parts.append(_html_table(["domain"] + cols, [[d] + [e[d] for e in ext] for d in domains]))
+                gains = []
+                if any(r is not None for r in recs):
+                    gains = [
+                        ["predicted gain over uniform (80% interval)"]
+                        + [dash.gain_cell(r.gain_over_uniform, r.uniform_interval) if r else "–" for r in recs],
+                        ["over the largest budget's optimum (80%)"]
+                        + [dash.gain_cell(r.gain, r.interval) if r else "–" for r in recs],
+                        ["inside the tested shares"] + [("yes" if r.inside else "NO") if r else "–" for r in recs],
+                    ]
+                parts.append(_html_table(["domain"] + cols, [[d] + [e[d] for e in ext] for d in domains] + gains))
             fit_rows = []
             for b in sorted(getattr(res, "fits", {}) or {}):
                 fit = res.fits[b]
@@ -201,3 +212,20 @@ DASHBOARD = Command(
     add_arguments=_dashboard_args,
     run=handled(_cmd_dashboard),
 )
+
+
+def _consistency_rows(res: Any, budgets: list[float]) -> list[list[Any]]:
+    """Rows under the fitted optima: each optimum's predicted gain over uniform, and the joint law's mixture there."""
+    from optuna_autoscale import dashboard as dash
+
+    cons = {r["budget"]: r for r in dash.consistency_of(res)}
+    if not cons:
+        return []
+    return [
+        ["predicted gain over uniform (80% interval)"]
+        + [dash.gain_cell(cons[b]["optimum_gain_over_uniform"], cons[b]["optimum_uniform_interval"]) if b in cons else "–"
+           for b in budgets],
+        ["joint law's mixture there: TV distance, its gain over this (80%)"]
+        + [f"{cons[b]['tv']:.2f}, {dash.gain_cell(cons[b]['gain'], cons[b]['interval'])}" if b in cons else "–"
+           for b in budgets],
+    ]
