@@ -16,11 +16,12 @@ allowed values. A minimal config:
     budgets = [2e6, 6e6]           # tokens per proxy run at each design budget
 
     [corpus]
-    tokenizer = "bpe-8192"
+    tokenizer = "bpe"              # train a byte-level BPE on the domains
+    vocab_size = 8192
 
     [[domains]]
     name = "code"
-    files = ["data/code/*.py"]
+    path = "data/code.jsonl"
 
     [[domains]]
     name = "wiki"
@@ -30,9 +31,9 @@ allowed values. A minimal config:
     [proxy]
     preset = "tiny"
 
-Relative paths (``files``, ``corpus.cache_dir``) are relative to the config file's folder.
-The storage URL is passed to Optuna as written (a relative SQLite path is relative to the
-working directory, as in Optuna).
+Relative paths (``path``, ``data_files``, ``corpus.cache_dir``, ``corpus.tokenizer`` and a
+SQLite or journal-file ``storage``) are relative to the config file's folder, so a command
+gives the same study from any working directory.
 
 Example:
     .. code-block:: python
@@ -775,6 +776,16 @@ def _relative_to(value: str, base_dir: Path, *, must_exist: bool = True) -> str:
     return str(candidate)
 
 
+def _storage_relative_to(url: str, base_dir: Path) -> str:
+    """A SQLite or journal-file storage URL whose relative file path is resolved against ``base_dir``."""
+    for prefix in ("sqlite:///", "journal:"):
+        if url.startswith(prefix):
+            rest = url[len(prefix):]
+            if rest and rest != ":memory:" and not rest.startswith("/") and not rest.startswith("file:"):
+                return prefix + str(base_dir / rest)
+    return url
+
+
 def _from_dict(data: Mapping[str, Any], path: str | Path | None) -> RunConfig:
     if not isinstance(data, Mapping):
         raise ConfigError("(top level)", "must be a table")
@@ -804,6 +815,7 @@ def _from_dict(data: Mapping[str, Any], path: str | Path | None) -> RunConfig:
                 dom.data_files = [_relative_to(f, base_dir, must_exist=False) for f in dom.data_files]
         domains.append(dom)
     if base_dir is not None:
+        study.storage = _storage_relative_to(study.storage, base_dir)
         if corpus.cache_dir is not None:
             corpus.cache_dir = _relative_to(corpus.cache_dir, base_dir, must_exist=False)
         if corpus.tokenizer != "bpe":

@@ -130,7 +130,15 @@ def load_study(url: str, name: str, *, sampler: Any = None, storage: Any = None)
     from optuna_autoscale.storage import create_storage
     from optuna_autoscale.storage import redact_url
 
-    storage = storage or create_storage(url, heartbeat_interval=None)
+    if storage is None:
+        missing = _missing_storage_file(url)
+        if missing is not None:
+            raise CommandError(
+                f"no storage file at {missing}: nothing has run there yet, and this command only reads. Start the "
+                "study with `optuna-autoscale run CONFIG.toml` (a relative SQLite path in a config is relative to "
+                "the config file's folder; on the command line, to the working directory)."
+            )
+        storage = create_storage(url, heartbeat_interval=None)
     try:
         return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
     except KeyError:
@@ -138,6 +146,23 @@ def load_study(url: str, name: str, *, sampler: Any = None, storage: Any = None)
         raise CommandError(
             f"no study named {name!r} in {redact_url(url)}; studies there: {', '.join(names) or '(none)'}."
         ) from None
+
+
+def _missing_storage_file(url: str) -> str | None:
+    """The absolute path of a SQLite / journal file that ``url`` names and that does not exist, else None.
+
+    Opening such a URL would create an empty database: a read-only command must not leave one behind.
+    """
+    from pathlib import Path
+
+    for prefix in ("sqlite:///", "journal:///", "journal:"):
+        if url.startswith(prefix):
+            rest = url[len(prefix):].split("?", 1)[0]
+            if not rest or rest == ":memory:" or rest.startswith("file:"):
+                return None
+            path = Path(("/" + rest) if prefix == "journal:///" else rest).expanduser().resolve()
+            return None if path.exists() else str(path)
+    return None
 
 
 def run_config_of(study: optuna.Study) -> RunConfig | None:

@@ -65,6 +65,10 @@ def _corpus_build(args: argparse.Namespace) -> int:
         print(res.report())
     for name, why in res.skipped.items():
         print(f"warning: domain {name} skipped: {why}", file=sys.stderr)
+    if not args.json:
+        print(f"next: use it in a run config ([corpus] embedded = true, embedded_domains = "
+              f"{list(res.corpus.domains)!r}; see examples/config.toml), or `optuna-autoscale corpus info` to list "
+              "the built corpora")
     return 0
 
 
@@ -100,6 +104,8 @@ def _corpus_info(args: argparse.Namespace) -> int:
     for root in roots:
         print(Corpus.load(root, verify=not args.no_verify).summary())
         print()
+    print("next: `optuna-autoscale run CONFIG.toml` with [corpus] embedded = true uses the cached corpus "
+          "(see examples/config.toml)")
     return 0
 
 

@@ -90,13 +90,23 @@ def _optimize(study: optuna.Study, objective: Callable[[Any], float], cfg: RunCo
     def count(study: optuna.Study, trial: Any) -> None:
         ran[0] += 1
 
-    study.optimize(
-        objective,
-        n_trials=n_trials,
-        callbacks=[count] + callbacks,
-        catch=(),
-        gc_after_trial=False,
-    )
+    import optuna
+
+    # Optuna's own "Trial N finished ... Best is trial M" lines compare runs across budgets and show
+    # the raw weight_* parameters; the progress callback prints each run's design point instead.
+    verbosity = optuna.logging.get_verbosity()
+    if progress:
+        optuna.logging.set_verbosity(min(max(verbosity, optuna.logging.WARNING), optuna.logging.WARNING))
+    try:
+        study.optimize(
+            objective,
+            n_trials=n_trials,
+            callbacks=[count] + callbacks,
+            catch=(),
+            gc_after_trial=False,
+        )
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     # The last trial to finish the design refreshes the dashboard (the callback throttles).
     if callbacks and sampler.is_complete(study):
         with contextlib.suppress(Exception):
@@ -122,9 +132,13 @@ def open_study(cfg: RunConfig, url: str, sampler: optuna.samplers.BaseSampler) -
     stored = study_system_attrs(study).get(RUN_CONFIG_ATTR)
     mine = cfg.to_json()
     if stored is not None and json.loads(stored).get("design") != json.loads(mine).get("design"):
+        old, new = json.loads(stored).get("design") or {}, json.loads(mine).get("design") or {}
+        changed = ", ".join(f"{k} = {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                            if old.get(k) != new.get(k))
         raise CommandError(
-            f"study {cfg.study.name!r} in {redact_url(url)} was started with another [design]; "
-            "use a new [study] name, or restore the original design."
+            f"study {cfg.study.name!r} in {redact_url(url)} was started with another [design] ({changed}); "
+            "use a new [study] name or restore those keys. Caps for extrapolation need no new design: "
+            "`optuna-autoscale extrapolate --max-epochs E` or `--cap DOMAIN=TOKENS` change them at extrapolate time."
         )
     study._storage.set_study_system_attr(study._study_id, RUN_CONFIG_ATTR, mine)
     return study
@@ -212,13 +226,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     study = open_study(cfg, url, sampler)
     print(f"study {cfg.study.name!r} on {redact_url(url)}: {len(domains)} domains, budgets "
           f"{', '.join(f'{b:.3g}' for b in cfg.design.budgets)} tokens, {workers} worker(s)", flush=True)
-    procs = start_workers(cfg.study.name, url, workers - 1, n_trials=args.n_trials)
+    procs = start_workers(cfg.study.name, url, workers - 1, n_trials=args.n_trials, progress=True)
     try:
-        ran = work(study, objective, cfg, args.n_trials or cfg.study.n_trials)
+        ran = work(study, objective, cfg, args.n_trials or cfg.study.n_trials, progress=True)
     finally:
         bad = join_workers(procs)
-    print(f"this process ran {ran} trial(s); design complete: {sampler.is_complete(study)}", flush=True)
+    complete = sampler.is_complete(study)
+    print(f"this process ran {ran} trial(s); design complete: {complete}", flush=True)
     print_show(study, fmt="table", budget=None, cfg=cfg, tolerant=True)
+    conf = args.config_file
+    if complete:
+        target = 10 * max(cfg.design.budgets)
+        print(f"next: optuna-autoscale extrapolate --config {conf} --tokens {target:.3g}   (the mixture at 10x), "
+              f"optuna-autoscale report --config {conf}   (the HTML report), "
+              f"optuna-dashboard {redact_url(url)}   (the dashboard)", flush=True)
+    else:
+        print(f"next: optuna-autoscale run {conf} again resumes the design; "
+              f"optuna-autoscale status --config {conf} shows what is left", flush=True)
     return 0 if not bad else 1
 
 
