@@ -1,4 +1,4 @@
-"""AutoScale quickstart on a simulated 7-domain landscape (no GPU, about a minute on a laptop).
+"""AutoScale quickstart on a simulated 7-domain landscape (no GPU, about 10 seconds on a laptop).
 
 The objective is a ground-truth loss landscape from :mod:`optuna_autoscale.simulate` (the
 separable power law AutoScale assumes, with small seed noise), standing in for proxy training
@@ -38,7 +38,8 @@ def _weights_row(name: str, weights: dict[str, float], domains: tuple[str, ...],
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--db", type=Path, default=None, help="SQLite file (default: a temporary directory)")
+    parser.add_argument("--db", type=Path, default=None,
+                        help="SQLite file to keep the study in (default: a temporary file, deleted at exit)")
     parser.add_argument("--n-jobs", type=int, default=2, help="worker threads (default 2)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -103,7 +104,11 @@ def main() -> None:
         print(f"\nnoise estimate (sd of the loss): {noise} ({src})")
         for w in result.warnings:
             print(f"warning: {w}")
-        print("summary stored in the study's user attr 'autoscale:summary'")
+        if args.db is None:
+            print("the study lived in a temporary file; pass --db autoscale.db to keep it, then "
+                  "`optuna-dashboard sqlite:///autoscale.db` shows its figures and summary note")
+        else:
+            print(f"summary stored in the study (user attr 'autoscale:summary'); next: optuna-dashboard {storage}")
 
 
 if __name__ == "__main__":
