@@ -467,15 +467,10 @@ class DomainConfig:
         self.data_path = _string(f"{k}.data_path", self.data_path, allow_none=True)
 
     def source(self) -> Any:
-        """The :class:`~optuna_autoscale.proxy.corpus.DomainSource`."""
-        from optuna_autoscale.proxy.corpus import DomainSource
+        """The :class:`~optuna_autoscale.proxy.corpus.DomainSource` (built by :func:`~optuna_autoscale.proxy.corpus.domain_source`)."""
+        from optuna_autoscale.proxy.corpus import domain_source
 
-        return DomainSource(
-            self.path, text_field=self.text_field, split=self.split, config=self.subset,
-            data_files=None if self.data_files is None else tuple(self.data_files),
-            revision=self.revision, domain_field=self.domain_field, domain_value=self.domain_value,
-            streaming=self.streaming, max_docs=self.max_docs, sample_by=self.sample_by,
-        )
+        return domain_source(self)
 
 
 @dataclasses.dataclass
@@ -520,13 +515,10 @@ class SimulateConfig:
         self.sleep = _number(f"{s}.sleep", self.sleep, nonneg=True)
 
     def landscape(self) -> Any:
-        """Build the :class:`~optuna_autoscale.simulate.Landscape`."""
-        from optuna_autoscale import simulate
+        """The :class:`~optuna_autoscale.simulate.Landscape` (built by :func:`~optuna_autoscale.simulate.landscape_from_config`)."""
+        from optuna_autoscale.simulate import landscape_from_config
 
-        factory = getattr(simulate, self.family)
-        if isinstance(self.domains, int):
-            return factory(self.domains, seed=self.seed, noise=self.noise, seed_noise=self.seed_noise)
-        return factory(domains=list(self.domains), seed=self.seed, noise=self.noise, seed_noise=self.seed_noise)
+        return landscape_from_config(self)
 
 
 def _proxy_fields() -> tuple[str, ...] | None:
@@ -650,51 +642,22 @@ class RunConfig:
                                   allowed=doms)
 
     def proxy_config(self) -> Any:
-        """The :class:`~optuna_autoscale.proxy.train.ProxyConfig` of ``[proxy]`` (imports torch).
-
-        ``[design] max_epochs``, when set, is the trainer's ``max_epochs`` too: the cap that
-        bounds the sampler's allocations is the repetition limit the trainer warns at.
+        """The :class:`~optuna_autoscale.proxy.train.ProxyConfig` of ``[proxy]`` (imports torch; built by
+        :func:`~optuna_autoscale.proxy.train.proxy_config_from`).
 
         Raises:
             ConfigError: for a bad ``[proxy]`` value, naming the file and key.
         """
-        from optuna_autoscale.proxy.train import ProxyConfig
+        from optuna_autoscale.proxy.train import proxy_config_from
 
-        kwargs = dict(self.proxy)
-        caps = self.design.max_epochs
-        if caps is not None:
-            kwargs["max_epochs"] = dict(caps) if isinstance(caps, Mapping) else caps
-        try:
-            return ProxyConfig(**kwargs)
-        except (TypeError, ValueError) as e:
-            msg = str(e)
-            key = next((k for k in self.proxy if k in msg), "(table)")
-            raise ConfigError(f"proxy.{key}", msg, file=self.path) from None
+        return proxy_config_from(self)
 
     def build_corpus(self) -> Any:
-        """Build (or open from its cache) the :class:`~optuna_autoscale.proxy.corpus.Corpus`."""
-        from optuna_autoscale.proxy import corpus as corpus_mod
+        """Build (or open from its cache) the :class:`~optuna_autoscale.proxy.corpus.Corpus` (by
+        :func:`~optuna_autoscale.proxy.corpus.corpus_from_config`)."""
+        from optuna_autoscale.proxy.corpus import corpus_from_config
 
-        if self.corpus.embedded:
-            from optuna_autoscale.proxy.sources import build_default_corpus
-
-            return build_default_corpus(
-                self.corpus.embedded_domains, cache_dir=self.corpus.cache_dir, vocab_size=self.corpus.vocab_size,
-                apt=self.corpus.apt, val_fraction=self.corpus.val_fraction, min_domains=2,
-            ).corpus
-        for d in self.domains:
-            p = Path(d.path).expanduser()
-            if p.is_file() and p.stat().st_size == 0:
-                raise ConfigError(f"domains.{d.name}.path", f"the file {str(p)!r} is empty; a domain needs documents",
-                                  file=self.path)
-            if p.is_dir() and not any(p.iterdir()):
-                raise ConfigError(f"domains.{d.name}.path", f"the folder {str(p)!r} is empty; a domain needs documents",
-                                  file=self.path)
-        return corpus_mod.build_corpus(
-            {d.name: d.source() for d in self.domains},
-            tokenizer=self.corpus.tokenizer, vocab_size=self.corpus.vocab_size,
-            cache_dir=self.corpus.cache_dir, val_fraction=self.corpus.val_fraction, max_docs=self.corpus.max_docs,
-        )
+        return corpus_from_config(self)
 
     def domain_names_or_none(self) -> tuple[str, ...] | None:
         """The domain names when they are known without building a corpus."""

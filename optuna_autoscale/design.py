@@ -46,7 +46,12 @@ __all__ = [
     "VERIFY_ROLES",
     "Design",
     "DesignPoint",
+    "HELDOUT_PREDICTED_KEY",
+    "HELDOUT_UNIFORM_KEY",
     "derive_seed",
+    "key_budget_index",
+    "verify_optimum_index",
+    "verify_optimum_key",
 ]
 
 POINT_ATTR = "autoscale:point"
@@ -59,6 +64,27 @@ DESIGN_ROLES = ("base", "perturb", "replicate")
 VERIFY_ROLES = ("verify_optimum", "verify_uniform", "verify_predicted")
 
 _HELDOUT = "heldout"
+
+# Design-point keys: ``b{i}/...`` for budget ``i``'s points, ``heldout/...`` for the held-out budget's.
+HELDOUT_PREDICTED_KEY = f"{_HELDOUT}/verify_predicted"
+"""Key of the run at the mixture predicted for the held-out budget."""
+HELDOUT_UNIFORM_KEY = f"{_HELDOUT}/verify_uniform"
+"""Key of the uniform-mixture run at the held-out budget (the reference of the prediction)."""
+
+
+def verify_optimum_key(index: int) -> str:
+    """Key of the run at budget ``index``'s fitted optimum: ``b{index}/verify_optimum``."""
+    return f"b{index}/verify_optimum"
+
+
+def verify_optimum_index(key: str) -> int | None:
+    """The budget index of a ``b{i}/verify_optimum`` key; None for every other key."""
+    return int(key.split("/")[0][1:]) if key.endswith("/verify_optimum") else None
+
+
+def key_budget_index(key: str, n_budgets: int) -> int:
+    """The budget index of a point key: ``i`` for ``b{i}/...``, ``n_budgets`` (the held-out budget) for ``heldout/...``."""
+    return int(key.split("/")[0][1:]) if key.startswith("b") else n_budgets
 
 
 def derive_seed(base_seed: int, *words: int) -> int:
@@ -470,7 +496,7 @@ class Design:
             h = self.heldout
             pts.append(
                 DesignPoint(
-                    f"{_HELDOUT}/verify_uniform",
+                    HELDOUT_UNIFORM_KEY,
                     "verify_uniform",
                     h,
                     len(self.budgets),
@@ -483,9 +509,9 @@ class Design:
     def _dynamic_keys(self) -> tuple[str, ...]:
         if not self.verify:
             return ()
-        keys = [f"b{i}/verify_optimum" for i in range(len(self.budgets))]
+        keys = [verify_optimum_key(i) for i in range(len(self.budgets))]
         if self.heldout is not None:
-            keys.append(f"{_HELDOUT}/verify_predicted")
+            keys.append(HELDOUT_PREDICTED_KEY)
         return tuple(keys)
 
     def point(self, key: str) -> DesignPoint | None:
@@ -503,14 +529,14 @@ class Design:
         fits the laws that give the allocation, so that other workers see the point taken.
         """
         alloc = None if allocation is None else {d: float(allocation[d]) for d in self.domains}
-        if key == f"{_HELDOUT}/verify_predicted":
+        if key == HELDOUT_PREDICTED_KEY:
             assert self.heldout is not None
             return DesignPoint(
                 key, "verify_predicted", self.heldout, len(self.budgets), seed=self.budget_seed(len(self.budgets)),
                 allocation=alloc,
             )
-        if key.endswith("/verify_optimum"):
-            i = int(key.split("/")[0][1:])
+        i = verify_optimum_index(key)
+        if i is not None:
             return DesignPoint(
                 key, "verify_optimum", self.budgets[i], i, seed=self.budget_seed(i), allocation=alloc
             )

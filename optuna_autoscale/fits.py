@@ -13,6 +13,8 @@ import numpy as np
 
 from optuna_autoscale._progress import terminal_progress
 from optuna_autoscale.design import Design
+from optuna_autoscale.design import HELDOUT_PREDICTED_KEY
+from optuna_autoscale.design import verify_optimum_index
 from optuna_autoscale.extrapolation.robust import anchor_allocation
 from optuna_autoscale.extrapolation.robust import extrapolate_joint
 from optuna_autoscale.extrapolation.robust import target_upper
@@ -202,9 +204,10 @@ def verification_allocation(
             cache[ck] = ddo_optimum(design, fit_budget(design, ledger, i), i)
         return cache[ck]
 
-    if key.endswith("/verify_optimum"):
-        return optimum(int(key.split("/")[0][1:]))
-    if key.endswith("/verify_predicted"):
+    index = verify_optimum_index(key)
+    if index is not None:
+        return optimum(index)
+    if key == HELDOUT_PREDICTED_KEY:
         assert design.heldout is not None
         optima = {}
         for i, n in enumerate(design.budgets):

@@ -26,7 +26,9 @@ from optuna_autoscale.design import CONFIG_ATTR
 from optuna_autoscale.design import Design
 from optuna_autoscale.design import DESIGN_ROLES
 from optuna_autoscale.design import DesignPoint
+from optuna_autoscale.design import HELDOUT_PREDICTED_KEY
 from optuna_autoscale.design import POINT_ATTR
+from optuna_autoscale.design import verify_optimum_index
 from optuna_autoscale.mixture import LOSS_PREFIX
 from optuna_autoscale.mixture import param_name
 from optuna_autoscale.mixture import TOKENS_PARAM
@@ -217,9 +219,10 @@ class Ledger:
 
     def ready(self, key: str) -> bool:
         """Whether a verification point can be proposed (its fits have their data)."""
-        if key.endswith("/verify_optimum"):
-            return self.budget_done(int(key.split("/")[0][1:]))
-        if key.endswith("/verify_predicted"):
+        index = verify_optimum_index(key)
+        if index is not None:
+            return self.budget_done(index)
+        if key == HELDOUT_PREDICTED_KEY:
             return all(self.budget_done(i) for i in range(len(self.design.budgets)))
         return True
 

@@ -28,6 +28,7 @@ from optuna_autoscale import fits
 from optuna_autoscale.design import CONFIG_ATTR
 from optuna_autoscale.design import Design
 from optuna_autoscale.design import DesignPoint
+from optuna_autoscale.design import HELDOUT_PREDICTED_KEY
 from optuna_autoscale.design import POINT_ATTR
 from optuna_autoscale.ledger import CLAIM_ATTR
 from optuna_autoscale.ledger import is_user_trial
@@ -416,7 +417,7 @@ class AutoScaleSampler(BaseSampler):
         # Content-addressed: the runs (trial numbers, values) and, for the held-out prediction,
         # their per-domain losses, which decide between the transfer and the separable law.
         losses = ledger.losses
-        with_losses = key.endswith("/verify_predicted")
+        with_losses = key == HELDOUT_PREDICTED_KEY
         data = tuple(
             sorted(
                 (

@@ -68,8 +68,11 @@ from optuna_autoscale._validation import check_number
 if TYPE_CHECKING:
     import optuna
 
+    from optuna_autoscale.config import SimulateConfig
+
 
 __all__ = [
+    "landscape_from_config",
     "Landscape",
     "SeparableLandscape",
     "TransferLandscape",
@@ -969,3 +972,11 @@ def mixing_law(
     return MixingLawLandscape(
         doms, floor, scale, alpha, t, ref, seed=seed, noise=noise, seed_noise=seed_noise, domain_share=domain_share
     )
+
+
+def landscape_from_config(config: SimulateConfig) -> Landscape:
+    """The landscape that a run config's ``[simulate]`` table describes (its ``family`` is a factory of this module)."""
+    factory = globals()[config.family]
+    if isinstance(config.domains, int):
+        return factory(config.domains, seed=config.seed, noise=config.noise, seed_noise=config.seed_noise)
+    return factory(domains=list(config.domains), seed=config.seed, noise=config.noise, seed_noise=config.seed_noise)

@@ -144,13 +144,14 @@ def design_progress(study: optuna.Study) -> list[dict[str, Any]]:
     """
     from optuna.trial import TrialState
 
+    from optuna_autoscale.design import key_budget_index
+
     design, ledger = _design_and_ledger(study)
     keys_by_budget: dict[int, list[str]] = {}
     for p in design.points:
         keys_by_budget.setdefault(p.budget_index, []).append(p.key)
     for k in design.dynamic_keys:
-        idx = len(design.budgets) if not k.startswith("b") else int(k.split("/")[0][1:])
-        keys_by_budget.setdefault(idx, []).append(k)
+        keys_by_budget.setdefault(key_budget_index(k, len(design.budgets)), []).append(k)
     state_of: dict[str, str] = {}
     extra: dict[int, int] = {}
     from optuna_autoscale.design import DesignPoint

@@ -50,6 +50,8 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from tokenizers import Tokenizer
 
+    from optuna_autoscale.config import DomainConfig, RunConfig
+
 __all__ = [
     "CACHE_FORMAT",
     "Corpus",
@@ -57,7 +59,9 @@ __all__ = [
     "DomainSource",
     "EOS_TOKEN",
     "build_corpus",
+    "corpus_from_config",
     "default_cache_dir",
+    "domain_source",
     "domain_sources_from_column",
     "is_validation_document",
     "load_domain_texts",
@@ -1174,3 +1178,43 @@ def build_corpus(
     remember(key)
     _logger.info("built corpus %s in %.1fs", entry, time.perf_counter() - t0)
     return corpus
+
+
+def domain_source(config: DomainConfig) -> DomainSource:
+    """The :class:`DomainSource` that a run config's ``[[domains]]`` entry describes."""
+    return DomainSource(
+        config.path, text_field=config.text_field, split=config.split, config=config.subset,
+        data_files=None if config.data_files is None else tuple(config.data_files),
+        revision=config.revision, domain_field=config.domain_field, domain_value=config.domain_value,
+        streaming=config.streaming, max_docs=config.max_docs, sample_by=config.sample_by,
+    )
+
+
+def corpus_from_config(config: RunConfig) -> Corpus:
+    """Build (or open from its cache) the corpus that a run config's ``[corpus]`` and ``[[domains]]`` describe.
+
+    Raises:
+        ConfigError: a domain's file or folder is empty.
+    """
+    from optuna_autoscale.config import ConfigError
+
+    if config.corpus.embedded:
+        from optuna_autoscale.proxy.sources import build_default_corpus
+
+        return build_default_corpus(
+            config.corpus.embedded_domains, cache_dir=config.corpus.cache_dir, vocab_size=config.corpus.vocab_size,
+            apt=config.corpus.apt, val_fraction=config.corpus.val_fraction, min_domains=2,
+        ).corpus
+    for d in config.domains:
+        p = Path(d.path).expanduser()
+        if p.is_file() and p.stat().st_size == 0:
+            raise ConfigError(f"domains.{d.name}.path", f"the file {str(p)!r} is empty; a domain needs documents",
+                              file=config.path)
+        if p.is_dir() and not any(p.iterdir()):
+            raise ConfigError(f"domains.{d.name}.path", f"the folder {str(p)!r} is empty; a domain needs documents",
+                              file=config.path)
+    return build_corpus(
+        {d.name: domain_source(d) for d in config.domains},
+        tokenizer=config.corpus.tokenizer, vocab_size=config.corpus.vocab_size,
+        cache_dir=config.corpus.cache_dir, val_fraction=config.corpus.val_fraction, max_docs=config.corpus.max_docs,
+    )

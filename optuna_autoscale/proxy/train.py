@@ -54,6 +54,8 @@ from optuna_autoscale.proxy import model as proxy_model
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
+    from optuna_autoscale.config import RunConfig
+
 
 class CorpusLike(Protocol):
     """What :func:`train_proxy` needs from a corpus (:class:`~optuna_autoscale.proxy.corpus.Corpus` has it).
@@ -318,6 +320,29 @@ class DataPlan:
     sequences: dict[str, int]
     available: dict[str, int]
     epochs: dict[str, float]
+
+
+def proxy_config_from(config: RunConfig) -> ProxyConfig:
+    """The :class:`ProxyConfig` of a run config's ``[proxy]`` table.
+
+    ``[design] max_epochs``, when set, is the trainer's ``max_epochs`` too: the cap that
+    bounds the sampler's allocations is the repetition limit the trainer warns at.
+
+    Raises:
+        ConfigError: for a bad ``[proxy]`` value, naming the file and key.
+    """
+    from optuna_autoscale.config import ConfigError
+
+    kwargs = dict(config.proxy)
+    caps = config.design.max_epochs
+    if caps is not None:
+        kwargs["max_epochs"] = dict(caps) if isinstance(caps, Mapping) else caps
+    try:
+        return ProxyConfig(**kwargs)
+    except (TypeError, ValueError) as e:
+        msg = str(e)
+        key = next((k for k in config.proxy if k in msg), "(table)")
+        raise ConfigError(f"proxy.{key}", msg, file=config.path) from None
 
 
 def plan_sequences(corpus: CorpusLike, mixture: Mixture, *, context: int) -> DataPlan:
