@@ -388,6 +388,7 @@ def test_unchanged_local_sources_are_not_read_again(tmp_path: Path, text_domains
                                                     monkeypatch: pytest.MonkeyPatch,
                                                     caplog: pytest.LogCaptureFixture) -> None:
     from optuna_autoscale.proxy import corpus as corpus_mod
+    from optuna_autoscale.proxy import corpus_read
 
     _age(list(text_domains.values()), 60)  # not "racily" fresh: the source index may trust them
     cache = tmp_path / "cache"
@@ -398,7 +399,7 @@ def test_unchanged_local_sources_are_not_read_again(tmp_path: Path, text_domains
         raise AssertionError("a source was read")
 
     with monkeypatch.context() as m:
-        m.setattr(corpus_mod, "_load_dataset", no_reading)
+        m.setattr(corpus_read, "_load_dataset", no_reading)
         m.setattr(corpus_mod, "load_domain_texts", no_reading)
         with caplog.at_level(logging.INFO, logger="optuna_autoscale.proxy.corpus"):
             c2 = build_corpus(text_domains, vocab_size=VOCAB, cache_dir=cache)
@@ -445,6 +446,7 @@ def test_recently_modified_files_are_not_indexed(tmp_path: Path, text_domains: d
 def test_hub_corpus_reopens_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A hub source built once (here: _load_dataset stubbed as the network) reopens with the network gone."""
     from optuna_autoscale.proxy import corpus as corpus_mod
+    from optuna_autoscale.proxy import corpus_read
 
     rows = {name: [{"text": f"{name} document number {i} " + " ".join([name] * (i % 7 + 3))} for i in range(40)]
             for name in ("org/alpha", "org/beta")}
@@ -452,7 +454,7 @@ def test_hub_corpus_reopens_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPa
                "beta": DomainSource("org/beta", revision="v1", max_docs=30)}
     cache = tmp_path / "cache"
     with monkeypatch.context() as m:
-        m.setattr(corpus_mod, "_load_dataset", lambda src: iter(rows[src.path]))
+        m.setattr(corpus_read, "_load_dataset", lambda src: iter(rows[src.path]))
         c1 = build_corpus(sources, vocab_size=VOCAB, cache_dir=cache)
     assert not c1.cache_hit and sum(c1.document_counts()["alpha"]) == 30
     # offline now: the real loader refuses hub names (HF_HUB_OFFLINE=1 in the test session)
