@@ -53,6 +53,11 @@ Each method proposes an allocation for the target, scored by the true (noiseless
   used (:func:`~optuna_autoscale.extrapolation.robust.region_bounds`, :data:`results.DEFAULT_REGION`) and
   :data:`results.REGION_RISK` (0.5) posterior sds; ``risk 1``: the same with the unbounded rule's risk (measured,
   not adopted);
+- ``default, inside the box, guarded (issue 11 guard)``: what :meth:`AutoScaleResult.extrapolate` does since the
+  guard: the in-box row's mixture cut back toward uniform by :meth:`Evidence.guard` (the point on the line uniform ->
+  that mixture whose predicted gain over uniform has the best 80% lower bound, uniform unless that bound is above 0),
+  with the evidence :class:`AutoScaleResult` fits on the same runs (:func:`fit_evidence` with the fitted law, ``shrink=1``
+  as with two budgets);
 - information ceilings (:func:`ceiling_law`), the family's own per-domain law with shape parameters
   fixed at the simulator's true values: ``ceiling: true N0, gamma`` (power form; ``alpha`` for the
   exponential form of ``mixing_law``) fits the rest (``beta`` and the transfer coefficients, or ``k``
@@ -129,6 +134,7 @@ ROWS = (
     "ceiling: only beta fitted (robust)",
     "default, inside the tested box (issue 11)",
     "default, inside the tested box, risk 1",
+    "default, inside the box, guarded (issue 11 guard)",
 )
 QUICK_ROWS = ("joint (robust, default)", "per-domain transfer (robust)", "paper (DDO + extrapolate)", "direct transfer")
 
@@ -468,6 +474,22 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
         lower, upper, _ = region_bounds(domains, TARGET, {d: 0.0 for d in domains}, None, w.min(axis=0), w.max(axis=0))
         return law.optimal_allocation(TARGET, lower=lower, upper=upper, anchor=anchor, risk=risk)
 
+    def guarded() -> Mapping[str, float]:
+        from optuna_autoscale.evidence import fit_evidence
+        from optuna_autoscale.runs import load_runs
+
+        cand = in_box(REGION_RISK)
+        table = []
+        for r in base_obs:
+            tot = sum(r[0].values())
+            row: dict[str, Any] = {f"weight_{d}": r[0][d] / tot for d in domains}
+            row.update({"tokens": tot, "group": r[2], "value": r[1]})
+            row.update({f"loss_{d}": v for d, v in r[3].items()})
+            table.append(row)
+        ev = fit_evidence(load_runs(table, domains=domains), fitted=laws["default_law"], shrink=1.0)
+        g = ev.guard(np.full(len(domains), 1.0 / len(domains)), [cand[d] for d in domains], TARGET, level=0.8)
+        return dict(zip(domains, (g.shares * TARGET).tolist()))
+
     def once_law(key: str, make: Callable[[], Any]) -> Any:
         if key not in laws:
             laws[key] = make()
@@ -526,6 +548,7 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
         "ceiling: only beta fitted (robust)": lambda: ceiling(True).optimal_allocation(TARGET, anchor=anchor),
         "default, inside the tested box (issue 11)": lambda: in_box(REGION_RISK),
         "default, inside the tested box, risk 1": lambda: in_box(1.0),
+        "default, inside the box, guarded (issue 11 guard)": guarded,
     }
     out: dict[str, float] = {}
     for row in rows:

@@ -27,6 +27,10 @@ observations for the rest.
   - :meth:`Evidence.recommend`: from the best tested mixture toward the law's optimum inside the
     **tested region**, only as far as the predicted gain exceeds ``risk`` posterior sds; never
     outside the region unless ``allow_outside=True`` (with a warning).
+  - :meth:`Evidence.guard`: on the line from a base mixture to a candidate, the point whose predicted gain over
+    the base has the best lower bound at a level (new runs' seed noise included); the base unless that bound is
+    above 0. :meth:`Evidence.recommend` and :meth:`AutoScaleResult.recommend` apply it by default (``guard=False``:
+    the unguarded step).
   - :meth:`Evidence.calibration`: leave one group out, predict the held-out group's differences,
     count how often the observed ones fall inside the intervals.
 
@@ -65,6 +69,7 @@ __all__ = [
     "Evidence",
     "Recommendation",
     "Calibration",
+    "Guard",
     "fit_evidence",
     "tested_region",
     "LAWS",
@@ -537,6 +542,9 @@ class Recommendation:
         best_tested: The best tested mixture at ``tokens`` by anchored prediction (None when unknown).
         gain_over_best: Predicted loss reduction over :attr:`best_tested` (None when unknown).
         best_interval: Its interval.
+        guard: How far the guard (:meth:`Evidence.guard`) went from the base toward :attr:`candidate`
+            (0 = stayed at the base, 1 = the whole way), or None when no guard was applied (``guard=False``).
+        candidate: The recommendation without the guard (the in-region rule's mixture), or None when unguarded.
         level: Level of every interval.
     """
 
@@ -554,6 +562,8 @@ class Recommendation:
     best_tested: Mixture | None = None
     gain_over_best: float | None = None
     best_interval: tuple[float, float] | None = None
+    guard: float | None = None
+    candidate: Mixture | None = None
     level: float = 0.8
 
 
@@ -574,6 +584,49 @@ class Calibration:
     n: int
     by_group: dict[str, tuple[int, int]]
     mean_abs_error: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Guard:
+    """What :meth:`Evidence.guard` chose on the line from a base mixture to a candidate.
+
+    Attributes:
+        shares: The chosen shares ``(m,)``: the base, the candidate, or a point between them.
+        base: The base's shares.
+        candidate: The candidate's shares.
+        fraction: How far it went (0 = the base, 1 = the candidate).
+        gain: Predicted loss reduction of the chosen point over the base.
+        interval: Its interval at :attr:`level` (:meth:`Evidence.gain_interval`'s).
+        candidate_gain: The candidate's predicted loss reduction over the base.
+        candidate_interval: Its interval.
+        level: Level of the intervals (the lower bound used is the ``(1 - level) / 2`` quantile).
+    """
+
+    shares: np.ndarray
+    base: np.ndarray
+    candidate: np.ndarray
+    fraction: float
+    gain: float
+    interval: tuple[float, float]
+    candidate_gain: float
+    candidate_interval: tuple[float, float]
+    level: float
+
+    def note(self, base: str, candidate: str, domains: Sequence[str], undo: str = "guard=False") -> str | None:
+        """The warning saying what the guard did, or None when it kept the candidate whole."""
+        if self.fraction >= 1.0 - 1e-9:
+            return None
+        lo, hi = self.candidate_interval
+        cw = ", ".join(f"{d} {v:.3f}" for d, v in zip(domains, self.candidate))
+        if self.fraction <= 1e-9:
+            return (f"stayed at {base}: the predicted gain {self.candidate_gain:+.3f} of {candidate} ({cw}) over it has "
+                    f"an {self.level:.0%} interval ({lo:+.3f}, {hi:+.3f}) that includes 0, and so has every point "
+                    f"between them: the evidence does not support leaving {base} ({undo}: {candidate})")
+        glo, ghi = self.interval
+        return (f"moved {self.fraction:.0%} of the way from {base} toward {candidate} ({cw}): there the predicted gain "
+                f"over {base} {self.gain:+.3f} has the best {self.level:.0%} lower bound (interval {glo:+.3f} to "
+                f"{ghi:+.3f}); the whole way's gain {self.candidate_gain:+.3f} has the interval ({lo:+.3f}, {hi:+.3f}) "
+                f"({undo}: {candidate})")
 
 
 def tested_region(runs: Runs) -> tuple[np.ndarray, np.ndarray]:
@@ -861,10 +914,46 @@ class Evidence:
         return [{"weights": dict(zip(self.domains, w[i].tolist())), "predicted": float(vals[i]), "sd": float(sds[i]),
                  "anchor_tokens": float(anchor_n[i])} for i in order]
 
-    def recommend(self, tokens: float, *, allow_outside: bool = False, risk: float | None = None) -> Recommendation:
+    def guard(self, base: Mixture | Mapping[str, float] | Sequence[float], candidate: Mixture | Mapping[str, float] | Sequence[float],
+              tokens: float, *, level: float = 0.8, steps: int = 41) -> Guard:
+        """How far to go from ``base`` toward ``candidate`` at ``tokens``: the point of the line whose predicted gain
+        over ``base`` has the best lower bound at ``level`` (its ``(1 - level) / 2`` quantile), or ``base`` itself
+        when no point's lower bound is above 0.
+
+        The bound is :meth:`gain_interval`'s, for what a new pair of runs sharing a seed would show: the law's
+        posterior (draws), the shrinkage bias of its change with scale, the anchors' seed noise and the two new
+        runs' seed noise (``2 noise^2``). Ties go to the point nearer ``base``.
+        """
+        if not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1), got {level!r}.")
+        t = self._tokens(None, tokens)
+        b, c = self._shares(base), self._shares(candidate)
+        z = float(stats.norm.ppf(0.5 + level / 2))
+        ts = np.linspace(0.0, 1.0, max(int(steps), 2))
+        diffs = np.array([self._diff(b + f * (c - b), b, t) if f > 0 else (0.0, math.inf) for f in ts])
+        gain, sd = -diffs[:, 0], diffs[:, 1]
+        lcb = gain - z * sd
+        i = int(np.argmax(lcb))
+        if not lcb[i] > 0:
+            i = 0
+        gc, sc = float(gain[-1]), float(sd[-1])
+        if i == 0:
+            g, iv = 0.0, (0.0, 0.0)
+        else:
+            g, iv = float(gain[i]), (float(gain[i] - z * sd[i]), float(gain[i] + z * sd[i]))
+        x = b + ts[i] * (c - b)
+        return Guard(shares=x / x.sum(), base=b, candidate=c, fraction=float(ts[i]), gain=g, interval=iv,
+                     candidate_gain=gc, candidate_interval=(gc - z * sc, gc + z * sc), level=float(level))
+
+    def recommend(self, tokens: float, *, allow_outside: bool = False, risk: float | None = None,
+                  guard: bool = True, level: float = 0.8) -> Recommendation:
         """The mixture to train at ``tokens``: the best tested one, moved toward the law's optimum as far as
         the predicted gain exceeds ``risk`` (default :attr:`risk`) posterior sds; inside the tested region
         unless ``allow_outside`` (then the law's optimum may lie anywhere on the simplex, with a warning).
+
+        With ``guard`` (default) the step is then cut back by :meth:`guard`: from the best tested mixture only as
+        far as the predicted gain's ``level`` lower bound, new runs' seed noise included, is above 0 (a warning
+        says how far it went). ``guard=False``: the step as the ``risk`` rule takes it.
         """
         t = self._tokens(None, tokens)
         kappa = self.risk if risk is None else float(risk)
@@ -888,6 +977,20 @@ class Evidence:
             i = 0
         rec = cands[i] / cands[i].sum()
         notes: list[str] = []
+        step = float(ts[i])
+        fraction: float | None = None
+        candidate: Mixture | None = None
+        if guard:
+            candidate = Mixture(dict(zip(self.domains, rec.tolist())), t)
+            fraction = 1.0
+            if i > 0:
+                g = self.guard(a, rec, t, level=level)
+                text = g.note("the best tested mixture", "the in-region recommendation", self.domains)
+                if text:
+                    notes.append(text)
+                rec, step, fraction = g.shares, step * g.fraction, g.fraction
+                if g.fraction <= 1e-9:
+                    i = 0
         blo, bhi = tested_region(self.runs)
         inside = bool(np.all(rec >= blo - 1e-9) and np.all(rec <= bhi + 1e-9))
         if not inside:
@@ -896,10 +999,10 @@ class Evidence:
             notes.append("outside the tested region (allow_outside=True): " + ", ".join(out)
                          + "; no run supports these shares, verify before training at scale")
         d_a, sd_a = self._diff(rec, a, t)
-        z = float(stats.norm.ppf(0.9))
+        z = float(stats.norm.ppf(0.5 + level / 2))
         d_u, sd_u = self._diff(rec, self._uniform(), t)
         if d_u > 0:
-            notes.append(f"predicted worse than uniform by {d_u:.4f} (80% interval of the gain {-d_u - z * sd_u:+.4f} to "
+            notes.append(f"predicted worse than uniform by {d_u:.4f} ({level:.0%} interval of the gain {-d_u - z * sd_u:+.4f} to "
                          f"{-d_u + z * sd_u:+.4f}); the tested mixtures do not beat uniform here")
         if d_a > 1e-12:  # pragma: no cover - the LCB step never goes uphill in the mean
             notes.append(f"predicted worse than its anchor by {d_a:.4f}; returning the anchor")
@@ -912,7 +1015,7 @@ class Evidence:
             mixture=Mixture(dict(zip(self.domains, rec.tolist())), t),
             anchor=Mixture(dict(zip(self.domains, (a / a.sum()).tolist())), t),
             optimum=Mixture(dict(zip(self.domains, (p / p.sum()).tolist())), t),
-            step=float(ts[i]),
+            step=step,
             gain=float(-d_a),
             interval=(float(-d_a - z * sd_a), float(-d_a + z * sd_a)),
             gain_over_uniform=float(-d_u),
@@ -923,6 +1026,9 @@ class Evidence:
             best_tested=Mixture(dict(zip(self.domains, (a / a.sum()).tolist())), t),
             gain_over_best=float(-d_a),
             best_interval=(float(-d_a - z * sd_a), float(-d_a + z * sd_a)),
+            guard=fraction,
+            candidate=candidate,
+            level=level,
         )
 
     def calibration(self, level: float = 0.8, *, max_pairs: int = 400) -> Calibration:
