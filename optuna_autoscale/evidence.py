@@ -546,6 +546,9 @@ class Recommendation:
             (0 = stayed at the base, 1 = the whole way), or None when no guard was applied (``guard=False``).
         candidate: The recommendation without the guard (the in-region rule's mixture), or None when unguarded.
         level: Level of every interval.
+        capped: Domain -> its cap (tokens) for every domain the mixture sits at: there the caps, not the fitted
+            law, decide its share (empty when no cap binds).
+        uncapped: The mixture the same rule gives without any caps, when :attr:`capped` is not empty (else None).
     """
 
     mixture: Mixture
@@ -565,6 +568,8 @@ class Recommendation:
     guard: float | None = None
     candidate: Mixture | None = None
     level: float = 0.8
+    capped: dict[str, float] = dataclasses.field(default_factory=dict)
+    uncapped: Mixture | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,6 @@ from optuna_autoscale.extrapolation import extrapolate_joint
 from optuna_autoscale.extrapolation import extrapolate_paper
 from optuna_autoscale.extrapolation.robust import anchor_allocation
 from optuna_autoscale.extrapolation.robust import region_bounds
-from optuna_autoscale.extrapolation.robust import target_upper
 from optuna_autoscale.fits import DEFAULT_JOINT_LAW  # noqa: F401  (re-exported: optuna_autoscale.results.*)
 from optuna_autoscale.fits import ddo_optimum
 from optuna_autoscale.fits import DomainLosses
@@ -123,6 +122,19 @@ def short_summary(result: AutoScaleResult) -> str:
     return "; ".join(parts)
 
 _RTOL = 1e-6
+
+
+def _tok(v: float) -> str:
+    """A token count as ``4.4e7``."""
+    return f"{float(v):.3g}".replace("e+0", "e").replace("e+", "e")
+
+
+def _positive(v: Any) -> bool:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return False
+    return f > 0 and not math.isnan(f)
 
 
 # --------------------------------------------------------------------------------- result
@@ -473,6 +485,7 @@ class AutoScaleResult:
         method: str = "joint",
         caps: Mapping[str, float] | None = None,
         *,
+        replace_caps: bool = False,
         allow_outside: bool = False,
     ) -> Mixture:
         """The mixture to train at ``tokens``: :meth:`recommend`'s mixture (see there).
@@ -483,14 +496,27 @@ class AutoScaleResult:
         Args:
             tokens: Target training budget in tokens.
             method: ``"joint"`` (default), ``"transfer"``, ``"separable"`` or ``"paper"`` (see :meth:`recommend`).
-            caps: Domain -> maximum tokens at the target (e.g. unique tokens x epochs), on top of
-                the sampler's ``bounds``.
+            caps: Domain -> maximum tokens at the target (e.g. unique tokens x epochs). By default they
+                only lower the design's upper bounds (the sampler's ``bounds``, e.g. ``[design] max_epochs``
+                x unique tokens); with ``replace_caps=True`` they replace them (``math.inf``: no cap).
+            replace_caps: Replace the design's upper bound of every domain named in ``caps`` (raise or lower
+                it) instead of keeping the smaller of the two. The stored design is not changed.
             allow_outside: Let the recommendation leave the tested region (with a warning).
 
         Returns:
-            The mixture (weights, ``tokens``, seed 0).
+            The mixture (weights, ``tokens``, seed 0). When it sits on caps, :meth:`recommend`'s
+            ``capped`` / ``uncapped`` say which domains and what the mixture would be without caps
+            (also in its warnings, added to :attr:`warnings`).
+
+        Example:
+            .. code-block:: python
+
+                result.extrapolate(1e10)                                              # the design's caps
+                result.extrapolate(1e10, caps={"code": 5e9}, replace_caps=True)       # code: 5e9 tokens
+                result.extrapolate(1e10, caps={d: math.inf for d in result.domains}, replace_caps=True)  # none
         """
-        return self.recommend(tokens, method=method, caps=caps, allow_outside=allow_outside).mixture
+        return self.recommend(tokens, method=method, caps=caps, replace_caps=replace_caps,
+                              allow_outside=allow_outside).mixture
 
     def recommend(
         self,
@@ -498,6 +524,7 @@ class AutoScaleResult:
         *,
         method: str = "joint",
         caps: Mapping[str, float] | None = None,
+        replace_caps: bool = False,
         allow_outside: bool = False,
         region: str | None = DEFAULT_REGION,
         _record: bool = True,
@@ -522,10 +549,17 @@ class AutoScaleResult:
         predicted worse than uniform or than its anchor, or outside the tested region, carries a warning
         (added to :attr:`warnings`).
 
+        Caps: the design's upper bounds (``bounds``, e.g. ``[design] max_epochs`` x unique tokens) joined with
+        ``caps`` (:meth:`target_caps`). A recommendation with a domain at its cap says so: the returned
+        ``capped`` (domain -> cap tokens) and ``uncapped`` (the mixture the same rule gives without caps),
+        and a warning naming both. Caps that sum to less than ``tokens`` are an error naming each cap and how
+        to raise it.
+
         Args:
             tokens: Target budget (tokens).
             method: As :meth:`extrapolate`.
-            caps: Domain -> maximum tokens at the target.
+            caps: Domain -> maximum tokens at the target (see :meth:`extrapolate`).
+            replace_caps: ``caps`` replace the design's upper bounds of the domains they name (see :meth:`extrapolate`).
             allow_outside: Same as ``region=None``: search the whole simplex (within bounds and caps), with a warning.
             region: ``"box"`` (default) or ``None``.
 
@@ -542,16 +576,60 @@ class AutoScaleResult:
             unknown = [d for d in caps if d not in domains]
             if unknown:
                 raise ValueError(f"caps names unknown domains {unknown!r}; the domains are {list(domains)!r}.")
-        key = ("rec", total, method, None if caps is None else tuple(sorted(caps.items())), outside)
+            bad = {d: v for d, v in caps.items() if not _positive(v)}
+            if bad:
+                raise ValueError(f"caps must be numbers of tokens > 0 (math.inf: no cap), got {bad!r}.")
+            caps = {d: float(v) for d, v in caps.items()}
+        key = ("rec", total, method, None if caps is None else tuple(sorted(caps.items())), outside, bool(replace_caps))
         if key in self._cache:
             rec = self._cache[key]
         else:
-            rec = self._recommend(total, method, caps, outside)
+            rec = self._recommend(total, method, caps, outside, replace_caps)
+            if rec.capped and not (caps and replace_caps and all(math.isinf(v) for v in caps.values())
+                                   and len(caps) == len(domains)):
+                rec = self._with_uncapped(rec, total, method, outside)
             self._cache[key] = rec
         if _record:
             for w in rec.warnings:
                 self._warn(f"at {total:.4g} tokens ({method}): {w}")
         return rec
+
+    def target_caps(self, caps: Mapping[str, float] | None = None, *, replace_caps: bool = False) -> dict[str, float]:
+        """Domain -> the maximum tokens a recommendation may give it (``math.inf``: none): the design's upper
+        bounds joined with ``caps`` (the smaller of the two; ``replace_caps=True``: ``caps`` replace them)."""
+        upper = {d: math.inf for d in self.domains}
+        if self.design is not None:
+            upper.update({d: float(v) for d, v in self.design.upper_bounds().items()})
+        for d, c in (caps or {}).items():
+            upper[d] = float(c) if replace_caps else min(upper[d], float(c))
+        return upper
+
+    def _with_uncapped(self, rec: Recommendation, total: float, method: str, outside: bool) -> Recommendation:
+        """``rec`` with the mixture the same rule gives without caps and a warning naming the binding caps."""
+        try:
+            free = self.recommend(total, method=method, caps={d: math.inf for d in self.domains}, replace_caps=True,
+                                  allow_outside=outside, _record=False).mixture
+        except (ValueError, RuntimeError):
+            free = None
+        at = ", ".join(f"{d} {_tok(c)} tokens (share {rec.mixture.weights[d]:.3f})" for d, c in rec.capped.items())
+        text = (f"{len(rec.capped)} of {len(self.domains)} domains sit at their caps, so the caps, not the fitted law, "
+                f"decide their shares: {at}")
+        if free is not None:
+            text += "; without caps: " + ", ".join(f"{d} {free.weights[d]:.3f}" for d in self.domains)
+        text += (" (raise or drop caps: caps=..., replace_caps=True; optuna-autoscale extrapolate --max-epochs E, "
+                 "--cap DOMAIN=TOKENS or --no-caps)")
+        return dataclasses.replace(rec, uncapped=free, warnings=(*rec.warnings, text))
+
+    def _check_caps(self, total: float, upper: Mapping[str, float]) -> None:
+        if all(math.isfinite(v) for v in upper.values()) and sum(upper.values()) < total * (1 - 1e-9):
+            s = sum(upper.values())
+            each = ", ".join(f"{d} {_tok(v)}" for d, v in upper.items())
+            raise ValueError(
+                f"the caps sum to {_tok(s)} tokens, less than the target {_tok(total)}: {each} (the design's upper bounds, "
+                "e.g. [design] max_epochs x unique tokens, joined with caps). Raise them without changing the study: "
+                "caps={domain: tokens}, replace_caps=True (optuna-autoscale extrapolate --max-epochs E, "
+                f"--cap DOMAIN=TOKENS or --no-caps), or extrapolate to at most {_tok(s)} tokens."
+            )
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -561,7 +639,8 @@ class AutoScaleResult:
         assert self.runs is not None
         return tuple(self.runs.domains)
 
-    def _recommend(self, total: float, method: str, caps: Mapping[str, float] | None, outside: bool) -> Recommendation:
+    def _recommend(self, total: float, method: str, caps: Mapping[str, float] | None, outside: bool,
+                   replace_caps: bool = False) -> Recommendation:
         from optuna_autoscale.evidence import Recommendation
         from optuna_autoscale.evidence import tested_region
 
@@ -579,14 +658,17 @@ class AutoScaleResult:
             return ev.recommend(total, allow_outside=outside)
         notes: list[str] = []
         anchor = anchor_allocation(self.design, self.optima, total)
+        caps_at = self.target_caps(caps, replace_caps=replace_caps)
         if method == "paper":
-            alloc = self._paper(total, caps)
+            self._check_caps(total, caps_at)
+            alloc = self._paper(total, caps_at)
             step = math.nan
             opt = alloc
         else:
             law = self._joint_law(method)
+            self._check_caps(total, caps_at)
             lower = self.design.lower_bounds()
-            upper = target_upper(self.design, caps) or {d: math.inf for d in domains}
+            upper = dict(caps_at)
             if not outside and self.runs is not None:
                 lo, hi = tested_region(self.runs)
                 lower, upper, ok = region_bounds(domains, total, lower, upper, lo, hi)
@@ -643,11 +725,14 @@ class AutoScaleResult:
             if anchor is not None and gain < 0 and 0.5 * sum(abs(mix.weights[d] - anchor_mix.weights[d]) for d in domains) > 1e-6:
                 notes.append(f"predicted worse than its anchor (the largest budget's DDO optimum) by {-gain:.4f} "
                              f"({LEVEL:.0%} interval {iv[0]:+.4f} to {iv[1]:+.4f})")
+        capped = {d: float(caps_at[d]) for d in domains
+                  if math.isfinite(caps_at[d]) and float(alloc[d]) >= caps_at[d] * (1 - 1e-3)}
         return Recommendation(
             mixture=mix, anchor=anchor_mix, optimum=optimum, step=step, gain=float(gain), interval=iv,
             gain_over_uniform=float(gu), uniform_interval=iu, inside=inside,
             predicted_loss=math.nan if ev is None else float(ev.predict(mix)), warnings=tuple(notes),
             best_tested=best, gain_over_best=None if gb is None else float(gb), best_interval=ib, level=LEVEL,
+            capped=capped,
         )
 
     def _joint_law(self, method: str) -> JointLaw:
@@ -665,15 +750,14 @@ class AutoScaleResult:
         return self._laws[method]
 
 
-    def _paper(self, total: float, caps: Mapping[str, float] | None) -> dict[str, float]:
+    def _paper(self, total: float, upper: Mapping[str, float]) -> dict[str, float]:
         if len(self.optima) < 2:
             raise ValueError(
                 f"The paper's extrapolation needs optima at two or more budgets; have {sorted(self.optima)}."
             )
         budgets = sorted(self.optima)
         optima = [self.optima[b].allocation for b in budgets]
-        upper = target_upper(self.design, caps)
-        cap = None if upper is None else {d: v for d, v in upper.items() if math.isfinite(v)}
+        cap = {d: v for d, v in upper.items() if math.isfinite(v)}
         pinned = {
             d: all(
                 self.optima[b].allocation[d] <= paper_lower(self.design, self.fits[b], b)[d] * (1 + 1e-6) + 1e-12
@@ -826,7 +910,8 @@ class AutoScaleResult:
                     {"tokens": k[1], "method": k[2], "allow_outside": k[4], "weights": dict(r.mixture.weights),
                      "gain_over_anchor": r.gain, "interval": r.interval, "gain_over_uniform": r.gain_over_uniform,
                      "uniform_interval": r.uniform_interval, "gain_over_best": r.gain_over_best,
-                     "best_interval": r.best_interval, "level": r.level, "inside": r.inside, "warnings": list(r.warnings)}
+                     "best_interval": r.best_interval, "level": r.level, "inside": r.inside, "warnings": list(r.warnings),
+                     "capped": dict(r.capped), "uncapped": None if r.uncapped is None else dict(r.uncapped.weights)}
                     for k, r in self._cache.items() if isinstance(k, tuple) and k and k[0] == "rec"
                 ],
             }

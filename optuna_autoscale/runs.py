@@ -262,6 +262,11 @@ def _from_trials_frame(df: Any, domains: Sequence[str] | None, objective: str) -
             break
     if "value" in df.columns:
         out["value"] = df["value"]
+    else:
+        # A study with metric names (study.set_metric_names) names the column value_<metric name>.
+        named = [c for c in cols if str(c).startswith("value_")]
+        if len(named) == 1:
+            out["value"] = df[named[0]]
     for c in cols:
         if c.startswith("user_attrs_" + _LOSS):
             out[c[len("user_attrs_"):]] = df[c]

@@ -72,6 +72,13 @@ def _mixture_list() -> None:
     Mixture([0.5, 0.5], 1e8)  # type: ignore[arg-type]
 
 
+def _megatron(paths: dict[str, str]) -> None:
+    from optuna_autoscale import Mixture
+    from optuna_autoscale.cli.inspect import format_mixtures
+
+    format_mixtures({"x": Mixture({"code": 0.3, "prose": 0.7}, 1e9)}, "megatron", data_paths=paths)
+
+
 def _config(text: str) -> Callable[[Path, tuple[str, str]], None]:
     def run(tmp: Path, study: tuple[str, str]) -> None:
         from optuna_autoscale.config import load_config
@@ -301,6 +308,12 @@ CASES: list[Case] = [
                  '[[domains]]\nname = "b"\npath = "y.jsonl"\n')),
     Case("E42", "a single budget (with the default verify=True)", "AutoScaleSampler", "ValueError",
          "AutoScale needs at least two budgets", lambda t, s: _sampler(["a", "b"], [1e8], verify=True)),
+    Case("E43", "a Megatron data path with whitespace (show / extrapolate --format megatron)", "format_mixtures",
+         "ValueError", "the data path '/data/my code' of domain 'code' contains whitespace",
+         lambda t, s: _megatron({"code": "/data/my code"})),
+    Case("E44", "extrapolating beyond the caps (they sum to less than the target)", "AutoScaleResult.extrapolate",
+         "ValueError", "the caps sum to 3e8 tokens, less than the target 1e10: web 1e8, code 1e8, books 1e8",
+         _extrapolate(1e10, {"web": 1e8, "code": 1e8, "books": 1e8})),
 ]
 
 

@@ -11,6 +11,8 @@ from optuna_autoscale.cli._common import Command
 from optuna_autoscale.cli._common import float_tokens
 from optuna_autoscale.cli._common import handled
 from optuna_autoscale.cli._common import text_table
+from optuna_autoscale.cli._next import print_next
+from optuna_autoscale.cli._next import tokens_arg
 
 
 __all__ = ["FIT", "fit_report"]
@@ -59,8 +61,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore")
         res = AutoScaleResult.from_runs(args.runs, domains=domains, objective=args.objective, checks=False)
         out = fit_report(res, args.tokens, allow_outside=args.allow_outside, top=args.top)
+    nxt = (f"train the recommended mixture at {args.tokens:.3g} tokens (--format json for machines); add each new run "
+           f"to {args.runs} and refit: optuna-autoscale fit {args.runs} --tokens {tokens_arg(args.tokens)}")
     if args.format == "json":
         print(json.dumps(out, indent=2, default=float))
+        print_next(nxt, machine=True)
         return 0
     lvl = f"{out['level']:.0%}"
     doms = list(out["recommendation"])
@@ -86,6 +91,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         print("\nNotes:")
         for n in out["notes"]:
             print(f"- {n}")
+    print()
+    print_next(nxt)
     return 0
 
 

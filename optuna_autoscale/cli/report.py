@@ -19,6 +19,8 @@ from optuna_autoscale.cli._common import float_tokens
 from optuna_autoscale.cli._common import handled
 from optuna_autoscale.cli._common import load_study
 from optuna_autoscale.cli._common import resolve
+from optuna_autoscale.cli._next import print_next
+from optuna_autoscale.cli._next import study_flags
 
 
 if TYPE_CHECKING:
@@ -74,18 +76,23 @@ def write_report(study: optuna.Study, out: str | Path, *, targets: Sequence[floa
             parts.append(_html_table(["domain"] + [f"{vis.format_tokens(b)} tokens" for b in budgets],
                                      [[d] + [optima[b].weights[d] for b in budgets] for d in domains]
                                      + _consistency_rows(res, budgets)))
-            cols, ext, recs = [], [], []
+            cols, ext, recs, why = [], [], [], []
             if len(optima) < 2:
                 parts.append(f"<p>Extrapolation needs fitted optima at two or more budgets; have {len(optima)}.</p>")
                 tgts = []
             for t in tgts:
                 for m in ("joint", "paper"):
+                    # Every column stays: one that cannot be computed (e.g. caps below the target) shows why.
+                    cols.append(f"{vis.format_tokens(t)} ({m})")
                     try:
-                        ext.append(res.extrapolate(float(t), method=m).weights)
-                        cols.append(f"{vis.format_tokens(t)} ({m})")
-                        recs.append(res.recommend(float(t), method=m) if hasattr(res, "recommend") else None)
+                        rec = res.recommend(float(t), method=m) if hasattr(res, "recommend") else None
+                        ext.append(rec.mixture.weights if rec is not None else res.extrapolate(float(t), method=m).weights)
+                        recs.append(rec)
+                        why.append(_caps_cell(rec))
                     except (ValueError, RuntimeError) as e:
-                        parts.append(f"<p>Extrapolation to {vis.format_tokens(t)} by {m} failed: {html.escape(str(e))}</p>")
+                        ext.append(None)
+                        recs.append(None)
+                        why.append(f"not computed: {e}")
             if cols:
                 parts.append("<h2>Extrapolated mixtures</h2>")
                 gains = []
@@ -97,7 +104,10 @@ def write_report(study: optuna.Study, out: str | Path, *, targets: Sequence[floa
                         + [dash.gain_cell(r.gain, r.interval) if r else "–" for r in recs],
                         ["inside the tested shares"] + [("yes" if r.inside else "NO") if r else "–" for r in recs],
                     ]
-                parts.append(_html_table(["domain"] + cols, [[d] + [e[d] for e in ext] for d in domains] + gains))
+                caps_row = [["caps (the design's upper bounds)"] + why] if any(why) else []
+                parts.append(_html_table(["domain"] + cols, [[d] + [e[d] if e is not None else "–" for e in ext]
+                                                             for d in domains] + gains + caps_row)
+                             .replace("<table>", '<table class="extrapolated">'))
             fit_rows = []
             for b in sorted(getattr(res, "fits", {}) or {}):
                 fit = res.fits[b]
@@ -129,6 +139,7 @@ def write_report(study: optuna.Study, out: str | Path, *, targets: Sequence[floa
              "td:first-child,th:first-child{text-align:left}"
              "table{max-width:100%}td{overflow-wrap:anywhere}"
              "table.verification td:last-child{text-align:left;min-width:22em}"
+             "table.extrapolated tr:last-child td{text-align:left;font-size:90%}"
              ".figure{max-width:100%;overflow:hidden}")
     doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>AutoScale report: {html.escape(study.study_name)}</title>"
            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
@@ -144,6 +155,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     design_config_of(study)
     path = write_report(study, args.out, targets=args.target or ())
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    print_next(f"open {path} in a browser; explore the study interactively: optuna-autoscale dashboard {study_flags(args)}")
     return 0
 
 
@@ -171,6 +183,8 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
               file=sys.stderr)
     print(f"optuna-dashboard for {redact_url(url)} at http://{args.host}:{args.port}/dashboard/studies/{study._study_id}",
           flush=True)
+    print_next(f"open http://{args.host}:{args.port}/dashboard/studies/{study._study_id} in a browser (the AutoScale "
+               "note and figures are on the study's Note and Plot tabs); Ctrl-C stops the server")
     run_server(storage, host=args.host, port=args.port)
     return 0
 
@@ -195,7 +209,8 @@ REPORT = Command(
     "fitted optima, extrapolations, fit parameters, verification table and the figures.",
     examples=(
         "optuna-autoscale report --config examples/config.toml --out report.html",
-        "optuna-autoscale report --storage sqlite:///autoscale.db --study my-mixture --out r.html --target 1e10",
+        "optuna-autoscale report --storage sqlite:///autoscale-example.db --study autoscale-example --out r.html "
+        "--target 2e7",
     ),
     add_arguments=_report_args,
     run=handled(_cmd_report),
@@ -207,11 +222,23 @@ DASHBOARD = Command(
     "(bound to 127.0.0.1 unless --host says otherwise). Stop it with Ctrl-C.",
     examples=(
         "optuna-autoscale dashboard --config examples/config.toml",
-        "optuna-autoscale dashboard --storage sqlite:///autoscale.db --study my-mixture --port 8081",
+        "optuna-autoscale dashboard --storage sqlite:///autoscale-example.db --study autoscale-example --port 8081",
     ),
     add_arguments=_dashboard_args,
     run=handled(_cmd_dashboard),
 )
+
+
+def _caps_cell(rec: Any) -> str:
+    """The report's caps cell of one extrapolated column: which domains sit at their caps, the mixture without them."""
+    from optuna_autoscale.visualization import format_tokens
+
+    if rec is None or not getattr(rec, "capped", None):
+        return "none binding"
+    text = "at cap: " + ", ".join(f"{d} {format_tokens(c)}" for d, c in rec.capped.items())
+    if rec.uncapped is not None:
+        text += "; without caps: " + ", ".join(f"{d} {w:.3f}" for d, w in rec.uncapped.weights.items())
+    return text
 
 
 def _consistency_rows(res: Any, budgets: list[float]) -> list[list[Any]]:
