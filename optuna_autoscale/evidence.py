@@ -600,11 +600,14 @@ class Guard:
         base: The base's shares.
         candidate: The candidate's shares.
         fraction: How far it went (0 = the base, 1 = the candidate).
-        gain: Predicted loss reduction of the chosen point over the base.
-        interval: Its interval at :attr:`level` (:meth:`Evidence.gain_interval`'s).
+        gain: Predicted (expected) loss reduction of the chosen point over the base.
+        interval: Its confidence interval at :attr:`level`: the uncertainty of the expected gain (law
+            posterior, shrinkage bias, the anchors' seed noise). The guard decides on its lower bound.
         candidate_gain: The candidate's predicted loss reduction over the base.
-        candidate_interval: Its interval.
+        candidate_interval: Its confidence interval.
         level: Level of the intervals (the lower bound used is the ``(1 - level) / 2`` quantile).
+        run_interval: The chosen point's prediction interval for what one new pair of runs sharing a seed
+            would show (:meth:`Evidence.gain_interval`: the new runs' seed noise added).
     """
 
     shares: np.ndarray
@@ -616,6 +619,7 @@ class Guard:
     candidate_gain: float
     candidate_interval: tuple[float, float]
     level: float
+    run_interval: tuple[float, float] = (0.0, 0.0)
 
     def note(self, base: str, candidate: str, domains: Sequence[str], undo: str = "guard=False") -> str | None:
         """The warning saying what the guard did, or None when it kept the candidate whole."""
@@ -624,14 +628,16 @@ class Guard:
         lo, hi = self.candidate_interval
         cw = ", ".join(f"{d} {v:.3f}" for d, v in zip(domains, self.candidate))
         if self.fraction <= 1e-9:
+            why = "that includes 0" if hi >= 0 else "entirely below 0 (predicted worse)"
             return (f"stayed at {base}: the predicted gain {self.candidate_gain:+.3f} of {candidate} ({cw}) over it has "
-                    f"an {self.level:.0%} interval ({lo:+.3f}, {hi:+.3f}) that includes 0, and so has every point "
-                    f"between them: the evidence does not support leaving {base} ({undo}: {candidate})")
+                    f"an {self.level:.0%} interval ({lo:+.3f}, {hi:+.3f}) {why}, and no point between them has a "
+                    f"lower bound above 0: the evidence does not support leaving {base} ({undo}: {candidate})")
         glo, ghi = self.interval
-        return (f"moved {self.fraction:.0%} of the way from {base} toward {candidate} ({cw}): there the predicted gain "
+        rlo, rhi = self.run_interval
+        return (f"moved {self.fraction:.0%} of the way from {base} toward {candidate} ({cw}): there the expected gain "
                 f"over {base} {self.gain:+.3f} has the best {self.level:.0%} lower bound (interval {glo:+.3f} to "
-                f"{ghi:+.3f}); the whole way's gain {self.candidate_gain:+.3f} has the interval ({lo:+.3f}, {hi:+.3f}) "
-                f"({undo}: {candidate})")
+                f"{ghi:+.3f}; one pair of runs at the target, seed noise included: {rlo:+.3f} to {rhi:+.3f}); the whole "
+                f"way's gain {self.candidate_gain:+.3f} has the interval ({lo:+.3f}, {hi:+.3f}) ({undo}: {candidate})")
 
 
 def tested_region(runs: Runs) -> tuple[np.ndarray, np.ndarray]:
@@ -901,6 +907,23 @@ class Evidence:
         z = float(stats.norm.ppf(0.5 + level / 2))
         return float(-d - z * sd), float(-d + z * sd)
 
+    def expected_gain_interval(self, mixture: Mixture | Mapping[str, float],
+                               reference: Mixture | Mapping[str, float] | None = None, level: float = 0.8,
+                               tokens: float | None = None) -> tuple[float, float]:
+        """Confidence interval of the *expected* loss reduction of ``mixture`` over ``reference``.
+
+        :meth:`gain_interval` without the new runs' seed noise: how sure the evidence is that one
+        mixture is better in expectation (what :meth:`guard` decides on), not what one pair of runs
+        would show.
+        """
+        if not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1), got {level!r}.")
+        t = self._tokens(mixture, tokens)
+        ref = self._uniform() if reference is None else self._shares(reference)
+        d, sd = self._diff(self._shares(mixture), ref, t, new_runs=False)
+        z = float(stats.norm.ppf(0.5 + level / 2))
+        return float(-d - z * sd), float(-d + z * sd)
+
     def rank_tested(self, tokens: float, *, anchored: bool = True) -> list[dict[str, Any]]:
         """The tested mixtures ranked at ``tokens`` (best first): ``weights``, ``predicted`` (absolute when
         :attr:`absolute`, else relative to uniform), ``sd`` (of the prediction), ``anchor_tokens``."""
@@ -921,13 +944,15 @@ class Evidence:
 
     def guard(self, base: Mixture | Mapping[str, float] | Sequence[float], candidate: Mixture | Mapping[str, float] | Sequence[float],
               tokens: float, *, level: float = 0.8, steps: int = 41) -> Guard:
-        """How far to go from ``base`` toward ``candidate`` at ``tokens``: the point of the line whose predicted gain
+        """How far to go from ``base`` toward ``candidate`` at ``tokens``: the point of the line whose expected gain
         over ``base`` has the best lower bound at ``level`` (its ``(1 - level) / 2`` quantile), or ``base`` itself
         when no point's lower bound is above 0.
 
-        The bound is :meth:`gain_interval`'s, for what a new pair of runs sharing a seed would show: the law's
-        posterior (draws), the shrinkage bias of its change with scale, the anchors' seed noise and the two new
-        runs' seed noise (``2 noise^2``). Ties go to the point nearer ``base``.
+        The bound is on the *expected* gain: the law's posterior (draws), the shrinkage bias of its change with
+        scale and the anchors' seed noise. The seed noise of the runs one would train at the target is not part
+        of the decision (it does not change which mixture is better in expectation; with it, a gain of about
+        one run's seed noise could never be acted on), but it is in :attr:`Guard.run_interval` and in
+        :meth:`gain_interval`, which predict what one pair of runs would show. Ties go to the point nearer ``base``.
         """
         if not 0 < level < 1:
             raise ValueError(f"level must be in (0, 1), got {level!r}.")
@@ -935,20 +960,23 @@ class Evidence:
         b, c = self._shares(base), self._shares(candidate)
         z = float(stats.norm.ppf(0.5 + level / 2))
         ts = np.linspace(0.0, 1.0, max(int(steps), 2))
-        diffs = np.array([self._diff(b + f * (c - b), b, t) if f > 0 else (0.0, math.inf) for f in ts])
+        diffs = np.array([self._diff(b + f * (c - b), b, t, new_runs=False) if f > 0 else (0.0, math.inf) for f in ts])
         gain, sd = -diffs[:, 0], diffs[:, 1]
         lcb = gain - z * sd
         i = int(np.argmax(lcb))
         if not lcb[i] > 0:
             i = 0
         gc, sc = float(gain[-1]), float(sd[-1])
+        x = b + ts[i] * (c - b)
         if i == 0:
-            g, iv = 0.0, (0.0, 0.0)
+            g, iv, riv = 0.0, (0.0, 0.0), (0.0, 0.0)
         else:
             g, iv = float(gain[i]), (float(gain[i] - z * sd[i]), float(gain[i] + z * sd[i]))
-        x = b + ts[i] * (c - b)
+            rd, rsd = self._diff(x / x.sum(), b, t)
+            riv = (float(-rd - z * rsd), float(-rd + z * rsd))
         return Guard(shares=x / x.sum(), base=b, candidate=c, fraction=float(ts[i]), gain=g, interval=iv,
-                     candidate_gain=gc, candidate_interval=(gc - z * sc, gc + z * sc), level=float(level))
+                     candidate_gain=gc, candidate_interval=(gc - z * sc, gc + z * sc), level=float(level),
+                     run_interval=riv)
 
     def recommend(self, tokens: float, *, allow_outside: bool = False, risk: float | None = None,
                   guard: bool = True, level: float = 0.8) -> Recommendation:
@@ -957,8 +985,7 @@ class Evidence:
         unless ``allow_outside`` (then the law's optimum may lie anywhere on the simplex, with a warning).
 
         With ``guard`` (default) the step is then cut back by :meth:`guard`: from the best tested mixture only as
-        far as the predicted gain's ``level`` lower bound, new runs' seed noise included, is above 0 (a warning
-        says how far it went). ``guard=False``: the step as the ``risk`` rule takes it.
+        far as the expected gain's ``level`` lower bound is above 0 (a warning says how far it went). ``guard=False``: the step as the ``risk`` rule takes it.
         """
         t = self._tokens(None, tokens)
         kappa = self.risk if risk is None else float(risk)

@@ -17,8 +17,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("AutoScale (default)", "AutoScale (paper)", "direct transfer", "uniform", "natural", "UniMax", "DoReMi",
-           "RegMix", "DML", "TPE")
+METHODS = ("AutoScale (default)", "AutoScale (current)", "AutoScale (paper)", "direct transfer", "uniform", "natural",
+           "UniMax", "DoReMi", "RegMix", "DML", "TPE")
 
 
 def _module() -> Any:
@@ -70,6 +70,7 @@ def test_quick_run_compute_accounting(quick: tuple[Any, dict[str, Any], Path]) -
     ddo = methods["AutoScale (default)"]["compute"]
     assert ddo > 0
     assert methods["AutoScale (paper)"]["compute"] == ddo == methods["direct transfer"]["compute"]
+    assert methods["AutoScale (current)"]["compute"] == ddo
     # RegMix and DML share one swarm, TPE runs as many trials: each spends the DDO's compute to within a run.
     for m in ("RegMix", "DML", "TPE"):
         assert abs(methods[m]["compute"] - ddo) / ddo < 0.15, m
