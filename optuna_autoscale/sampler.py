@@ -166,13 +166,11 @@ class AutoScaleSampler(BaseSampler):
         design_seeds: How many seeds each budget's whole design (base run and every
             perturbation) runs with; an integer >= 1. ``k`` costs ``k`` times the design runs
             (``k (1 + m * len(multipliers))`` per budget for ``m`` domains) and buys signal for
-            the joint law, which fits one offset per (budget, seed) group: on
-            ``benchmarks/simulated_extrapolation.py`` at SNR 6, ``k = 2`` lifts the default law
-            from 73 / 74 / 99% to 77 / 79 / 100% of the uniform-to-oracle gain (separable /
-            transfer / mixing-law landscapes). Copy 0 is the design of ``design_seeds=1`` (same
-            trial keys and seed); copies ``c >= 1`` have keys ``b{i}/s{c}/...``. Their base runs
-            with distinct seeds also give the noise estimate. The per-budget DDO fit (the
-            paper's, and the joint law's shrinkage anchor) uses copy 0's runs.
+            the joint law, which fits one offset per (budget, seed) group (measured gains:
+            ``benchmarks/RESULTS.md``, "Measurements cited by the code"). Copy 0 is the design of
+            ``design_seeds=1`` (same trial keys and seed); copies ``c >= 1`` have keys
+            ``b{i}/s{c}/...``. Their base runs with distinct seeds also give the noise estimate. The
+            per-budget DDO fit (the paper's, and the joint law's shrinkage anchor) uses copy 0's runs.
         verify: Add the verification runs described above.
         seed: Seed of the design's training seeds and of the default independent sampler. With
             None the training seeds derive from 0, so that independent workers agree.

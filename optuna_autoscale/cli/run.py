@@ -148,10 +148,9 @@ def start_workers(study_name: str, url: str, n: int, *, n_trials: int | None = N
                   progress: bool = False) -> list[subprocess.Popen[bytes]]:
     """Start ``n`` local ``worker`` processes on a study that :func:`open_study` prepared.
 
-    Processes, not threads: each run gets its own torch state (RNG, thread count) and its own GIL.
-    With two runs as threads of one process, the demo's process used about 1.1 of the 2 cores during
-    its short runs (``top``); the two-process demo took the same 324 s on a machine shared with other
-    jobs, so the wall-time gain is not measured. The workers leave the dashboard figures to the caller.
+    Processes, not threads: each run gets its own torch state (RNG, thread count) and its own GIL
+    (what was measured: ``benchmarks/RESULTS.md``, "Measurements cited by the code"). The workers
+    leave the dashboard figures to the caller.
     """
     from optuna_autoscale.storage import STORAGE_ENV
 

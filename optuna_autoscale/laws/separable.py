@@ -207,12 +207,8 @@ class SeparableLaw(RobustAllocator):
         only as far as the expected gain outweighs ``risk`` standard deviations. With no noise
         the covariance vanishes and the result is ``P``. Without a noise estimate (no spare
         degree of freedom and no ``noise=`` given to :func:`fit_separable`) it warns and
-        returns ``P``.
-
-        (Choosing the expected-loss optimum over posterior samples was tried and measured
-        worse in ``benchmarks/simulated_extrapolation.py``: with about 20 parameters the
-        Laplace samples wander into regions the data exclude and importance re-weighting
-        degenerates to a handful of samples.)
+        returns ``P``. (Alternatives measured against this rule: ``benchmarks/RESULTS.md``,
+        "Measurements cited by the code".)
 
         Args:
             total: Total tokens at the target budget.

@@ -302,9 +302,8 @@ def _fit_domain(
     prepared.sort(key=lambda item: item[0])
 
     # Up to 6 starts, most promising first; stop once two of them reach the same minimum (their
-    # costs agree to _START_RTOL). On 504 per-domain fits of the simulated benchmark designs the
-    # best of the first two starts was always within 1e-6 of the best of all six, and each start
-    # costs an SVD of the Jacobian per step, O(m^3) for m domains.
+    # costs agree to _START_RTOL). Each start costs an SVD of the Jacobian per step, O(m^3) for m
+    # domains (why two agreeing starts suffice: benchmarks/RESULTS.md, "Measurements cited by the code").
     best: np.ndarray | None = None
     best_cost = math.inf
     costs: list[float] = []
@@ -371,9 +370,8 @@ def _fit_form(
 
     With pooling, the first pass only supplies the pooled prior's statistics and the refit's
     start and noise scale, so it solves to a looser tolerance (its multi-start search and its
-    sigma polish rounds); the refit then converges tightly. On ``benchmarks/overhead.py``'s
-    100-domain fit that is about a quarter less time, and the optima move by less than 1e-5 of
-    the budget.
+    sigma polish rounds); the refit then converges tightly (the time saved and the optima's
+    movement: ``benchmarks/RESULTS.md``, "Measurements cited by the code").
     """
 
     def fit(k: int, **kwargs: Any) -> _DomainFit:
@@ -568,11 +566,8 @@ class TransferLaw(RobustAllocator):
         code): ``robust=False`` gives ``P``, the bounded optimum of the fitted objective (SLSQP;
         the problem is convex); ``robust=True`` moves from the anchor toward ``P`` only as far as
         the linearised posterior mean + ``risk`` sd of the objective change is lowest.
-
-        (Minimising the posterior expected objective over draws of the per-domain parameters, on
-        the whole simplex or on this line, with or without an sd penalty, from the Laplace posterior
-        or an MCMC one, was measured no better on the simulated landscapes' tuning seeds; see
-        ``benchmarks/RESULTS.md``, "Simulated extrapolation".)
+        (Alternatives measured against this rule: ``benchmarks/RESULTS.md``, "Measurements cited
+        by the code".)
 
         Args:
             total: Total tokens at the target budget.
