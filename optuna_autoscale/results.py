@@ -464,7 +464,7 @@ class AutoScaleResult:
             ev = self.evidence
             for b in sorted(self.optima):
                 opt = self.optima[b]
-                rec = self.recommend(b, _record=False)
+                rec = self.recommend(b, guard=False, _record=False)  # the law's answer, not the guard's
                 lo, hi = ev.gain_interval(rec.mixture, opt, level=LEVEL)
                 g = ev.predict_gain(rec.mixture, opt)
                 gu = ev.predict_gain(opt)
@@ -487,6 +487,7 @@ class AutoScaleResult:
         *,
         replace_caps: bool = False,
         allow_outside: bool = False,
+        guard: bool = True,
     ) -> Mixture:
         """The mixture to train at ``tokens``: :meth:`recommend`'s mixture (see there).
 
@@ -502,6 +503,8 @@ class AutoScaleResult:
             replace_caps: Replace the design's upper bound of every domain named in ``caps`` (raise or lower
                 it) instead of keeping the smaller of the two. The stored design is not changed.
             allow_outside: Let the recommendation leave the tested region (with a warning).
+            guard: Leave the base mixture only as far as the evidence supports (default; see :meth:`recommend`).
+                ``guard=False``: the in-region rule's mixture as it is (the default before the guard).
 
         Returns:
             The mixture (weights, ``tokens``, seed 0). When it sits on caps, :meth:`recommend`'s
@@ -511,12 +514,22 @@ class AutoScaleResult:
         Example:
             .. code-block:: python
 
+                import math
+                import optuna
+                from optuna_autoscale import AutoScaleResult, AutoScaleSampler
+                from optuna_autoscale.simulate import separable
+
+                land = separable(3)  # domains d0, d1, d2
+                sampler = AutoScaleSampler(land.domains, [1e8, 4e8], bounds={"d0": (None, 2e9)}, seed=0)
+                study = optuna.create_study(sampler=sampler)
+                study.optimize(land.objective(), n_trials=100)
+                result = AutoScaleResult.from_study(study)
                 result.extrapolate(1e10)                                              # the design's caps
-                result.extrapolate(1e10, caps={"code": 5e9}, replace_caps=True)       # code: 5e9 tokens
+                result.extrapolate(1e10, caps={"d0": 5e9}, replace_caps=True)         # d0: 5e9 tokens
                 result.extrapolate(1e10, caps={d: math.inf for d in result.domains}, replace_caps=True)  # none
         """
         return self.recommend(tokens, method=method, caps=caps, replace_caps=replace_caps,
-                              allow_outside=allow_outside).mixture
+                              allow_outside=allow_outside, guard=guard).mixture
 
     def recommend(
         self,
@@ -527,6 +540,7 @@ class AutoScaleResult:
         replace_caps: bool = False,
         allow_outside: bool = False,
         region: str | None = DEFAULT_REGION,
+        guard: bool = True,
         _record: bool = True,
     ) -> Recommendation:
         """The recommended mixture at ``tokens``, with its predicted gain, interval and warnings.
@@ -543,7 +557,19 @@ class AutoScaleResult:
         - from runs without a design (:meth:`from_runs`): the anchor is the best tested mixture at ``tokens``
           and the anchored predictions give the uncertainty (:meth:`Evidence.recommend`).
 
-        ``method="paper"`` is AutoScale's rule over the per-budget optima, unbounded by the region.
+        The guard (``guard=True``, the default): the mixture must not leave the base further than the evidence
+        supports. On the line from the base (the design's ``base``, uniform unless one was given, moved into the
+        bounds and caps; from runs without a design: the best tested mixture) to the mixture above, it takes the
+        point whose predicted gain over the base has the best lower bound at :data:`LEVEL` (the 10% quantile of
+        :meth:`gain_interval`'s 80% interval: law posterior, shrinkage bias, the anchors' and the two new runs'
+        seed noise), and stays at the base unless that bound is above 0 (:meth:`Evidence.guard`). A warning says
+        when it stayed or how far it moved; ``candidate`` and ``guard`` on the returned recommendation hold the
+        unguarded mixture and the fraction of the way taken. Why: on real proxies, every recommendation that
+        moved away from uniform on a gain whose interval included 0 lost 0.04-0.2 nats at 10x (``DESIGN.md``,
+        "The demo's mixtures at 10x, measured"). ``guard=False`` returns the unguarded mixture (the default
+        before the guard).
+
+        ``method="paper"`` is AutoScale's rule over the per-budget optima, unbounded by the region and unguarded.
         Every recommendation is then judged by the anchored predictions (:attr:`evidence`): its gain over its
         anchor, over uniform and over the best tested mixture, each with a :data:`LEVEL` interval; a mixture
         predicted worse than uniform or than its anchor, or outside the tested region, carries a warning
@@ -562,6 +588,7 @@ class AutoScaleResult:
             replace_caps: ``caps`` replace the design's upper bounds of the domains they name (see :meth:`extrapolate`).
             allow_outside: Same as ``region=None``: search the whole simplex (within bounds and caps), with a warning.
             region: ``"box"`` (default) or ``None``.
+            guard: Leave the base only as far as the evidence supports (default True; see above).
 
         Raises:
             ValueError: for a bad ``tokens``, ``method``, ``caps`` or ``region``, or when no joint law could be
@@ -580,14 +607,15 @@ class AutoScaleResult:
             if bad:
                 raise ValueError(f"caps must be numbers of tokens > 0 (math.inf: no cap), got {bad!r}.")
             caps = {d: float(v) for d, v in caps.items()}
-        key = ("rec", total, method, None if caps is None else tuple(sorted(caps.items())), outside, bool(replace_caps))
+        key = ("rec", total, method, None if caps is None else tuple(sorted(caps.items())), outside, bool(replace_caps),
+               bool(guard))
         if key in self._cache:
             rec = self._cache[key]
         else:
-            rec = self._recommend(total, method, caps, outside, replace_caps)
+            rec = self._recommend(total, method, caps, outside, replace_caps, guard)
             if rec.capped and not (caps and replace_caps and all(math.isinf(v) for v in caps.values())
                                    and len(caps) == len(domains)):
-                rec = self._with_uncapped(rec, total, method, outside)
+                rec = self._with_uncapped(rec, total, method, outside, guard)
             self._cache[key] = rec
         if _record:
             for w in rec.warnings:
@@ -604,11 +632,12 @@ class AutoScaleResult:
             upper[d] = float(c) if replace_caps else min(upper[d], float(c))
         return upper
 
-    def _with_uncapped(self, rec: Recommendation, total: float, method: str, outside: bool) -> Recommendation:
+    def _with_uncapped(self, rec: Recommendation, total: float, method: str, outside: bool,
+                       guard: bool = True) -> Recommendation:
         """``rec`` with the mixture the same rule gives without caps and a warning naming the binding caps."""
         try:
             free = self.recommend(total, method=method, caps={d: math.inf for d in self.domains}, replace_caps=True,
-                                  allow_outside=outside, _record=False).mixture
+                                  allow_outside=outside, guard=guard, _record=False).mixture
         except (ValueError, RuntimeError):
             free = None
         at = ", ".join(f"{d} {_tok(c)} tokens (share {rec.mixture.weights[d]:.3f})" for d, c in rec.capped.items())
@@ -640,7 +669,7 @@ class AutoScaleResult:
         return tuple(self.runs.domains)
 
     def _recommend(self, total: float, method: str, caps: Mapping[str, float] | None, outside: bool,
-                   replace_caps: bool = False) -> Recommendation:
+                   replace_caps: bool = False, guard: bool = True) -> Recommendation:
         from optuna_autoscale.evidence import Recommendation
         from optuna_autoscale.evidence import tested_region
 
@@ -655,7 +684,7 @@ class AutoScaleResult:
             if caps:
                 raise ValueError("caps are not supported for a result from runs without a design yet; "
                                  "the recommendation stays inside the tested shares (see recommend()).")
-            return ev.recommend(total, allow_outside=outside)
+            return ev.recommend(total, allow_outside=outside, guard=guard, level=LEVEL)
         notes: list[str] = []
         anchor = anchor_allocation(self.design, self.optima, total)
         caps_at = self.target_caps(caps, replace_caps=replace_caps)
@@ -688,6 +717,12 @@ class AutoScaleResult:
                 step = float(np.clip((x - a) @ (p - a) / den, 0.0, 1.0)) if den > 0 else 0.0
             else:
                 step = math.nan
+        fraction: float | None = None
+        candidate: Mixture | None = None
+        if guard and method != "paper":
+            alloc, fraction, candidate, text = self._guard(total, alloc, caps_at)
+            if text:
+                notes.append(text)
         w = np.array([max(0.0, float(alloc[d])) for d in domains])
         mix = Mixture.from_allocation(dict(zip(domains, w.tolist())), seed=DEFAULT_SEED)
         optimum = Mixture.from_allocation({d: max(0.0, float(opt[d])) for d in domains}, seed=DEFAULT_SEED)
@@ -722,7 +757,7 @@ class AutoScaleResult:
             if gu < 0:
                 notes.append(f"predicted worse than uniform by {-gu:.4f} ({LEVEL:.0%} interval of the gain {iu[0]:+.4f} to "
                              f"{iu[1]:+.4f}): the evidence does not support leaving uniform here")
-            if anchor is not None and gain < 0 and 0.5 * sum(abs(mix.weights[d] - anchor_mix.weights[d]) for d in domains) > 1e-6:
+            if anchor is not None and gain < 0 and (fraction is None or fraction >= 1.0 - 1e-9) and 0.5 * sum(abs(mix.weights[d] - anchor_mix.weights[d]) for d in domains) > 1e-6:
                 notes.append(f"predicted worse than its anchor (the largest budget's DDO optimum) by {-gain:.4f} "
                              f"({LEVEL:.0%} interval {iv[0]:+.4f} to {iv[1]:+.4f})")
         capped = {d: float(caps_at[d]) for d in domains
@@ -732,8 +767,33 @@ class AutoScaleResult:
             gain_over_uniform=float(gu), uniform_interval=iu, inside=inside,
             predicted_loss=math.nan if ev is None else float(ev.predict(mix)), warnings=tuple(notes),
             best_tested=best, gain_over_best=None if gb is None else float(gb), best_interval=ib, level=LEVEL,
-            capped=capped,
+            capped=capped, guard=fraction, candidate=candidate,
         )
+
+    def _guard(self, total: float, alloc: Mapping[str, float], caps_at: Mapping[str, float]
+               ) -> tuple[Mapping[str, float], float | None, Mixture | None, str | None]:
+        """``alloc`` cut back toward the design's base by :meth:`Evidence.guard`: ``(alloc, fraction, candidate, note)``."""
+        from optuna_autoscale.extrapolation.robust import project_box_total
+
+        assert self.design is not None
+        try:
+            ev = self.evidence
+        except ValueError:
+            return alloc, None, None, None
+        domains = self.domains
+        cand = np.array([max(0.0, float(alloc[d])) for d in domains])
+        candidate = Mixture.from_allocation(dict(zip(domains, cand.tolist())), seed=DEFAULT_SEED)
+        base = np.array([float(self.design.base[d]) for d in domains])
+        lo = np.array([float(self.design.lower_bounds()[d]) for d in domains])
+        hi = np.array([float(caps_at[d]) for d in domains])
+        base = project_box_total(base / base.sum(), total, lo, hi) / total
+        uniform = bool(np.allclose(base, 1.0 / len(domains), atol=1e-9))
+        name = "uniform" if uniform else "the base mixture"
+        if 0.5 * float(np.abs(base - cand / cand.sum()).sum()) <= 1e-9:
+            return alloc, 1.0, candidate, None
+        g = ev.guard(base, cand, total, level=LEVEL)
+        text = g.note(name, "the in-box recommendation", domains)
+        return dict(zip(domains, (g.shares * total).tolist())), g.fraction, candidate, text
 
     def _joint_law(self, method: str) -> JointLaw:
         if self.law is None:
@@ -911,7 +971,8 @@ class AutoScaleResult:
                      "gain_over_anchor": r.gain, "interval": r.interval, "gain_over_uniform": r.gain_over_uniform,
                      "uniform_interval": r.uniform_interval, "gain_over_best": r.gain_over_best,
                      "best_interval": r.best_interval, "level": r.level, "inside": r.inside, "warnings": list(r.warnings),
-                     "capped": dict(r.capped), "uncapped": None if r.uncapped is None else dict(r.uncapped.weights)}
+                     "capped": dict(r.capped), "uncapped": None if r.uncapped is None else dict(r.uncapped.weights),
+                     "guard": r.guard, "candidate": None if r.candidate is None else dict(r.candidate.weights)}
                     for k, r in self._cache.items() if isinstance(k, tuple) and k and k[0] == "rec"
                 ],
             }
