@@ -233,15 +233,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
     complete = sampler.is_complete(study)
     print(f"this process ran {ran} trial(s); design complete: {complete}", flush=True)
     print_show(study, fmt="table", budget=None, cfg=cfg, tolerant=True)
+    from optuna_autoscale.cli._next import print_next
+    from optuna_autoscale.cli._next import tokens_arg
+
     conf = args.config_file
+    target = None
     if complete:
-        target = 10 * max(cfg.design.budgets)
-        print(f"next: optuna-autoscale extrapolate --config {conf} --tokens {target:.3g}   (the mixture at 10x), "
-              f"optuna-autoscale report --config {conf}   (the HTML report), "
-              f"optuna-dashboard {redact_url(url)}   (the dashboard)", flush=True)
+        with contextlib.suppress(Exception):  # no fit (e.g. one budget): the line without a target
+            from optuna_autoscale.cli.inspect import suggested_target
+            from optuna_autoscale.results import AutoScaleResult
+
+            target = suggested_target(AutoScaleResult.from_study(study, write_summary=False))
+    if target is not None:
+        print_next(f"optuna-autoscale extrapolate --config {conf} --tokens {tokens_arg(target)} (the mixture at "
+                   f"the target), optuna-autoscale report --config {conf} (the HTML report), "
+                   f"optuna-dashboard {redact_url(url)} (the dashboard)")
+    elif complete:
+        print_next(f"optuna-autoscale show --config {conf} (the fitted optima), "
+                   f"optuna-dashboard {redact_url(url)} (the dashboard)")
     else:
-        print(f"next: optuna-autoscale run {conf} again resumes the design; "
-              f"optuna-autoscale status --config {conf} shows what is left", flush=True)
+        print_next(f"optuna-autoscale run {conf} again resumes the design; "
+                   f"optuna-autoscale status --config {conf} shows what is left")
     return 0 if not bad else 1
 
 
