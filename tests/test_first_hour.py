@@ -71,3 +71,21 @@ def test_a_changed_design_names_the_keys(tmp_path: Path, capsys: pytest.CaptureF
     assert code == 2
     assert "budgets = [100000000.0, 400000000.0] -> [100000000.0, 800000000.0]" in err
     assert "--max-epochs" in err
+
+
+def test_cli_prints_our_warnings_in_words(capsys: pytest.CaptureFixture[str]) -> None:
+    import warnings
+
+    from optuna_autoscale.cli import _words_for_warnings
+    from optuna_autoscale.laws import DDOWarning
+
+    saved = warnings.formatwarning
+    try:
+        _words_for_warnings()
+        text = warnings.formatwarning(DDOWarning("DDO fit at 3e5 tokens: 1 questionable domain"), DDOWarning,
+                                      "optuna-autoscale", 0)
+        assert text == "warning: DDO fit at 3e5 tokens: 1 questionable domain\n"
+        other = warnings.formatwarning(UserWarning("x"), UserWarning, "/some/file.py", 3)
+        assert "/some/file.py:3" in other  # other libraries' warnings keep Python's format
+    finally:
+        warnings.formatwarning = saved

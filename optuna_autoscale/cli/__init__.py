@@ -159,6 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _words_for_warnings() -> None:
+    """Print the package's warnings (DDO fits, caps, guard) as ``warning: <text>``, without Python's
+    ``file:line: Category:`` prefix and source line; other libraries' warnings keep Python's format."""
+    import warnings
+
+    default = warnings.formatwarning
+
+    def fmt(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
+        if category.__module__.startswith("optuna_autoscale") or filename == "optuna-autoscale":
+            return f"warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = fmt  # type: ignore[assignment]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``optuna-autoscale`` console script; returns the exit status."""
     parser = build_parser()
@@ -172,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args._run is None:
         args._parser.print_help()
         return 2
+    _words_for_warnings()
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:  # pragma: no cover - interactive
