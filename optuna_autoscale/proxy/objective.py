@@ -86,8 +86,9 @@ def make_objective(
 
             import optuna
             from optuna_autoscale.proxy import ProxyConfig, make_objective
+            from optuna_autoscale.proxy.corpus import build_corpus
 
-            corpus = ...  # a built Corpus
+            corpus = build_corpus({"code": "code.jsonl", "prose": "prose.jsonl"})
             objective = make_objective(corpus, ProxyConfig(preset="tiny"), "mean_ppl", tokens=1e6)
             study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
             study.optimize(objective, n_trials=4)
