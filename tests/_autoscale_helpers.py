@@ -47,7 +47,7 @@ def frozen_trial(
         params={},
         distributions={},
         user_attrs={},
-        system_attrs={} if point is None else {POINT_ATTR: point.to_json(), **kw.get("sys", {})},  # type: ignore[dict-item]
+        system_attrs=({} if point is None else {POINT_ATTR: point.to_json()}) | dict(kw.get("sys", {})),  # type: ignore[arg-type]
         intermediate_values={},
         trial_id=number,
     )

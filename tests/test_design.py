@@ -18,6 +18,7 @@ from optuna_autoscale.design import derive_seed
 from optuna_autoscale.design import Ledger
 from optuna_autoscale.design import POINT_ATTR
 from optuna_autoscale.design import UNATTRIBUTED_GRACE_SECONDS
+from optuna_autoscale.ledger import CLAIM_ATTR
 
 
 DOMS = ("web", "code", "books")
@@ -158,7 +159,8 @@ def test_ledger_claims_fail_waiting_and_unattributed() -> None:
         _trial(2, TrialState.WAITING, p[2]),  # retried copy: a claim
         _trial(3, TrialState.RUNNING, p[3]),
         _trial(4, TrialState.PRUNED, p[4]),  # re-opens
-        _trial(5, TrialState.RUNNING, None),  # being assigned right now: takes the next open
+        _trial(5, TrialState.RUNNING, None, sys={CLAIM_ATTR: datetime.datetime.now().isoformat()}),  # claiming now
+        _trial(7, TrialState.RUNNING, None),  # an ordinary trial (never called suggest_mixture): claims nothing
     ]
     led = Ledger(d, trials)
     assert led.open_sequence()[:3] == [p[1].key, p[4].key, p[5].key]
@@ -167,8 +169,11 @@ def test_ledger_claims_fail_waiting_and_unattributed() -> None:
     assert led.is_done(p[0].key) and not led.is_done(p[2].key)
     # An old un-attributed RUNNING trial (crashed worker) is not simulated forever.
     old = datetime.datetime.now() - datetime.timedelta(seconds=UNATTRIBUTED_GRACE_SECONDS + 5)
-    led2 = Ledger(d, trials[:5] + [_trial(5, TrialState.RUNNING, None, start=old)])
+    led2 = Ledger(d, trials[:5] + [_trial(5, TrialState.RUNNING, None, sys={CLAIM_ATTR: old.isoformat()})])
     assert led2.next_key(6) == p[1].key
+    # A waiting trial ("" claim) holds nothing either.
+    led3 = Ledger(d, trials[:5] + [_trial(5, TrialState.RUNNING, None, sys={CLAIM_ATTR: ""})])
+    assert led3.next_key(6) == p[1].key
 
 
 def test_ledger_verification_waits_on_its_design_and_duplicates_count_once() -> None:

@@ -174,6 +174,8 @@ def join_workers(procs: Sequence[subprocess.Popen[bytes]]) -> list[int]:
 
 def progress_callback(n_runs: int) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
     """An Optuna callback printing one line per finished run: its design point, tokens, loss and time."""
+    from optuna.trial import TrialState
+
     from optuna_autoscale.design import POINT_ATTR
     from optuna_autoscale.mixture import ROLE_ATTR
     from optuna_autoscale.mixture import TOKENS_PARAM
@@ -181,6 +183,8 @@ def progress_callback(n_runs: int) -> Callable[[optuna.Study, optuna.trial.Froze
     start = time.perf_counter()
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state == TrialState.PRUNED and POINT_ATTR not in trial.system_attrs:
+            return  # a trial that found nothing left to claim: it trained nothing
         done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
         value = "failed" if trial.value is None else f"loss {trial.value:.4f}"
         point = trial.system_attrs.get(POINT_ATTR)
