@@ -148,7 +148,9 @@ def test_four_workers_complete_the_design_exactly_once(tmp_path: Path) -> None:
         # four processes did share the work
         text = log.read_text()
         assert text.count("worker ") == 3 and "design complete: True" in text
-        assert all(t.state == TrialState.COMPLETE for t in study.trials)
+        # idle workers prune their last trial (it claimed and trained nothing): at most one per worker
+        others = [t for t in study.trials if t.state != TrialState.COMPLETE]
+        assert all(t.state == TrialState.PRUNED for t in others) and len(others) <= 4
         _assert_same_result(study, _reference(config))
         _no_secret(log)
         assert "postgres:***@" in text or "postgres@" in text
