@@ -82,6 +82,16 @@ def verify_optimum_index(key: str) -> int | None:
     return int(key.split("/")[0][1:]) if key.endswith("/verify_optimum") else None
 
 
+def filler_key(number: int) -> str:
+    """Key of the extra base-run replicate that trial ``number`` runs when it found no open point."""
+    return f"b0/replicate/t{number}"
+
+
+def is_filler_key(key: str) -> bool:
+    """Whether ``key`` is a filler replicate's (:func:`filler_key`)."""
+    return key.startswith("b0/replicate/t")
+
+
 def key_budget_index(key: str, n_budgets: int) -> int:
     """The budget index of a point key: ``i`` for ``b{i}/...``, ``n_budgets`` (the held-out budget) for ``heldout/...``."""
     return int(key.split("/")[0][1:]) if key.startswith("b") else n_budgets
@@ -545,10 +555,11 @@ class Design:
     def filler(self, number: int) -> DesignPoint:
         """The extra base-run replicate (smallest budget, fresh seed) given to trial ``number``.
 
-        Used when every open point is running or waits on a fit; never blocks.
+        Used, up to ``AutoScaleSampler(filler_replicates=k)``, when every open point is running or
+        waits on a fit.
         """
         return DesignPoint(
-            f"b0/replicate/t{number}",
+            filler_key(number),
             "replicate",
             self.budgets[0],
             0,

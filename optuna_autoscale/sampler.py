@@ -11,6 +11,7 @@ import logging
 import math
 import threading
 import time
+import warnings
 import weakref
 from typing import Any
 from typing import TYPE_CHECKING
@@ -29,6 +30,7 @@ from optuna_autoscale.design import CONFIG_ATTR
 from optuna_autoscale.design import Design
 from optuna_autoscale.design import DesignPoint
 from optuna_autoscale.design import HELDOUT_PREDICTED_KEY
+from optuna_autoscale.design import is_filler_key
 from optuna_autoscale.design import POINT_ATTR
 from optuna_autoscale.ledger import CLAIM_ATTR
 from optuna_autoscale.ledger import is_user_trial
@@ -53,7 +55,6 @@ BUDGET_ATTR = "autoscale_budget"
 """User attr: the nominal budget (tokens) of the design a trial belongs to."""
 
 _UNIT = FloatDistribution(0.0, 1.0)
-_FILLER_MARK = "/replicate/t"  # filler keys: ``b0/replicate/t<number>`` (Design.filler)
 _POLL_FIRST = 1.0  # seconds before an idle claim polls storage again; doubles up to _POLL_MAX
 _POLL_MAX = 30.0
 _SAY_EVERY = 120.0  # seconds between "waits for a design point" messages
@@ -377,7 +378,7 @@ class AutoScaleSampler(BaseSampler):
                     self._store(study, trial, self._design.dynamic_point(key, None))
                     point = self._verification_point(key, ledger)
                 break
-            if sum(1 for k in ledger.taken if _FILLER_MARK in k) < self._filler_replicates:
+            if sum(1 for k in ledger.taken if is_filler_key(k)) < self._filler_replicates:
                 point = self._design.filler(trial.number)
                 break
             study._storage.set_trial_system_attr(trial._trial_id, CLAIM_ATTR, "")  # waiting claims nothing
@@ -393,7 +394,8 @@ class AutoScaleSampler(BaseSampler):
                 _logger.warning(
                     "Trial %d waits for a design point: every open point is running or waits on their fits "
                     "(%d running: %s). Polling storage every <= %.0f s (waited %.0f s). Set "
-                    "AutoScaleSampler(filler_replicates=k) to run extra base replicates instead.",
+                    "AutoScaleSampler(filler_replicates=k) to run extra base replicates instead; with ask-and-tell "
+                    "in one process, tell the running trials first (nobody else will finish them).",
                     trial.number, len(running), ", ".join(running[:6]) + (" ..." if len(running) > 6 else ""),
                     _POLL_MAX, waited,
                 )
@@ -401,7 +403,9 @@ class AutoScaleSampler(BaseSampler):
             time.sleep(delay)
             waited += delay
             delay = min(_POLL_MAX, 2 * delay)
-            optuna.storages.fail_stale_trials(study)  # a dead worker's point re-opens
+            with warnings.catch_warnings():  # experimental in Optuna; its warning would repeat every poll
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)  # a dead worker's point re-opens
         self._store(study, trial, point)
         return point
 
