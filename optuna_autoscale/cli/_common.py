@@ -82,15 +82,24 @@ def _redaction_urls(args: argparse.Namespace) -> list[str]:
     return [u for u in urls if u]
 
 
-def float_tokens(text: str) -> float:
-    """``argparse`` type of a token count such as ``1e10`` (finite, > 0)."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of tokens such as 1e10, got {text!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"tokens must be a finite number > 0, got {text!r}")
-    return v
+def positive_number(what: str, example: str) -> Callable[[str], float]:
+    """An ``argparse`` type for a finite number > 0 of ``what`` (e.g. ``"tokens"``, shown with ``example``)."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number of {what} such as {example}, got {text!r}") from None
+        if not math.isfinite(v) or v <= 0:
+            raise argparse.ArgumentTypeError(f"{what} must be a finite number > 0, got {text!r}")
+        return v
+
+    parse.__name__ = what  # argparse names the type in its own messages
+    return parse
+
+
+float_tokens = positive_number("tokens", "1e10")
+"""``argparse`` type of a token count such as ``1e10`` (finite, > 0)."""
 
 
 def add_study_args(p: argparse.ArgumentParser) -> None:

@@ -20,6 +20,7 @@ from optuna_autoscale.cli._common import design_config_of
 from optuna_autoscale.cli._common import float_tokens
 from optuna_autoscale.cli._common import handled
 from optuna_autoscale.cli._common import load_study
+from optuna_autoscale.cli._common import positive_number
 from optuna_autoscale.cli._common import resolve
 from optuna_autoscale.cli._common import run_config_of
 from optuna_autoscale.cli._common import text_table
@@ -314,14 +315,7 @@ def _cmd_extrapolate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of epochs such as 8, got {text!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"epochs must be a finite number > 0, got {text!r}")
-    return v
+_positive_float = positive_number("epochs", "8")
 
 
 def _status_args(p: argparse.ArgumentParser) -> None:
