@@ -379,8 +379,12 @@ class Bench:
 
         import optuna
 
+        import warnings
+
         study = self.tpe_study()
-        optuna.storages.fail_stale_trials(study)  # a killed worker's TPE trial stops counting as running
+        with warnings.catch_warnings():  # experimental in Optuna; it would warn on every job
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # a killed worker's TPE trial stops counting as running
         trials = study.get_trials(deepcopy=False)
         return (sum(t.state == TrialState.COMPLETE for t in trials), sum(t.state == TrialState.RUNNING for t in trials))
 
