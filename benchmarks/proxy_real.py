@@ -47,6 +47,7 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -345,7 +346,8 @@ class Bench:
         self.runs.set_user_attr(key, json.dumps(value))
 
     # -- searches
-    def swarm(self) -> list[dict[str, float]]:
+    @functools.cached_property
+    def _swarm(self) -> list[dict[str, float]]:
         from optuna_autoscale.baselines import dirichlet_swarm
         from optuna_autoscale.baselines import natural
 
@@ -353,6 +355,10 @@ class Bench:
         n = max(len(self.domains) + 2, int(round(self.ddo_tokens() / self.b_small)))
         draws = dirichlet_swarm([nat[d] for d in self.domains], n, seed=0)
         return [dict(zip(self.domains, (float(x) for x in w))) for w in draws]
+
+    def swarm(self) -> list[dict[str, float]]:
+        """RegMix's and DML's Dirichlet swarm at the smaller budget (the DDO's training tokens; computed once)."""
+        return self._swarm
 
     def tpe_study(self) -> Any:
         import optuna
@@ -419,7 +425,6 @@ class Bench:
         from optuna_autoscale.baselines import uniform
         from optuna_autoscale.baselines import unimax
 
-        n_params = None
         mix: dict[str, dict[str, float]] = {"uniform": uniform(self.domains), "natural": natural(self.unique),
                                             "UniMax": unimax(self.unique, self.target, max_epochs=4.0)}
         compute: dict[str, float] = {"uniform": 0.0, "natural": 0.0, "UniMax": 0.0}
@@ -431,7 +436,6 @@ class Bench:
 
             study = self.ddo_study()
             done = [t for t in study.trials if t.state == TrialState.COMPLETE]
-            n_params = int(done[0].user_attrs["n_params"])
             ddo_compute = float(sum(float(t.user_attrs["tokens_seen"]) * float(t.user_attrs["n_params"]) for t in done))
             if "AutoScale (default)" not in pinned:
                 result = AutoScaleResult.from_study(study, write_summary=False)
@@ -475,7 +479,6 @@ class Bench:
                                        for t in trials))
         self.set_meta("mixtures", pinned)
         mix.update(pinned)
-        del n_params
         return {m: {d: float(mix[m][d]) for d in self.domains} for m in METHODS if m in mix}, compute
 
     # -- the job list
