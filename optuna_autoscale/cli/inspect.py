@@ -159,8 +159,11 @@ def fitted_result(study: optuna.Study) -> Any:
 
 
 def print_show(study: optuna.Study, *, fmt: str, budget: float | None, cfg: RunConfig | None,
-                tolerant: bool = False) -> None:
-    """Print the fitted optimum of each design budget (or of ``budget``) in ``fmt``; ``tolerant``: print, not raise, why there is none."""
+                tolerant: bool = False) -> Any:
+    """Print the fitted optimum of each design budget (or of ``budget``) in ``fmt``; ``tolerant``: print, not raise, why there is none.
+
+    Returns the fitted :class:`~optuna_autoscale.AutoScaleResult` (None when there is none), for the caller's next line.
+    """
     from optuna_autoscale.visualization import format_tokens
 
     try:
@@ -169,11 +172,11 @@ def print_show(study: optuna.Study, *, fmt: str, budget: float | None, cfg: RunC
         if not tolerant:
             raise
         print(str(e))
-        return
+        return None
     optima = dict(res.optima)
     if not optima:
         print("no budget's design has completed yet.")
-        return
+        return res
     keys = sorted(optima)
     if budget is not None:
         keys = [b for b in keys if math.isclose(float(b), budget, rel_tol=1e-6)]
@@ -197,6 +200,7 @@ def print_show(study: optuna.Study, *, fmt: str, budget: float | None, cfg: RunC
         import sys
 
         print("\n".join(notes), file=sys.stdout if fmt == "table" else sys.stderr)
+    return res
 
 
 def _cmd_show(args: argparse.Namespace) -> int:

@@ -236,18 +236,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         bad = join_workers(procs)
     complete = sampler.is_complete(study)
     print(f"this process ran {ran} trial(s); design complete: {complete}", flush=True)
-    print_show(study, fmt="table", budget=None, cfg=cfg, tolerant=True)
+    res = print_show(study, fmt="table", budget=None, cfg=cfg, tolerant=True)
     from optuna_autoscale.cli._next import print_next
     from optuna_autoscale.cli._next import tokens_arg
 
     conf = args.config_file
     target = None
-    if complete:
+    if complete and res is not None:
         with contextlib.suppress(Exception):  # no fit (e.g. one budget): the line without a target
             from optuna_autoscale.cli.inspect import suggested_target
-            from optuna_autoscale.results import AutoScaleResult
 
-            target = suggested_target(AutoScaleResult.from_study(study, write_summary=False))
+            target = suggested_target(res)
     if target is not None:
         print_next(f"optuna-autoscale extrapolate --config {conf} --tokens {tokens_arg(target)} (the mixture at "
                    f"the target), optuna-autoscale report --config {conf} (the HTML report), "
