@@ -17,9 +17,10 @@ Each method proposes an allocation for the target, scored by the true (noiseless
 
 (1 = the whole gain, 0 = no better than uniform, < 0 = worse than uniform). Rows:
 
-- ``joint (robust, default)``: what :class:`AutoScaleResult` does (:data:`DEFAULT_LAW`,
-  :data:`TRANSFER_FORMS`, :data:`TRANSFER_POOL`), i.e. one of the rows below (now ``default + pooled
-  exponents (auto)``; before, ``per-domain, form by CV (robust)``);
+- ``joint (robust, default)``: the default joint law's robust optimum with no region and no guard (:data:`DEFAULT_LAW`,
+  :data:`TRANSFER_FORMS`, :data:`TRANSFER_POOL`; ``extrapolate(..., allow_outside=True, guard=False)``), the default
+  before issue 11 and the law behind the two issue-11 rows at the end; the row name is kept for comparison with
+  earlier tables. **The current default is the last row, ``default, inside the box, guarded``**;
 - ``joint separable (robust)``: :func:`fit_separable` over both budgets on the scalar objective,
   ``optimal_allocation(robust=True)`` anchored at the 4e8 DDO optimum;
 - ``joint separable (non-robust)``: that law's point optimum at the target;
@@ -53,9 +54,9 @@ Each method proposes an allocation for the target, scored by the true (noiseless
   used (:func:`~optuna_autoscale.extrapolation.robust.region_bounds`, :data:`results.DEFAULT_REGION`) and
   :data:`results.REGION_RISK` (0.5) posterior sds; ``risk 1``: the same with the unbounded rule's risk (measured,
   not adopted);
-- ``default, inside the box, guarded (issue 11 guard)``: what :meth:`AutoScaleResult.extrapolate` does since the
-  guard: the in-box row's mixture cut back toward uniform by :meth:`Evidence.guard` (the point on the line uniform ->
-  that mixture whose predicted gain over uniform has the best 80% lower bound, uniform unless that bound is above 0),
+- ``default, inside the box, guarded (issue 11 guard)``: what :meth:`AutoScaleResult.extrapolate` does by default
+  now: the in-box row's mixture cut back toward uniform by :meth:`Evidence.guard` (the point on the line uniform ->
+  that mixture whose expected gain over uniform has the best 80% lower bound, uniform unless that bound is above 0),
   with the evidence :class:`AutoScaleResult` fits on the same runs (:func:`fit_evidence` with the fitted law, ``shrink=1``
   as with two budgets);
 - information ceilings (:func:`ceiling_law`), the family's own per-domain law with shape parameters
