@@ -705,7 +705,12 @@ def table(rep: Mapping[str, Any]) -> str:
 
 def export_ladder(bench: Bench, path: Path) -> int:
     """Every stored run in the runs format (``weight_<d>``, ``tokens``, ``group``, ``seed``, ``value``,
-    ``loss_<d>``, plus ``run_id`` and ``source``); curves go to ``<stem>_curves.csv``. Returns the row count."""
+    ``loss_<d>``, plus ``run_id`` and ``source``); curves go to ``<stem>_curves.csv``. Returns the row count.
+
+    ``group`` joins the runs that share a budget and a seed (common random numbers: one offset in the
+    joint law). A run whose seed no other run at its budget shares (the swarm) joins its source's
+    group at that budget instead; a run still alone there (a DDO base replicate at its own seed: its
+    use is the noise estimate of the DDO study) is left out, since a group of one has no offset."""
     from optuna.trial import TrialState
 
     rows: list[dict[str, Any]] = []
@@ -715,7 +720,7 @@ def export_ladder(bench: Bench, path: Path) -> int:
         row = {"run_id": run_id, "source": source}
         row.update({f"weight_{d}": round(float(attrs[f"weight_{d}"]), 6) for d in bench.domains})
         row.update({"tokens": int(round(float(attrs["tokens"]))), "group": f"b{budget:.3g}/s{int(attrs['seed'])}",
-                    "seed": int(attrs["seed"]), "value": round(float(value), 6)})
+                    "seed": int(attrs["seed"]), "value": round(float(value), 6), "_alone": f"b{budget:.3g}/{source}"})
         row.update({f"loss_{d}": round(float(attrs[f"loss_{d}"]), 6) for d in bench.domains})
         rows.append(row)
         for h in json.loads(attrs.get("history", "[]")):
@@ -736,6 +741,18 @@ def export_ladder(bench: Bench, path: Path) -> int:
         label = str(t.user_attrs.get("label", ""))
         budget = float(t.user_attrs["tokens"])
         add(f"run-{t.number}", label.split(" ", 1)[0], t.user_attrs, t.value, budget)
+    sizes: dict[str, int] = {}
+    for row in rows:
+        sizes[row["group"]] = sizes.get(row["group"], 0) + 1
+    for row in rows:
+        if sizes[row["group"]] == 1:
+            row["group"] = row["_alone"]
+    sizes = {}
+    for row in rows:
+        sizes[row["group"]] = sizes.get(row["group"], 0) + 1
+    rows = [{k: v for k, v in row.items() if k != "_alone"} for row in rows if sizes[row["group"]] > 1]
+    kept = {row["run_id"] for row in rows}
+    curves = [c for c in curves if c["run_id"] in kept]
     path.parent.mkdir(parents=True, exist_ok=True)
     for target, data in ((path, rows), (path.with_name(path.stem + "_curves.csv"), curves)):
         if not data:
