@@ -218,11 +218,11 @@ def score_set(s: dict[str, Any], *, calibrate: bool = True) -> dict[str, dict[st
     law_pred = ev._view.f(cand * target)
     opt = ev._view.optimum(target, np.zeros(runs.m), np.ones(runs.m))
     add("law", law_pred, inside=float(_inside(opt, runs)))
-    anch = np.array([ev._point(w, target)[0] for w in cand]) - ev._point(u, target)[0]
+    anch = np.array([ev._point(w, target).value for w in cand]) - ev._point(u, target).value
     rec = ev.recommend(target)
     cov = ev.calibration() if calibrate else None
     add("anchored", anch, inside=float(rec.inside), coverage=None if cov is None else cov.coverage,
-        n_cov=None if cov is None else cov.n, shrink=ev.shrink, kind=ev.kind, seconds=time.perf_counter() - t0,
+        n_cov=None if cov is None else cov.n, cov_split=None if cov is None else (cov.inside, cov.outside), shrink=ev.shrink, kind=ev.kind, seconds=time.perf_counter() - t0,
         rec=rec)
     try:
         with warnings.catch_warnings():
@@ -255,6 +255,15 @@ def _fmt(v: Any, spec: str = ".3f") -> str:
     return format(v, spec)
 
 
+def _split(split: Any) -> str:
+    """'; inside the tested region 0.93 (n=..), outside 0.57 (n=..)' when some pairs lie outside, else ''."""
+    if not split or not split[1][1]:
+        return ""
+    (a, n), (b, m) = split
+    ins = f"{a / n:.2f} (n={n})" if n else "–"
+    return f"; inside the refitted runs' shares {ins}, outside {b / m:.2f} (n={m})"
+
+
 def table(name: str, res: dict[str, dict[str, Any]], noise: float | None) -> str:
     lines = [f"**{name}**" + (f" (seed noise sd at the target {noise:.4f})" if noise else ""), "",
              "| method | Spearman at target | regret of pick | 80% coverage (LOGO) | recommendation inside |", "|---|---|---|---|---|"]
@@ -263,7 +272,7 @@ def table(name: str, res: dict[str, dict[str, Any]], noise: float | None) -> str
         if r is None:
             continue
         cov = r.get("coverage")
-        cov_s = f"{cov:.2f} (n={r['n_cov']})" if cov is not None and not math.isnan(cov) else "–"
+        cov_s = f"{cov:.2f} (n={r['n_cov']}{_split(r.get('cov_split'))})" if cov is not None and not math.isnan(cov) else "–"
         ins = r.get("inside", math.nan)
         ins_s = "–" if ins is None or math.isnan(ins) else ("yes" if ins else "no")
         lines.append(f"| {mth} | {_fmt(r['spearman'])} | {_fmt(r['regret'], '.4f')} | {cov_s} | {ins_s} |")

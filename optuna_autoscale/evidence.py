@@ -53,6 +53,7 @@ from collections.abc import Sequence
 import dataclasses
 import math
 from typing import Any
+from typing import NamedTuple
 import warnings as _warnings
 
 import numpy as np
@@ -582,6 +583,9 @@ class Calibration:
         n: Number of held-out differences.
         by_group: Group -> (inside, total).
         mean_abs_error: Mean absolute error of the predicted differences (loss units).
+        inside: (inside, total) over the pairs whose two mixtures both lie in the tested region of the runs
+            refitted (interpolation; where recommendations are made by default).
+        outside: (inside, total) over the other pairs (extrapolation past every refitted run's shares).
     """
 
     level: float
@@ -589,6 +593,8 @@ class Calibration:
     n: int
     by_group: dict[str, tuple[int, int]]
     mean_abs_error: float
+    inside: tuple[int, int] = (0, 0)
+    outside: tuple[int, int] = (0, 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -640,6 +646,19 @@ class Guard:
                 f"way's gain {self.candidate_gain:+.3f} has the interval ({lo:+.3f}, {hi:+.3f}) ({undo}: {candidate})")
 
 
+class _Point(NamedTuple):
+    """One anchored prediction (:meth:`Evidence._point`)."""
+
+    value: float  # offset-free predicted loss
+    draws: np.ndarray  # the law part's posterior draws (K,)
+    bias: float  # shrinkage bias of the law's change with scale
+    anchor: int  # the nearest tested mixture
+    rho: float  # correlation of the law's error here with the anchor's (1 at the anchor itself)
+    n: float  # anchor runs at the anchor budget
+    kappa: float  # share of the anchor runs' mean residual kept
+    shares: np.ndarray
+
+
 def tested_region(runs: Runs) -> tuple[np.ndarray, np.ndarray]:
     """The tested region: per-domain ``(min, max)`` of the shares the runs used, ``(m,)`` each.
 
@@ -670,6 +689,10 @@ class Evidence:
         misfit_sd: sd of the law's residuals that persists across groups for the same mixture (the part of an
             observation the law misses and the runs measure), from the residuals' covariance across groups;
             None when no mixture was run in two groups (then observations are kept whole).
+        law_error_sd: sd of the law's error at a mixture no run anchors, where the runs show one: the larger of
+            :attr:`misfit_sd` and the residual sd less the seed noise, each counted when it passes a 5% test
+            (else 0). A prediction's uncertainty grows
+            from the anchor's toward it with the distance from the nearest tested mixture (see :meth:`_point`).
         absolute: Whether absolute losses are predicted (uniform's level fitted over >= 3 budgets).
         level: ``(E_inf, A, alpha)`` of uniform's level ``E(N) = E_inf + A N^-alpha``, or None.
         warnings: Notes from the fit.
@@ -683,6 +706,7 @@ class Evidence:
     shrink: float
     risk: float
     misfit_sd: float | None
+    law_error_sd: float
     absolute: bool
     level: tuple[float, float, float] | None
     warnings: list[str]
@@ -757,9 +781,10 @@ class Evidence:
         pred = base + lam * s
         lk = lam[None, :] * sk + (fk[:, k:2 * k] - fk[:, 3 * k:]) - (f[k:2 * k] - f[3 * k:])[None, :]
         bias = (1.0 - lam) * s
-        out = (w, pred, lk, bias, n_anchor / np.maximum(kappa, 1e-12), anchor_n)
+        out = (w, pred, lk, bias, n_anchor, anchor_n)
         self._options[key] = out
         self._options[("resid",) + key[1:]] = kappa * obs
+        self._options[("kappa",) + key[1:]] = kappa
         return out
 
     def _kappa(self, n_anchor: np.ndarray) -> np.ndarray:
@@ -769,23 +794,62 @@ class Evidence:
         t2 = self.misfit_sd**2
         return t2 / np.maximum(t2 + self.noise**2 / n_anchor, 1e-300)
 
-    def _point(self, shares: np.ndarray, tokens: float) -> tuple[float, np.ndarray, float, int, float]:
-        """Offset-free prediction of ``shares`` at ``tokens``: value, law draws (K,), bias, anchor id, anchor noise count.
-
-        Anchored at the nearest tested mixture (total variation), plus the law's difference.
-        """
+    def _point(self, shares: np.ndarray, tokens: float) -> _Point:
+        """Offset-free prediction of ``shares`` at ``tokens``: anchored at the nearest tested mixture (total
+        variation), plus the law's difference from it."""
         w, pred, lk, bias, n_anchor, _ = self._anchor_terms(tokens)
         tv = 0.5 * np.abs(w - shares[None, :]).sum(axis=1)
         j = int(np.argmin(tv))
+        key = (float(tokens), float(self.shrink), self.misfit_sd)
+        kappa = float(self._options[("kappa",) + key][j])
         if tv[j] <= 1e-6:
-            return float(pred[j]), lk[:, j], float(bias[j]), j, float(n_anchor[j])
+            return _Point(float(pred[j]), lk[:, j], float(bias[j]), j, 1.0, float(n_anchor[j]), kappa, shares)
         v, dev, b = self._relative(shares[None, :], j, tokens)
         # The anchor's own residual belongs to the anchor: it fades out over the typical distance between
         # tested mixtures (median nearest-neighbour total variation), beyond which the law speaks alone.
-        rho = max(0.0, 1.0 - float(tv[j]) / self._spacing())
-        res = self._options[("resid", float(tokens), float(self.shrink), self.misfit_sd)][j]
-        return (float(pred[j] - (1.0 - rho) * res + v[0]), lk[:, j] + dev[:, 0], float(bias[j] + b[0]), j,
-                float(n_anchor[j]) / max(rho, 1e-12) if rho > 0 else math.inf)
+        rho = self._rho(float(tv[j]))
+        res = self._options[("resid",) + key][j]
+        return _Point(float(pred[j] - (1.0 - rho) * res + v[0]), lk[:, j] + dev[:, 0], float(bias[j] + b[0]), j, rho,
+                      float(n_anchor[j]), kappa, shares)
+
+    def _rho(self, tv: float) -> float:
+        """Correlation of the law's errors at two mixtures ``tv`` apart (total variation): 1 at the same mixture,
+        falling linearly to 0 at the typical spacing of the tested mixtures."""
+        return max(0.0, 1.0 - tv / self._spacing())
+
+    def _anchor_var(self, p: _Point) -> float:
+        """Variance of the part of ``p``'s prediction that the anchor and the law's misfit leave uncertain.
+
+        At a tested mixture it is the anchor runs' seed noise (the share kappa of it that the kept residual
+        carries); away from every tested mixture it grows to the law's own error (:attr:`law_error_sd`): a
+        prediction far from the evidence is as uncertain as the law's misfit, not only as its posterior.
+        """
+        return p.rho**2 * self._seed_var(p) + self.law_error_sd**2 * (1.0 - p.rho**2) + self._outside_var(p.shares)
+
+    def _outside_var(self, shares: np.ndarray) -> float:
+        """Variance for leaving the tested region: no run bounds the law's error there, so it grows with the
+        distance outside (total variation), one spread of the tested mixtures' losses per typical spacing."""
+        if "box" not in self._options:
+            ids = self.runs.mixture_ids()
+            off = np.array([self._view.offsets[g] for g in self.runs.groups])
+            yo = self.runs.value - off
+            per = np.array([yo[ids == i].mean() for i in np.unique(ids)])
+            self._options["box"] = (*tested_region(self.runs), float(np.std(per)) if len(per) > 1 else 0.0)
+        lo, hi, spread = self._options["box"]
+        out = 0.5 * float(np.maximum(lo - shares, 0.0).sum() + np.maximum(shares - hi, 0.0).sum())
+        return (spread * out / self._spacing()) ** 2 if out > 1e-9 else 0.0
+
+    def _seed_var(self, p: _Point) -> float:
+        """Variance that the anchor runs' seed noise leaves in the anchor's kept residual."""
+        return (p.kappa if self.misfit_sd is not None else 1.0) * self.noise**2 / p.n
+
+    def _anchor_cov(self, a: _Point, b: _Point) -> float:
+        """Covariance of the anchor-and-misfit parts of two predictions (see :meth:`_anchor_var`)."""
+        common = self._rho(0.5 * float(np.abs(a.shares - b.shares).sum())) - a.rho * b.rho
+        c = self.law_error_sd**2 * common
+        if a.anchor == b.anchor:
+            return c + a.rho * b.rho * self._seed_var(a)
+        return max(c, 0.0)
 
     def _spacing(self) -> float:
         if "spacing" not in self._options:
@@ -825,16 +889,22 @@ class Evidence:
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             return np.where(np.abs(s) > 0, np.maximum(0.0, 1.0 - (self.shrink * sd) ** 2 / np.maximum(s**2, 1e-300)), 0.0)
 
-    def _diff(self, a: np.ndarray, b: np.ndarray, tokens: float, *, new_runs: bool = True) -> tuple[float, float]:
-        """Predicted offset-free loss of ``a`` minus ``b`` at ``tokens`` and its prediction sd."""
-        va, la, ba, ja, na = self._point(a, tokens)
-        vb, lb, bb, jb, nb = self._point(b, tokens)
-        var = float(np.var(la - lb)) + (ba - bb) ** 2
-        if ja != jb:
-            var += self.noise**2 * (1.0 / na + 1.0 / nb)
+    def _diff(self, a: np.ndarray, b: np.ndarray, tokens: float, *, new_runs: bool = True,
+              tokens_b: float | None = None) -> tuple[float, float]:
+        """Predicted offset-free loss of ``a`` (at ``tokens``) minus ``b`` (at ``tokens_b``, default the same)
+        and its prediction sd: the law's posterior, the shrinkage bias, the anchors' noise and the law's misfit
+        away from them, and with ``new_runs`` the seed noise of the two runs that would show the difference."""
+        pa = self._point(a, tokens)
+        pb = self._point(b, tokens if tokens_b is None else tokens_b)
+        return pa.value - pb.value, math.sqrt(self._pair_var(pa, pb, new_runs=new_runs))
+
+    def _pair_var(self, pa: _Point, pb: _Point, *, new_runs: bool) -> float:
+        va, vb = self._anchor_var(pa), self._anchor_var(pb)
+        c = min(self._anchor_cov(pa, pb), math.sqrt(max(va * vb, 0.0)))
+        var = float(np.var(pa.draws - pb.draws)) + (pa.bias - pb.bias) ** 2 + va + vb - 2.0 * c
         if new_runs:
             var += 2.0 * self.noise**2
-        return va - vb, math.sqrt(max(var, 0.0))
+        return max(var, 0.0)
 
     def _shares(self, mixture: Mixture | Mapping[str, float] | Sequence[float]) -> np.ndarray:
         if isinstance(mixture, Mixture):
@@ -863,7 +933,7 @@ class Evidence:
         w = self._shares(mixture)
         u = self._uniform()
         if anchored:
-            v = self._point(w, tokens)[0] - self._point(u, tokens)[0]
+            v = self._point(w, tokens).value - self._point(u, tokens).value
             if self.level is not None:
                 # Absolute: uniform's anchored value + level; the level model is of uniform.
                 v += self._level(tokens)
@@ -931,8 +1001,8 @@ class Evidence:
         w, pred, lk, bias, n_anchor, anchor_n = self._anchor_terms(t)
         u = self._uniform()
         if anchored:
-            vals = pred - self._point(u, t)[0]
-            sds = np.sqrt(lk.var(axis=0) + bias**2 + self.noise**2 / n_anchor)
+            vals = pred - self._point(u, t).value
+            sds = np.sqrt(lk.var(axis=0) + bias**2 + np.array([self._anchor_var(self._point(x, t)) for x in w]))
         else:
             f = self._view.f(np.vstack([w * t, u[None, :] * t]))
             vals = f[:-1] - f[-1]
@@ -1053,7 +1123,7 @@ class Evidence:
             gain_over_uniform=float(-d_u),
             uniform_interval=(float(-d_u - z * sd_u), float(-d_u + z * sd_u)),
             inside=inside,
-            predicted_loss=float(self._point(rec, t)[0] - self._point(u, t)[0] + self._level(t)),
+            predicted_loss=float(self._point(rec, t).value - self._point(u, t).value + self._level(t)),
             warnings=tuple(notes),
             best_tested=Mixture(dict(zip(self.domains, (a / a.sum()).tolist())), t),
             gain_over_best=float(-d_a),
@@ -1072,6 +1142,7 @@ class Evidence:
         """
         z = float(stats.norm.ppf(0.5 + level / 2))
         by: dict[str, tuple[int, int]] = {}
+        split: dict[bool, list[int]] = {True: [], False: []}
         errs: list[float] = []
         r = self.runs
         u = self._uniform()
@@ -1091,22 +1162,23 @@ class Evidence:
                 continue
             ref = int(np.argmin(np.abs(held.weights - u).sum(axis=1)))
             idx = [i for i in range(held.n) if i != ref][:max_pairs]
+            lo, hi = tested_region(rest)
             inside = 0
             for i in idx:
-                va, la, ba, ja, na = ev._point(held.weights[i], float(held.tokens[i]))
-                vb, lb, bb, jb, nb = ev._point(held.weights[ref], float(held.tokens[ref]))
-                var = float(np.var(la - lb)) + (ba - bb) ** 2 + 2.0 * ev.noise**2
-                if ja != jb:
-                    var += ev.noise**2 * (1.0 / na + 1.0 / nb)
-                pred = va - vb
+                pred, sd = ev._diff(held.weights[i], held.weights[ref], float(held.tokens[i]),
+                                    tokens_b=float(held.tokens[ref]))
                 obs = float(held.value[i] - held.value[ref])
                 errs.append(abs(pred - obs))
-                inside += int(abs(pred - obs) <= z * math.sqrt(max(var, 0.0)))
+                hit = int(abs(pred - obs) <= z * sd)
+                inside += hit
+                pair = held.weights[[i, ref]]
+                split[bool(np.all(pair >= lo - 1e-9) and np.all(pair <= hi + 1e-9))].append(hit)
             by[g] = (inside, len(idx))
         n = sum(b for _, b in by.values())
         cov = sum(a for a, _ in by.values()) / n if n else math.nan
         return Calibration(level=level, coverage=float(cov), n=n, by_group=by,
-                           mean_abs_error=float(np.mean(errs)) if errs else math.nan)
+                           mean_abs_error=float(np.mean(errs)) if errs else math.nan,
+                           inside=(sum(split[True]), len(split[True])), outside=(sum(split[False]), len(split[False])))
 
 
 # ------------------------------------------------------------------------------ fitting
@@ -1186,8 +1258,9 @@ def _fit_level(points: Sequence[tuple[float, float]]) -> tuple[float, float, flo
     return float(e), float(math.exp(la) * s**al), float(al)
 
 
-def _persistent_misfit(res: np.ndarray, ids: np.ndarray, groups: Sequence[str]) -> tuple[float, float] | None:
-    """(covariance of the residuals of the same mixture in different groups, residual variance), or None.
+def _persistent_misfit(res: np.ndarray, ids: np.ndarray, groups: Sequence[str]) -> tuple[float, float, float] | None:
+    """(covariance of the residuals of the same mixture in different groups, residual variance, the
+    covariance's standard error), or None.
 
     Seed noise is independent across groups; a law's misfit for a mixture persists. So the mean
     cross-product of a mixture's residuals in two groups estimates the misfit's variance.
@@ -1204,7 +1277,27 @@ def _persistent_misfit(res: np.ndarray, ids: np.ndarray, groups: Sequence[str]) 
                     cross.append(res[rows[a]] * res[rows[b]])
     if len(cross) < 3:
         return None
-    return float(min(max(np.mean(cross), 0.0), tot)), tot
+    se = float(np.std(cross, ddof=1) / math.sqrt(len(cross)))
+    return float(min(max(np.mean(cross), 0.0), tot)), tot, se
+
+
+def _law_error_var(res: np.ndarray, misfit: tuple[float, float, float] | None, noise: float, dof: int) -> float:
+    """Variance of the law's error away from the anchors, counted only where the runs show it (tests at 5%).
+
+    Two signs of a misfit: the residuals of the same mixture agree across groups (their mean cross-product is
+    more than 1.645 standard errors above 0), or the residuals are larger than the replicates' seed noise (a
+    lack-of-fit F test against the ``dof`` degrees of freedom of pure error). Where neither shows, the law is
+    taken at its word (0): a misfit estimated from noise alone would make every step away from a tested mixture
+    look unsupported.
+    """
+    out = 0.0
+    if misfit is not None and misfit[0] > float(stats.norm.ppf(0.95)) * misfit[2]:
+        out = misfit[0]
+    if dof >= 2 and noise > 0:
+        ms = float(np.mean(res**2))
+        if ms / noise**2 > float(stats.f.ppf(0.95, len(res), dof)):
+            out = max(out, ms - noise**2)
+    return out
 
 
 def fit_evidence(
@@ -1301,7 +1394,9 @@ def fit_evidence(
     ev = Evidence(
         runs=runs, law=fitted, kind=kind, noise=sig, noise_source=src, shrink=math.inf if auto else float(shrink),
         risk=DEFAULT_RISK if risk is None else float(risk),
-        misfit_sd=None if misfit is None else math.sqrt(misfit[0]), absolute=level is not None, level=level,
+        misfit_sd=None if misfit is None else math.sqrt(misfit[0]),
+        law_error_sd=math.sqrt(_law_error_var(res, misfit, sig, dof if src == "replicates" else 0)),
+        absolute=level is not None, level=level,
         warnings=notes, _view=view, _options={"draws": draws, "objective_weights": objective_weights},
     )
     if auto:
@@ -1356,7 +1451,7 @@ def _shrink_scores(ev: Evidence) -> dict[tuple[str, float], float]:
                 rows = np.flatnonzero(keep & (np.array(held.groups) == g))
                 if len(rows) < 2:
                     continue
-                pred = np.array([sub._point(held.weights[i], float(held.tokens[i]))[0] for i in rows])
+                pred = np.array([sub._point(held.weights[i], float(held.tokens[i])).value for i in rows])
                 obs = held.value[rows]
                 e = (pred - pred.mean()) - (obs - obs.mean())
                 out[(mode, z)] += float(e @ e)

@@ -13,10 +13,7 @@ import numpy as np
 
 from optuna_autoscale._progress import terminal_progress
 from optuna_autoscale.design import Design
-from optuna_autoscale.design import HELDOUT_PREDICTED_KEY
 from optuna_autoscale.design import verify_optimum_index
-from optuna_autoscale.extrapolation.robust import anchor_allocation
-from optuna_autoscale.extrapolation.robust import extrapolate_joint
 from optuna_autoscale.extrapolation.robust import target_upper
 from optuna_autoscale.laws import DDOFit
 from optuna_autoscale.laws import fit_power_laws
@@ -24,7 +21,6 @@ from optuna_autoscale.laws import fit_separable
 from optuna_autoscale.laws import fit_transfer
 from optuna_autoscale.laws import JointLaw
 from optuna_autoscale.laws import objective_weights
-from optuna_autoscale.mixture import Mixture
 
 
 if TYPE_CHECKING:
@@ -182,39 +178,20 @@ def verification_allocation(
     ledger: Ledger,
     key: str,
     cache: dict[Any, Any] | None = None,
-    losses: DomainLosses | None = None,
 ) -> dict[str, float]:
-    """The allocation of verification point ``key``, fitted from the ledger's runs (tokens).
+    """The allocation of the per-budget verification point ``key`` (a budget's DDO optimum), fitted from the
+    ledger's runs (tokens).
 
-    ``cache`` (optional) keeps per-budget optima keyed by the runs they were fitted on.
-    The held-out prediction uses the same joint law as :class:`AutoScaleResult`
-    (:func:`fit_joint` with ``kind="auto"``): the per-domain transfer law when the runs record
-    per-domain losses that reproduce the objective, else the separable law. ``losses``
-    (per-domain losses by trial number) defaults to the ledger's
-    (:attr:`~optuna_autoscale.design.Ledger.losses`); ``{}`` forces the separable law.
+    ``cache`` (optional) keeps per-budget optima keyed by the runs they were fitted on. The held-out
+    prediction is not here: it is :class:`~optuna_autoscale.AutoScaleResult`'s default recommendation at the
+    held-out budget (the sampler asks it), which needs the evidence above these fits.
     """
     cache = {} if cache is None else cache
-
-    def optimum(i: int) -> dict[str, float]:
-        runs = tuple(
-            sorted((k, tuple(v for _, v in ledger.done.get(k, ()))) for k in design.budget_keys(i))
-        )
-        ck = ("ddo", i, runs)
-        if ck not in cache:
-            cache[ck] = ddo_optimum(design, fit_budget(design, ledger, i), i)
-        return cache[ck]
-
     index = verify_optimum_index(key)
-    if index is not None:
-        return optimum(index)
-    if key == HELDOUT_PREDICTED_KEY:
-        assert design.heldout is not None
-        optima = {}
-        for i, n in enumerate(design.budgets):
-            try:
-                optima[n] = Mixture.from_allocation(optimum(i))
-            except (ValueError, RuntimeError):
-                continue
-        law = fit_joint(design, ledger, losses)
-        return extrapolate_joint(design, law, design.heldout, anchor=anchor_allocation(design, optima, design.heldout))
-    raise KeyError(f"{key!r} is not a verification point.")
+    if index is None:
+        raise KeyError(f"{key!r} is not a per-budget verification point.")
+    runs = tuple(sorted((k, tuple(v for _, v in ledger.done.get(k, ()))) for k in design.budget_keys(index)))
+    ck = ("ddo", index, runs)
+    if ck not in cache:
+        cache[ck] = ddo_optimum(design, fit_budget(design, ledger, index), index)
+    return cache[ck]

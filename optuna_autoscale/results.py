@@ -311,8 +311,6 @@ class AutoScaleResult:
         Raises:
             ValueError: If the study has neither an AutoScale design nor completed mixture trials.
         """
-        from optuna_autoscale.design import VERIFY_ROLES
-
         try:
             design = read_design(study)
         except ValueError as e:
@@ -328,17 +326,24 @@ class AutoScaleResult:
                 study.set_user_attr(SUMMARY_ATTR, short_summary(result))
                 study._storage.set_study_system_attr(study._study_id, RESULT_ATTR, result.to_json(indent=None))
             return result
-        trials = study.get_trials(deepcopy=False)
-        ledger = Ledger(design, trials)
-        try:
-            runs: Runs | None = runs_from_study(study, domains=design.domains, exclude_roles=VERIFY_ROLES)
-        except ValueError:
-            runs = None
-        result = cls._from_ledger(design, ledger, runs=runs)
+        result = cls._from_design(study, design, Ledger(design, study.get_trials(deepcopy=False)))
         if write_summary:
             study.set_user_attr(SUMMARY_ATTR, short_summary(result))
             study._storage.set_study_system_attr(study._study_id, RESULT_ATTR, result.to_json(indent=None))
         return result
+
+    @classmethod
+    def _from_design(cls, study: Any, design: Design, ledger: Ledger) -> AutoScaleResult:
+        """The result of ``study`` run with ``design``: the design's fits from ``ledger``, the joint law and the
+        evidence from every completed mixture trial (verification runs left out). The sampler's held-out
+        verification point is this result's default recommendation, so both give one answer."""
+        from optuna_autoscale.design import VERIFY_ROLES
+
+        try:
+            runs: Runs | None = runs_from_study(study, domains=design.domains, exclude_roles=VERIFY_ROLES)
+        except ValueError:
+            runs = None
+        return cls._from_ledger(design, ledger, runs=runs)
 
     @classmethod
     def _from_ledger(
@@ -891,7 +896,9 @@ class AutoScaleResult:
         (``"uniform"``, or ``"base"`` for a non-uniform base), ``weights``, ``observed`` /
         ``observed_reference`` (losses of the run and of the same-seed reference run),
         ``observed_gain`` (reference minus run), ``predicted`` / ``predicted_reference`` (joint
-        law; at the held-out budget up to the law's offset), ``predicted_gain``,
+        law; at the held-out budget up to the law's offset), ``predicted_gain`` (:meth:`predict_gain`'s anchored
+        gain, as every recommendation states it; the law's difference without runs), ``gain_interval`` (its
+        :data:`LEVEL` interval, or None),
         ``verdict`` (:func:`verification_verdict` with :attr:`noise`: whether this one pair of runs
         confirms, refutes or cannot judge the predicted gain) and ``trials`` (numbers of the run and
         of the reference).
@@ -912,6 +919,15 @@ class AutoScaleResult:
             pred = self._predict(pt.allocation or {}, group)
             pred_ref = self._predict(ref.allocation or {}, group)
             pred_gain = None if pred is None or pred_ref is None else pred_ref - pred
+            interval = None
+            if pred_gain is not None and self.runs is not None:
+                # One model, one answer: the gain the user was told (anchored, the verification runs left out).
+                try:
+                    m, r = pt.mixture(d.domains), ref.mixture(d.domains)
+                    pred_gain = self.evidence.predict_gain(m, r)
+                    interval = self.evidence.gain_interval(m, r, level=LEVEL)
+                except (ValueError, RuntimeError, np.linalg.LinAlgError):
+                    pass
             rows.append(
                 {
                     "check": check,
@@ -924,6 +940,7 @@ class AutoScaleResult:
                     "predicted": pred,
                     "predicted_reference": pred_ref,
                     "predicted_gain": pred_gain,
+                    "gain_interval": interval,
                     "verdict": (
                         "no prediction" if pred_gain is None
                         else verification_verdict(pred_gain, obs_ref - obs, self.noise)

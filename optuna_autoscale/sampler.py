@@ -376,7 +376,7 @@ class AutoScaleSampler(BaseSampler):
                     # Claim the verification point first: its fits may take a while, and other
                     # workers must see it taken meanwhile.
                     self._store(study, trial, self._design.dynamic_point(key, None))
-                    point = self._verification_point(key, ledger)
+                    point = self._verification_point(key, ledger, study)
                 break
             if sum(1 for k in ledger.taken if is_filler_key(k)) < self._filler_replicates:
                 point = self._design.filler(trial.number)
@@ -415,7 +415,7 @@ class AutoScaleSampler(BaseSampler):
         trial.system_attrs[POINT_ATTR] = raw
         self._parsed.setdefault(raw, point)
 
-    def _verification_point(self, key: str, ledger: Ledger) -> DesignPoint:
+    def _verification_point(self, key: str, ledger: Ledger, study: Study) -> DesignPoint:
         # Content-addressed: the runs (trial numbers, values) and, for the held-out prediction,
         # their per-domain losses, which decide between the transfer and the separable law.
         losses = ledger.losses
@@ -431,15 +431,23 @@ class AutoScaleSampler(BaseSampler):
                 for k, runs in ledger.done.items()
             )
         )
+        if with_losses:  # the held-out recommendation fits every completed mixture trial, design point or not
+            data += (tuple(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),)
         cached = self._fit_cache.get((key, data))
         if cached is not None:
             return cached
         # No lock while fitting: other workers' threads keep sampling (the caches are
-        # content-addressed, so a concurrent duplicate fit only costs time). The held-out point
-        # uses AutoScaleResult's joint law: the per-domain transfer law when every run records
-        # loss_<domain> reproducing the objective (Ledger.losses, read from storage), else the
-        # separable law.
-        alloc = fits.verification_allocation(self._design, ledger, key, self._optima_cache)
+        # content-addressed, so a concurrent duplicate fit only costs time). The held-out point is
+        # AutoScaleResult's default recommendation at the held-out budget (inside the tested shares,
+        # guarded), fitted on the same runs: what `extrapolate` would tell the user is what gets verified.
+        if key == HELDOUT_PREDICTED_KEY:
+            from optuna_autoscale.results import AutoScaleResult
+
+            assert self._design.heldout is not None
+            result = AutoScaleResult._from_design(study, self._design, ledger)
+            alloc = dict(result.recommend(self._design.heldout, _record=False).mixture.allocation)
+        else:
+            alloc = fits.verification_allocation(self._design, ledger, key, self._optima_cache)
         point = self._design.dynamic_point(key, alloc)
         with self._lock:
             if len(self._fit_cache) > 64:
@@ -454,7 +462,7 @@ class AutoScaleSampler(BaseSampler):
         if point is None:
             point = self._assign(study, trial)
         elif point.allocation is None:  # A reservation whose fit failed: retry here.
-            point = self._verification_point(point.key, self._ledger(study))
+            point = self._verification_point(point.key, self._ledger(study), study)
             self._store(study, trial, point)
         return point
 

@@ -81,7 +81,7 @@ def test_law_adds_nothing_shrink_inf_equals_direct(sim) -> None:
     ev.misfit_sd = None  # observations kept whole
     ev._options = {k: v for k, v in ev._options.items() if k in ("draws", "objective_weights")}
     top = runs.subset(np.array(runs.groups) == "b2")
-    pred = np.array([ev._point(w, 1e10)[0] for w in top.weights])
+    pred = np.array([ev._point(w, 1e10).value for w in top.weights])
     assert stats.spearmanr(pred, top.value)[0] == pytest.approx(1.0)
 
 
@@ -89,7 +89,7 @@ def test_anchored_ranks_at_least_like_direct_on_simulator(sim) -> None:
     runs, land, ev = sim
     top = runs.subset(np.array(runs.groups) == "b2")
     true = np.array([land.true_loss({d: float(x * 1e10) for d, x in zip(runs.domains, w)}) for w in top.weights])
-    anch = np.array([ev._point(w, 1e10)[0] for w in top.weights])
+    anch = np.array([ev._point(w, 1e10).value for w in top.weights])
     assert stats.spearmanr(anch, true)[0] >= stats.spearmanr(top.value, true)[0] - 0.01
 
 
@@ -152,9 +152,52 @@ def test_regmix_real_runs() -> None:
     assert ev.kind == "eval"
     common = t1.index.intersection(t60.index)
     target = load_runs(t60.loc[common], domains=runs.domains)
-    pred = np.array([ev._point(w, C_60M)[0] for w in target.weights])
+    pred = np.array([ev._point(w, C_60M).value for w in target.weights])
     direct = load_runs(t1.loc[common], domains=runs.domains).value
     assert stats.spearmanr(pred, direct)[0] == pytest.approx(1.0)
     assert stats.spearmanr(pred, target.value)[0] > 0.9
     rec = ev.recommend(C_60M)
     assert rec.inside
+
+
+def test_interval_widens_away_from_tested_mixtures(sim) -> None:
+    """At a tested mixture only the anchors' noise and the law's posterior count; between tested mixtures the law's
+    misfit (law_error_sd) enters; past the tested shares the interval keeps widening with the distance."""
+    runs, _, ev = sim
+    ev.law_error_sd = 0.01  # as if the runs had shown a misfit
+    ev._options = {k: v for k, v in ev._options.items() if k in ("draws", "objective_weights")}
+    a = runs.weights[3]
+    lo, hi = region_of(runs)
+    far = np.zeros(runs.m)
+    far[int(np.argmax(hi))] = 1.0  # a corner outside the tested shares
+    assert not np.all(far <= hi + 1e-9)
+    widths = []
+    for f in (0.0, 0.5, 1.0):
+        x = (1 - f) * a + f * far
+        lo_, hi_ = ev.gain_interval(Mixture(dict(zip(runs.domains, x.tolist())), 1e10), Mixture(dict(zip(runs.domains, a.tolist())), 1e10))
+        widths.append(hi_ - lo_)
+    assert widths[0] < widths[1] < widths[2]
+    assert ev._anchor_var(ev._point(a, 1e10)) < 0.01**2  # at the tested mixture: its anchor noise, not the misfit
+
+
+def test_no_misfit_shown_no_law_error() -> None:
+    """A well-specified, noiseless landscape: the runs show no misfit, so the law is taken at its word."""
+    warnings.simplefilter("ignore")
+    runs, _ = _sim(family="separable", seed=2, snr=math.inf)
+    assert fit_evidence(runs).law_error_sd < 1e-3
+
+
+def test_calibration_on_the_real_ladder() -> None:
+    """The shipped real ladder (benchmarks/data/ladder.csv): leave-one-group-out 80% intervals cover 70-90% of the
+    held-out differences, and those between mixtures inside the refitted runs' shares at least as often."""
+    path = REPO / "benchmarks" / "data" / "ladder.csv"
+    warnings.simplefilter("ignore")
+    runs = load_runs(path)
+    top = float(runs.budgets.max())
+    ev = fit_evidence(runs.subset(runs.tokens < top))
+    cal = ev.calibration(level=0.8)
+    assert cal.n >= 100
+    assert 0.7 <= cal.coverage <= 0.9, cal
+    (a, n), (b, m) = cal.inside, cal.outside
+    assert n + m == cal.n and n > 0
+    assert a / n >= cal.coverage - 1e-9
