@@ -390,7 +390,8 @@ class AutoScaleResult:
                     runs = None
         noise, source = _noise(design, ledger, law)
         n_trials = sum(len(v) for v in ledger.done.values())
-        nb = 0 if runs is None else len(runs.budgets)
+        # Budgets as the groups have them (a DDO perturbation run changes its total, not its budget).
+        nb = 0 if runs is None else len({runs.group_budget(g) for g in runs.group_names})
         result = cls(design, fits, optima, law, noise, source, warnings, n_trials, ledger, losses, runs=runs,
                      notes=notes, _shrink="auto" if nb >= 3 else 1.0)
         if law is not None and runs is not None:
