@@ -72,6 +72,16 @@ HELDOUT_UNIFORM_KEY = f"{_HELDOUT}/verify_uniform"
 """Key of the uniform-mixture run at the held-out budget (the reference of the prediction)."""
 
 
+def base_key(index: int) -> str:
+    """Key of budget ``index``'s base run: ``b{index}/base``."""
+    return f"b{index}/base"
+
+
+def group_key(index: int, seed: int) -> str:
+    """The joint law's offset group of the runs of budget ``index`` with ``seed``: ``b{index}/s{seed}``."""
+    return f"b{index}/s{seed}"
+
+
 def verify_optimum_key(index: int) -> str:
     """Key of the run at budget ``index``'s fitted optimum: ``b{index}/verify_optimum``."""
     return f"b{index}/verify_optimum"

@@ -60,6 +60,7 @@ import numpy as np
 from scipy import optimize
 from scipy import stats
 
+from optuna_autoscale._validation import check_known_domains
 from optuna_autoscale.mixture import Mixture
 from optuna_autoscale.runs import Runs
 
@@ -910,9 +911,7 @@ class Evidence:
         if isinstance(mixture, Mixture):
             mixture = mixture.weights
         if isinstance(mixture, Mapping):
-            unknown = [d for d in mixture if d not in self.domains]
-            if unknown:
-                raise ValueError(f"mixture names unknown domains {unknown!r}; the domains are {list(self.domains)!r}.")
+            check_known_domains(mixture, self.domains, "mixture")
             v = np.array([float(mixture.get(d, 0.0)) for d in self.domains])
         else:
             v = np.asarray(mixture, dtype=float)

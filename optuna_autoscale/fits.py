@@ -13,6 +13,7 @@ import numpy as np
 
 from optuna_autoscale._progress import terminal_progress
 from optuna_autoscale.design import Design
+from optuna_autoscale.design import group_key
 from optuna_autoscale.design import verify_optimum_index
 from optuna_autoscale.extrapolation.robust import target_upper
 from optuna_autoscale.laws import DDOFit
@@ -58,11 +59,6 @@ transfer law (``fit_transfer(..., pool_exponents=)``): ``"auto"`` = an empirical
 
 DomainLosses = dict[int, dict[str, float]]
 """Trial number -> per-domain validation losses (user attrs ``loss_<domain>``)."""
-
-
-def group_key(index: int, seed: int) -> str:
-    """The joint law's offset group of the runs of budget ``index`` with ``seed``."""
-    return f"b{index}/s{seed}"
 
 
 def fit_budget(design: Design, ledger: Ledger, index: int) -> DDOFit:

@@ -12,8 +12,13 @@ import warnings as _warnings
 
 import numpy as np
 
+from optuna_autoscale._validation import check_known_domains
 from optuna_autoscale._validation import check_tokens
+from optuna_autoscale.design import base_key
 from optuna_autoscale.design import Design
+from optuna_autoscale.design import HELDOUT_PREDICTED_KEY
+from optuna_autoscale.design import HELDOUT_UNIFORM_KEY
+from optuna_autoscale.design import verify_optimum_key
 from optuna_autoscale.extrapolation import extrapolate_joint
 from optuna_autoscale.extrapolation import extrapolate_paper
 from optuna_autoscale.extrapolation.robust import anchor_allocation
@@ -606,9 +611,7 @@ class AutoScaleResult:
         outside = allow_outside or region is None
         domains = self.domains
         if caps is not None:
-            unknown = [d for d in caps if d not in domains]
-            if unknown:
-                raise ValueError(f"caps names unknown domains {unknown!r}; the domains are {list(domains)!r}.")
+            check_known_domains(caps, domains, "caps")
             bad = {d: v for d, v in caps.items() if not _positive(v)}
             if bad:
                 raise ValueError(f"caps must be numbers of tokens > 0 (math.inf: no cap), got {bad!r}.")
@@ -954,13 +957,13 @@ class AutoScaleResult:
             row(
                 "verify_optimum",
                 n,
-                f"b{i}/verify_optimum",
-                f"b{i}/base",
+                verify_optimum_key(i),
+                base_key(i),
                 group_key(i, d.budget_seed(i)),
                 "uniform" if uniform_base else "base",
             )
         if d.heldout is not None:
-            row("verify_predicted", d.heldout, "heldout/verify_predicted", "heldout/verify_uniform", None, "uniform")
+            row("verify_predicted", d.heldout, HELDOUT_PREDICTED_KEY, HELDOUT_UNIFORM_KEY, None, "uniform")
         return rows
 
     # ----------------------------------------------------------------------------- export

@@ -25,7 +25,7 @@ preferred), else ``params_weight_<d>`` (raw parameters, normalised as ``suggest_
 :func:`~optuna_autoscale.mixture.params_to_weights`); ``user_attrs_tokens`` or ``params_tokens``;
 ``user_attrs_loss_<name>``; ``value``; only ``state == COMPLETE`` rows. Groups: the design budget
 (``user_attrs_autoscale_budget``) or the tokens, with the seed (``user_attrs_seed``), like
-:func:`optuna_autoscale.results.group_key` (one offset per budget and seed).
+:func:`optuna_autoscale.design.group_key` (one offset per budget and seed).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from optuna_autoscale.design import group_key
 from optuna_autoscale.mixture import params_to_weights
 
 
@@ -325,7 +326,7 @@ def runs_from_study(
                 p = json.loads(pt)
                 if p.get("role") in exclude_roles:
                     continue
-                row["group"] = f"b{p['budget_index']}/s{p['seed']}"
+                row["group"] = group_key(int(p["budget_index"]), int(p["seed"]))
             except (ValueError, KeyError, TypeError, AttributeError):
                 pass
         if any(k.startswith(("user_attrs_weight_", "params_weight_")) for k in row):

@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from optuna_autoscale._validation import check_allocation
 from optuna_autoscale._validation import check_known_domains
 from optuna_autoscale._validation import check_number
 
@@ -266,16 +267,7 @@ class Landscape(abc.ABC):
                 f"allocation must be a mapping domain -> tokens, got {type(allocation).__name__}; "
                 "use Mixture.allocation to convert a Mixture."
             )
-        unknown = [d for d in allocation if d not in self.domains]
-        missing = [d for d in self.domains if d not in allocation]
-        if unknown or missing:
-            raise ValueError(
-                f"allocation must give tokens for exactly the landscape's domains {list(self.domains)!r}; "
-                f"unknown: {unknown!r}, missing: {missing!r}."
-            )
-        x = np.array([float(allocation[d]) for d in self.domains])
-        if not np.all(np.isfinite(x)) or np.any(x < 0):
-            raise ValueError(f"allocation token counts must be finite and >= 0, got {dict(allocation)!r}.")
+        x = check_allocation(allocation, tuple(self.domains), "allocation")
         total = float(x.sum())
         if total <= 0:
             raise ValueError("allocation must have a positive total number of tokens.")
