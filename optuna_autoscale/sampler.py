@@ -581,7 +581,8 @@ class AutoScaleSampler(BaseSampler):
             )
         study = trial.study
         self._raise_if_multi_objective(study)
-        frozen = trial._cached_frozen_trial
+        # The storage API (as everywhere in this module), not the Trial's private frozen-trial cache.
+        frozen = study._storage.get_trial(trial._trial_id)
         tok_dist = self._search_space[TOKENS_PARAM]
         fixed = frozen.system_attrs.get("fixed_params") or {}
         if is_user_trial(frozen, mine):
