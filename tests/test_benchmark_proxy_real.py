@@ -17,8 +17,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("AutoScale (default)", "AutoScale (current)", "AutoScale (paper)", "direct transfer", "uniform", "natural",
-           "UniMax", "DoReMi", "RegMix", "DML", "TPE")
+METHODS = ("AutoScale (default)", "AutoScale (current)", "AutoScale (guarded, z=inf)", "AutoScale (paper)",
+           "direct transfer", "uniform", "natural", "UniMax", "DoReMi", "RegMix", "DML", "TPE")
 
 
 def _module() -> Any:
