@@ -297,30 +297,10 @@ def summary_markdown(study: optuna.Study, *, result: Any = None, targets: Sequen
                 for b in budgets) + " |")
         lines.append("")
         tgts = list(targets) or [10 * max(budgets), 100 * max(budgets)]
-        ext = {}
-        recs = {}
-        for t in tgts:
-            for method in ("joint", "paper"):
-                try:
-                    ext[(t, method)] = res.extrapolate(float(t), method=method).weights
-                    if hasattr(res, "recommend"):
-                        recs[(t, method)] = res.recommend(float(t), method=method)
-                except (ValueError, RuntimeError) as e:
-                    _logger.debug("extrapolation to %s by %s failed: %s", t, method, e)
-        if ext:
-            cols = sorted(ext)
-            lines += ["## Extrapolated mixtures", "",
-                      "| domain | " + " | ".join(f"{vis.format_tokens(t)} ({m})" for t, m in cols) + " |",
-                      "|---|" + "---:|" * len(cols)]
-            for d in domains:
-                lines.append(f"| {d} | " + " | ".join(f"{ext[c][d]:.4f}" for c in cols) + " |")
-            if recs:
-                lines.append("| predicted gain over uniform (80% interval) | " + " | ".join(
-                    gain_cell(recs[c].gain_over_uniform, recs[c].uniform_interval) if c in recs else "–" for c in cols) + " |")
-                lines.append("| over the largest budget's optimum (80%) | " + " | ".join(
-                    gain_cell(recs[c].gain, recs[c].interval) if c in recs else "–" for c in cols) + " |")
-                lines.append("| inside the tested shares | " + " | ".join(
-                    ("yes" if recs[c].inside else "**no**") if c in recs else "–" for c in cols) + " |")
+        head, rows = extrapolation_table(res, tgts, domains)
+        if head:
+            lines += ["## Extrapolated mixtures", "", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+            lines += ["| " + " | ".join(r) + " |" for r in rows]
             lines.append("")
     noise_line, warnings_ = result_notes(res)
     lines += [noise_line, ""]
@@ -332,6 +312,52 @@ def summary_markdown(study: optuna.Study, *, result: Any = None, targets: Sequen
     if warnings_:
         lines += ["## Warnings", ""] + [f"- {w}" for w in warnings_] + [""]
     return "\n".join(lines)
+
+
+def caps_cell(rec: Any) -> str:
+    """One extrapolated column's caps: which domains sit at their caps, and the mixture without them."""
+    from optuna_autoscale.visualization import format_tokens
+
+    if rec is None or not getattr(rec, "capped", None):
+        return "none binding"
+    text = "at cap: " + ", ".join(f"{d} {format_tokens(c)}" for d, c in rec.capped.items())
+    if rec.uncapped is not None:
+        text += "; without caps: " + ", ".join(f"{d} {w:.3f}" for d, w in rec.uncapped.weights.items())
+    return text
+
+
+def extrapolation_table(res: Any, targets: Sequence[float], domains: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """The extrapolated mixtures, one column per target and rule (joint law, paper), as text cells: the weights, the
+    predicted gains with their 80% intervals, whether inside the tested shares, and the caps. A column that cannot be
+    computed (e.g. caps below the target) stays, saying why. Shared by the dashboard note and the HTML report.
+
+    Returns:
+        ``(headers, rows)``; empty when there are no targets.
+    """
+    from optuna_autoscale import visualization as vis
+
+    cols, recs, why = [], [], []
+    for t in targets:
+        for m in ("joint", "paper"):
+            cols.append(f"{vis.format_tokens(t)} ({m})")
+            try:
+                recs.append(res.recommend(float(t), method=m))
+                why.append(caps_cell(recs[-1]))
+            except (ValueError, RuntimeError) as e:
+                recs.append(None)
+                why.append(f"not computed: {e}")
+    if not cols:
+        return [], []
+    rows = [[d] + [f"{r.mixture.weights[d]:.4f}" if r else "–" for r in recs] for d in domains]
+    if any(r is not None for r in recs):
+        rows += [
+            ["predicted gain over uniform (80% interval)"]
+            + [gain_cell(r.gain_over_uniform, r.uniform_interval) if r else "–" for r in recs],
+            ["over the largest budget's optimum (80%)"] + [gain_cell(r.gain, r.interval) if r else "–" for r in recs],
+            ["inside the tested shares"] + [("yes" if r.inside else "**no**") if r else "–" for r in recs],
+        ]
+    rows.append(["caps (the design's upper bounds)"] + why)
+    return ["domain"] + cols, rows
 
 
 def gain_cell(gain: float, interval: Sequence[float]) -> str:

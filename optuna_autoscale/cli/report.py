@@ -76,38 +76,14 @@ def write_report(study: optuna.Study, out: str | Path, *, targets: Sequence[floa
             parts.append(_html_table(["domain"] + [f"{vis.format_tokens(b)} tokens" for b in budgets],
                                      [[d] + [optima[b].weights[d] for b in budgets] for d in domains]
                                      + _consistency_rows(res, budgets)))
-            cols, ext, recs, why = [], [], [], []
             if len(optima) < 2:
                 parts.append(f"<p>Extrapolation needs fitted optima at two or more budgets; have {len(optima)}.</p>")
                 tgts = []
-            for t in tgts:
-                for m in ("joint", "paper"):
-                    # Every column stays: one that cannot be computed (e.g. caps below the target) shows why.
-                    cols.append(f"{vis.format_tokens(t)} ({m})")
-                    try:
-                        rec = res.recommend(float(t), method=m) if hasattr(res, "recommend") else None
-                        ext.append(rec.mixture.weights if rec is not None else res.extrapolate(float(t), method=m).weights)
-                        recs.append(rec)
-                        why.append(_caps_cell(rec))
-                    except (ValueError, RuntimeError) as e:
-                        ext.append(None)
-                        recs.append(None)
-                        why.append(f"not computed: {e}")
-            if cols:
+            head, rows = dash.extrapolation_table(res, tgts, domains)
+            if head:
                 parts.append("<h2>Extrapolated mixtures</h2>")
-                gains = []
-                if any(r is not None for r in recs):
-                    gains = [
-                        ["predicted gain over uniform (80% interval)"]
-                        + [dash.gain_cell(r.gain_over_uniform, r.uniform_interval) if r else "–" for r in recs],
-                        ["over the largest budget's optimum (80%)"]
-                        + [dash.gain_cell(r.gain, r.interval) if r else "–" for r in recs],
-                        ["inside the tested shares"] + [("yes" if r.inside else "NO") if r else "–" for r in recs],
-                    ]
-                caps_row = [["caps (the design's upper bounds)"] + why] if any(why) else []
-                parts.append(_html_table(["domain"] + cols, [[d] + [e[d] if e is not None else "–" for e in ext]
-                                                             for d in domains] + gains + caps_row)
-                             .replace("<table>", '<table class="extrapolated">'))
+                rows = [[c.replace("**no**", "NO") for c in r] for r in rows]
+                parts.append(_html_table(head, rows).replace("<table>", '<table class="extrapolated">'))
             fit_rows = []
             for b in sorted(getattr(res, "fits", {}) or {}):
                 fit = res.fits[b]
@@ -227,18 +203,6 @@ DASHBOARD = Command(
     add_arguments=_dashboard_args,
     run=handled(_cmd_dashboard),
 )
-
-
-def _caps_cell(rec: Any) -> str:
-    """The report's caps cell of one extrapolated column: which domains sit at their caps, the mixture without them."""
-    from optuna_autoscale.visualization import format_tokens
-
-    if rec is None or not getattr(rec, "capped", None):
-        return "none binding"
-    text = "at cap: " + ", ".join(f"{d} {format_tokens(c)}" for d, c in rec.capped.items())
-    if rec.uncapped is not None:
-        text += "; without caps: " + ", ".join(f"{d} {w:.3f}" for d, w in rec.uncapped.weights.items())
-    return text
 
 
 def _consistency_rows(res: Any, budgets: list[float]) -> list[list[Any]]:
