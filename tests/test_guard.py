@@ -22,7 +22,7 @@ from optuna_autoscale import Mixture
 from optuna_autoscale.evidence import Guard
 from optuna_autoscale.evidence import fit_evidence
 from optuna_autoscale.simulate import mixing_law
-from optuna_autoscale.simulate import separable
+from optuna_autoscale.simulate import transfer
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,9 +40,12 @@ def _study(land):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def noisy() -> AutoScaleResult:
-    """Separable, 3 domains, SNR 3 at 4e8: the in-box step's expected gain over uniform has a lower bound <= 0."""
+    """transfer, 3 domains, SNR 3 at 4e8: the in-box step's expected gain over uniform has a lower bound <= 0.
+
+    (Of the 8 separable and transfer landscapes, seeds 0-3, at SNR 3, the guard stays on this one and moves on the
+    others, 6 of them to a true gain and one to a true loss of 0.0012.)"""
     warnings.simplefilter("ignore")
-    return AutoScaleResult.from_study(_study(separable(3, seed=2).with_snr(3.0, 4e8)), write_summary=False)
+    return AutoScaleResult.from_study(_study(transfer(3, seed=3).with_snr(3.0, 4e8)), write_summary=False)
 
 
 @pytest.fixture(scope="module")
