@@ -67,14 +67,14 @@ sys.path.insert(0, str(REPO))
 RESULTS = REPO / "benchmarks" / "results"
 DATA = REPO / "benchmarks" / "data"
 DOMAINS = ("code_python", "encyclopedia", "legal", "literature")
-METHODS = ("AutoScale (default)", "AutoScale (current)", "AutoScale (guarded, z=inf)", "AutoScale (paper)",
+METHODS = ("AutoScale (default)", "AutoScale (current)", "AutoScale (guarded, z=1)", "AutoScale (paper)",
            "direct transfer", "uniform", "natural", "UniMax", "DoReMi", "RegMix", "DML", "TPE")
 """``AutoScale (default)`` is the default extrapolation of the code that first ran the benchmark
 (pinned in the study, the joint law's robust optimum, unbounded); ``AutoScale (current)`` is the
 default of the code running now (inside the evidence, guarded), recomputed on every invocation;
-``AutoScale (guarded, z=inf)`` (pinned) is the same guarded rule with the law's change with scale not trusted
-at all (shrink ``z = inf``), which is what the guarded default did on this two-budget study until the result
-counted a DDO perturbation's changed total as a budget of its own (fixed: ``z = 1`` for two budgets)."""
+``AutoScale (guarded, z=1)`` (pinned) is the same guarded rule with the law's change with scale kept where it
+exceeds one posterior sd (``z = 1``) instead of two (``results.TWO_BUDGET_SHRINK``): it moves further toward the
+law's mixture, and lost to uniform here."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -445,16 +445,16 @@ class Bench:
                 pinned["AutoScale (default)"] = dict(result.extrapolate(self.target).weights)
                 pinned["AutoScale (paper)"] = dict(result.extrapolate(self.target, method="paper").weights)
                 pinned["direct transfer"] = dict(result.optima[max(result.optima)].weights)
-            if "AutoScale (guarded, z=inf)" not in pinned:
+            if "AutoScale (guarded, z=1)" not in pinned:
                 result = AutoScaleResult.from_study(study, write_summary=False)
-                result._shrink, result._evidence = math.inf, None  # the evidence refitted with z = inf
+                result._shrink, result._evidence = 1.0, None  # the evidence refitted with z = 1
                 result._cache.clear()
-                pinned["AutoScale (guarded, z=inf)"] = dict(result.extrapolate(self.target).weights)
+                pinned["AutoScale (guarded, z=1)"] = dict(result.extrapolate(self.target).weights)
             if getattr(self, "_current", None) is None:  # the design is complete: its result never changes
                 result = AutoScaleResult.from_study(study, write_summary=False)
                 self._current = dict(result.extrapolate(self.target).weights)
             mix["AutoScale (current)"] = self._current
-            for m in ("AutoScale (default)", "AutoScale (current)", "AutoScale (guarded, z=inf)", "AutoScale (paper)",
+            for m in ("AutoScale (default)", "AutoScale (current)", "AutoScale (guarded, z=1)", "AutoScale (paper)",
                       "direct transfer"):
                 compute[m] = ddo_compute
         doremi = self.meta("doremi")

@@ -52,7 +52,8 @@ if TYPE_CHECKING:
     from optuna_autoscale.laws import JointLaw
 
 
-__all__ = ["AutoScaleResult", "RESULT_ATTR", "SUMMARY_ATTR", "read_summary", "DEFAULT_REGION", "LEVEL", "REGION_RISK"]
+__all__ = ["AutoScaleResult", "RESULT_ATTR", "SUMMARY_ATTR", "read_summary", "DEFAULT_REGION", "LEVEL", "REGION_RISK",
+           "TWO_BUDGET_SHRINK"]
 
 DEFAULT_REGION = "box"
 """Where :meth:`AutoScaleResult.extrapolate` may recommend by default: ``"box"`` = every domain's
@@ -66,6 +67,13 @@ REGION_RISK = 0.5
 tested region (the joint laws' ``DEFAULT_RISK`` is 1.0 on the unbounded simplex): the region already keeps the
 step within the evidence. Chosen on ``simulated_extrapolation.py``'s tuning seeds 100-107 (mean share at least
 risk 1.0's in every cell), reported on seeds 0-7 (``benchmarks/RESULTS.md``, "Real runs (issue 11)")."""
+TWO_BUDGET_SHRINK = 2.0
+"""James-Stein ``z`` of the anchored predictions of a study with two design budgets, where leaving a budget out
+cannot validate the law's change with scale: the change is kept only where it exceeds this many posterior sds.
+Measured (``benchmarks/RESULTS.md``, "The guard"): on the real 10x benchmark ``z = 1`` moved the guarded default 65%
+toward the law's mixture and lost 0.025 nats to uniform over 3 seeds, where ``z = 2`` (and 3, and inf) give the
+mixture that tied uniform; on the simulator ``z = 2`` costs 5-8 points at SNR 6 against ``z = 1`` and keeps the
+noiseless goals (``z = inf`` drops noiseless separable to 15%)."""
 LEVEL = 0.8
 """Level of the intervals shown beside every recommendation (:meth:`AutoScaleResult.gain_interval`)."""
 _AGREE_TV = 0.05
@@ -398,7 +406,7 @@ class AutoScaleResult:
         # Budgets as the groups have them (a DDO perturbation run changes its total, not its budget).
         nb = 0 if runs is None else len({runs.group_budget(g) for g in runs.group_names})
         result = cls(design, fits, optima, law, noise, source, warnings, n_trials, ledger, losses, runs=runs,
-                     notes=notes, _shrink="auto" if nb >= 3 else 1.0)
+                     notes=notes, _shrink="auto" if nb >= 3 else TWO_BUDGET_SHRINK)
         if law is not None and runs is not None:
             try:
                 result._check()
@@ -414,8 +422,8 @@ class AutoScaleResult:
         checks of every recommendation.
 
         With a DDO design and two budgets the law's change with scale cannot be validated by leaving a
-        budget out (one budget is left), so it is kept where it exceeds one posterior sd (James-Stein
-        ``z = 1``); with three or more budgets, and for :meth:`from_runs`, ``z`` is chosen by
+        budget out (one budget is left), so it is kept where it exceeds two posterior sds (James-Stein
+        ``z =`` :data:`TWO_BUDGET_SHRINK`); with three or more budgets, and for :meth:`from_runs`, ``z`` is chosen by
         leave-one-budget-out error (``shrink="auto"``).
 
         Raises:
