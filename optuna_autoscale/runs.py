@@ -236,7 +236,7 @@ def _from_trials_frame(df: Any, domains: Sequence[str] | None, objective: str) -
     cols = [str(c) for c in df.columns]
     found = sorted({c[len(p) + len(_WEIGHT):] for c in cols for p in _TRIAL_PREFIXES if c.startswith(p + _WEIGHT)})
     doms = list(domains) if domains is not None else found
-    out = pd.DataFrame(index=df.index)
+    out: dict[str, Any] = {}  # columns, made a frame once at the end (inserting one by one fragments it)
     raw = [f"params_{_WEIGHT}{d}" for d in doms]
     norm = [f"user_attrs_{_WEIGHT}{d}" for d in doms]
     if all(c in df.columns for c in norm):
@@ -286,9 +286,10 @@ def _from_trials_frame(df: Any, domains: Sequence[str] | None, objective: str) -
         out["group"] = df["group"]
     if seed is not None:
         out["seed"] = seed
+    frame = pd.DataFrame(out, index=df.index)
     if "number" in df.columns:
-        out.index = pd.Index(df["number"].to_numpy(), name="trial")
-    return out, "trial", notes
+        frame.index = pd.Index(df["number"].to_numpy(), name="trial")
+    return frame, "trial", notes
 
 
 def runs_from_study(
