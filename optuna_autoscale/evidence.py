@@ -798,20 +798,35 @@ class Evidence:
     def _point(self, shares: np.ndarray, tokens: float) -> _Point:
         """Offset-free prediction of ``shares`` at ``tokens``: anchored at the nearest tested mixture (total
         variation), plus the law's difference from it."""
+        return self._points(np.asarray(shares, dtype=float)[None, :], tokens)[0]
+
+    def _points(self, shares: np.ndarray, tokens: float) -> list[_Point]:
+        """:meth:`_point` for each row of ``shares`` (n, m), with one law evaluation per anchor used (a line of
+        candidates costs about as much as one point: the law's posterior draws dominate the time)."""
         w, pred, lk, bias, n_anchor, _ = self._anchor_terms(tokens)
-        tv = 0.5 * np.abs(w - shares[None, :]).sum(axis=1)
-        j = int(np.argmin(tv))
         key = (float(tokens), float(self.shrink), self.misfit_sd)
-        kappa = float(self._options[("kappa",) + key][j])
-        if tv[j] <= 1e-6:
-            return _Point(float(pred[j]), lk[:, j], float(bias[j]), j, 1.0, float(n_anchor[j]), kappa, shares)
-        v, dev, b = self._relative(shares[None, :], j, tokens)
-        # The anchor's own residual belongs to the anchor: it fades out over the typical distance between
-        # tested mixtures (median nearest-neighbour total variation), beyond which the law speaks alone.
-        rho = self._rho(float(tv[j]))
-        res = self._options[("resid",) + key][j]
-        return _Point(float(pred[j] - (1.0 - rho) * res + v[0]), lk[:, j] + dev[:, 0], float(bias[j] + b[0]), j, rho,
-                      float(n_anchor[j]), kappa, shares)
+        kappas, resid = self._options[("kappa",) + key], self._options[("resid",) + key]
+        tv = 0.5 * np.abs(w[None, :, :] - shares[:, None, :]).sum(axis=2)
+        js = np.argmin(tv, axis=1)
+        out: list[_Point | None] = [None] * len(shares)
+        for j in np.unique(js):
+            j = int(j)
+            rows = np.flatnonzero(js == j)
+            kappa = float(kappas[j])
+            away = [i for i in rows if tv[i, j] > 1e-6]
+            for i in rows:
+                if tv[i, j] <= 1e-6:
+                    out[i] = _Point(float(pred[j]), lk[:, j], float(bias[j]), j, 1.0, float(n_anchor[j]), kappa, shares[i])
+            if not away:
+                continue
+            v, dev, b = self._relative(shares[away], j, tokens)
+            for k, i in enumerate(away):
+                # The anchor's own residual belongs to the anchor: it fades out over the typical distance between
+                # tested mixtures (median nearest-neighbour total variation), beyond which the law speaks alone.
+                rho = self._rho(float(tv[i, j]))
+                out[i] = _Point(float(pred[j] - (1.0 - rho) * resid[j] + v[k]), lk[:, j] + dev[:, k], float(bias[j] + b[k]),
+                                j, rho, float(n_anchor[j]), kappa, shares[i])
+        return out  # type: ignore[return-value]
 
     def _rho(self, tv: float) -> float:
         """Correlation of the law's errors at two mixtures ``tv`` apart (total variation): 1 at the same mixture,
@@ -898,6 +913,12 @@ class Evidence:
         pa = self._point(a, tokens)
         pb = self._point(b, tokens if tokens_b is None else tokens_b)
         return pa.value - pb.value, math.sqrt(self._pair_var(pa, pb, new_runs=new_runs))
+
+    def _diffs(self, cands: np.ndarray, b: np.ndarray, tokens: float, *, new_runs: bool = True) -> np.ndarray:
+        """:meth:`_diff` of each row of ``cands`` against ``b``: an (n, 2) array of (difference, sd)."""
+        pts = self._points(np.vstack([np.asarray(b, dtype=float)[None, :], cands]), tokens)
+        pb = pts[0]
+        return np.array([(p.value - pb.value, math.sqrt(self._pair_var(p, pb, new_runs=new_runs))) for p in pts[1:]])
 
     def _pair_var(self, pa: _Point, pb: _Point, *, new_runs: bool) -> float:
         va, vb = self._anchor_var(pa), self._anchor_var(pb)
@@ -1029,7 +1050,8 @@ class Evidence:
         b, c = self._shares(base), self._shares(candidate)
         z = float(stats.norm.ppf(0.5 + level / 2))
         ts = np.linspace(0.0, 1.0, max(int(steps), 2))
-        diffs = np.array([self._diff(b + f * (c - b), b, t, new_runs=False) if f > 0 else (0.0, math.inf) for f in ts])
+        line = b[None, :] + ts[1:, None] * (c - b)[None, :]
+        diffs = np.vstack([[0.0, math.inf], self._diffs(line / line.sum(axis=1, keepdims=True), b, t, new_runs=False)])
         gain, sd = -diffs[:, 0], diffs[:, 1]
         lcb = gain - z * sd
         i = int(np.argmax(lcb))
@@ -1070,7 +1092,7 @@ class Evidence:
         # The gain as reported (anchored predictions of the candidate and the anchor) and its whole uncertainty (law
         # posterior, shrinkage bias, the anchors' seed noise when a candidate is anchored elsewhere), not only the
         # posterior's: the step must beat what the runs cannot tell apart.
-        diffs = np.array([self._diff(c / c.sum(), a, t, new_runs=False) for c in cands])
+        diffs = self._diffs(cands / cands.sum(axis=1, keepdims=True), a, t, new_runs=False)
         gain, sd = -diffs[:, 0], diffs[:, 1]
         lcb = gain - kappa * sd
         i = int(np.argmax(lcb))

@@ -346,21 +346,23 @@ class AutoScaleResult:
         return result
 
     @classmethod
-    def _from_design(cls, study: Any, design: Design, ledger: Ledger) -> AutoScaleResult:
+    def _from_design(cls, study: Any, design: Design, ledger: Ledger, *, check: bool = True) -> AutoScaleResult:
         """The result of ``study`` run with ``design``: the design's fits from ``ledger``, the joint law and the
         evidence from every completed mixture trial (verification runs left out). The sampler's held-out
-        verification point is this result's default recommendation, so both give one answer."""
+        verification point is this result's default recommendation, so both give one answer (``check=False``: without
+        the consistency warnings, which only a person reads)."""
         from optuna_autoscale.design import VERIFY_ROLES
 
         try:
             runs: Runs | None = runs_from_study(study, domains=design.domains, exclude_roles=VERIFY_ROLES)
         except ValueError:
             runs = None
-        return cls._from_ledger(design, ledger, runs=runs)
+        return cls._from_ledger(design, ledger, runs=runs, check=check)
 
     @classmethod
     def _from_ledger(
-        cls, design: Design, ledger: Ledger, losses: DomainLosses | None = None, runs: Runs | None = None
+        cls, design: Design, ledger: Ledger, losses: DomainLosses | None = None, runs: Runs | None = None,
+        *, check: bool = True,
     ) -> AutoScaleResult:
         if losses is None:
             losses = ledger.losses  # the same per-domain losses the sampler's verification point uses
@@ -407,7 +409,7 @@ class AutoScaleResult:
         nb = 0 if runs is None else len({runs.group_budget(g) for g in runs.group_names})
         result = cls(design, fits, optima, law, noise, source, warnings, n_trials, ledger, losses, runs=runs,
                      notes=notes, _shrink="auto" if nb >= 3 else TWO_BUDGET_SHRINK)
-        if law is not None and runs is not None:
+        if check and law is not None and runs is not None:
             try:
                 result._check()
             except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:

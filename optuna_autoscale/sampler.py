@@ -444,7 +444,7 @@ class AutoScaleSampler(BaseSampler):
             from optuna_autoscale.results import AutoScaleResult
 
             assert self._design.heldout is not None
-            result = AutoScaleResult._from_design(study, self._design, ledger)
+            result = AutoScaleResult._from_design(study, self._design, ledger, check=False)
             alloc = dict(result.recommend(self._design.heldout, _record=False).mixture.allocation)
         else:
             alloc = fits.verification_allocation(self._design, ledger, key, self._optima_cache)
