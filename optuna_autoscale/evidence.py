@@ -750,6 +750,30 @@ class Evidence:
         key = ("terms", float(tokens), float(self.shrink), self.misfit_sd)
         if key in self._options:
             return self._options[key]
+        # The law's evaluations do not depend on the shrinkage or the anchor mode: cached by tokens alone (the
+        # shrinkage choice re-reads them for every z and mode).
+        law_key = ("law terms", float(tokens))
+        if law_key not in self._options:
+            self._options[law_key] = self._law_terms(tokens)
+        w, anchor_n, n_anchor, obs, f, fk, s, sk, sd = self._options[law_key]
+        k = len(w)
+        lam = self._lambda(s, sd)
+        # Offset-free prediction at T: the anchor observation (the law at the anchor budget plus the
+        # part kappa of the residual that persists across groups) moved by uniform's change and the
+        # shrunk mixture-specific change.
+        kappa = self._kappa(n_anchor)
+        base = f[2 * k:3 * k] + kappa * obs - f[3 * k:] + f[k:2 * k]
+        pred = base + lam * s
+        lk = lam[None, :] * sk + (fk[:, k:2 * k] - fk[:, 3 * k:]) - (f[k:2 * k] - f[3 * k:])[None, :]
+        bias = (1.0 - lam) * s
+        out = (w, pred, lk, bias, n_anchor, anchor_n)
+        self._options[key] = out
+        self._options[("resid",) + key[1:]] = kappa * obs
+        self._options[("kappa",) + key[1:]] = kappa
+        return out
+
+    def _law_terms(self, tokens: float) -> tuple[np.ndarray, ...]:
+        """The shrinkage-free part of :meth:`_anchor_terms`: anchors and the law at ``tokens`` and at their budgets."""
         mix = self._anchors()
         ids = sorted(mix)
         w = np.array([mix[i]["w"] for i in ids])
@@ -773,20 +797,7 @@ class Evidence:
         s = (f[:k] - f[k:2 * k]) - (f[2 * k:3 * k] - f[3 * k:])
         sk = (fk[:, :k] - fk[:, k:2 * k]) - (fk[:, 2 * k:3 * k] - fk[:, 3 * k:])
         sd = sk.std(axis=0) if len(sk) > 1 else np.zeros(k)
-        lam = self._lambda(s, sd)
-        # Offset-free prediction at T: the anchor observation (the law at the anchor budget plus the
-        # part kappa of the residual that persists across groups) moved by uniform's change and the
-        # shrunk mixture-specific change.
-        kappa = self._kappa(n_anchor)
-        base = f[2 * k:3 * k] + kappa * obs - f[3 * k:] + f[k:2 * k]
-        pred = base + lam * s
-        lk = lam[None, :] * sk + (fk[:, k:2 * k] - fk[:, 3 * k:]) - (f[k:2 * k] - f[3 * k:])[None, :]
-        bias = (1.0 - lam) * s
-        out = (w, pred, lk, bias, n_anchor, anchor_n)
-        self._options[key] = out
-        self._options[("resid",) + key[1:]] = kappa * obs
-        self._options[("kappa",) + key[1:]] = kappa
-        return out
+        return w, anchor_n, n_anchor, obs, f, fk, s, sk, sd
 
     def _kappa(self, n_anchor: np.ndarray) -> np.ndarray:
         """The share of an anchor's mean residual kept: persistent misfit over misfit plus seed noise."""
@@ -884,16 +895,19 @@ class Evidence:
 
         Returns the values (n,), their posterior deviations under the draws (K, n) and the shrinkage bias (n,).
         """
-        w, _, _, _, _, anchor_n = self._anchor_terms(tokens)
-        a, na = w[j], float(anchor_n[j])
-        n = len(shares)
-        x = np.vstack([shares * tokens, a[None, :] * tokens, shares * na, a[None, :] * na])
-        f = self._view.f(x)
-        fk = self._view.fk(x)
-        d_t, d_n = f[:n] - f[n], f[n + 1:2 * n + 1] - f[2 * n + 1]
-        dk_t, dk_n = fk[:, :n] - fk[:, n:n + 1], fk[:, n + 1:2 * n + 1] - fk[:, 2 * n + 1:]
-        s, sk = d_t - d_n, dk_t - dk_n
-        sd = sk.std(axis=0) if len(sk) > 1 else np.zeros(n)
+        key = ("relative", float(tokens), j, shares.tobytes())
+        if key not in self._options:  # the law's part does not depend on the shrinkage (see _anchor_terms)
+            w, _, _, _, _, anchor_n = self._anchor_terms(tokens)
+            a, na = w[j], float(anchor_n[j])
+            n = len(shares)
+            x = np.vstack([shares * tokens, a[None, :] * tokens, shares * na, a[None, :] * na])
+            f = self._view.f(x)
+            fk = self._view.fk(x)
+            d_t, d_n = f[:n] - f[n], f[n + 1:2 * n + 1] - f[2 * n + 1]
+            dk_t, dk_n = fk[:, :n] - fk[:, n:n + 1], fk[:, n + 1:2 * n + 1] - fk[:, 2 * n + 1:]
+            s, sk = d_t - d_n, dk_t - dk_n
+            self._options[key] = (d_n, dk_n, s, sk, sk.std(axis=0) if len(sk) > 1 else np.zeros(n))
+        d_n, dk_n, s, sk, sd = self._options[key]
         lam = self._lambda(s, sd)
         dev = (dk_n - d_n[None, :]) + lam[None, :] * (sk - s[None, :])
         return d_n + lam * s, dev, (1.0 - lam) * s
