@@ -177,7 +177,7 @@ def interleaved(corpus: RandomCorpus, config: ProxyConfig, steps: int) -> tuple[
     hf = tr._LossModel(pm.build_model(config.preset, vocab_size=corpus.vocab_size, context=config.context, eos_id=0))
     plain = PlainGPT(corpus.vocab_size, config.context, shape.n_embd, shape.n_layer, shape.n_head)
     device = torch.device("cpu")
-    opts = {"hf": tr._make_optimizer(hf, config, device), "plain": tr._make_optimizer(plain, config, device)}
+    opts = {"hf": tr.make_optimizer(hf, config, device), "plain": tr.make_optimizer(plain, config, device)}
     models = {"hf": hf, "plain": plain}
     data = corpus.train_tokens(corpus.domains[0])
     rng = np.random.default_rng(0)
@@ -187,7 +187,7 @@ def interleaved(corpus: RandomCorpus, config: ProxyConfig, steps: int) -> tuple[
         rows = np.stack([np.zeros(b, dtype=np.int64), rng.integers(0, (len(data) - 1) // t, b) * t], axis=1)
         for name, model in models.items():
             t0 = time.perf_counter()
-            x, y = tr._get_batch([data], rows, t, corpus.vocab_size, device)
+            x, y = tr.get_batch([data], rows, t, corpus.vocab_size, device)
             (model(x, y) / (b * t)).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             opts[name].step()

@@ -1217,7 +1217,8 @@ class Evidence:
 
 
 # ------------------------------------------------------------------------------ fitting
-def _fit_law(runs: Runs, law: str, weights: Mapping[str, float] | None) -> tuple[Any, str, list[str]]:
+def fit_law(runs: Runs, law: str, weights: Mapping[str, float] | None) -> tuple[Any, str, list[str]]:
+    """The joint law :data:`LAWS` names fitted to ``runs``: ``(law, kind, notes)`` (see :func:`fit_evidence`)."""
     notes: list[str] = []
     if law not in LAWS:
         raise ValueError(f"law must be one of {LAWS!r}, got {law!r}.")
@@ -1381,7 +1382,7 @@ def fit_evidence(
     if not auto and (math.isnan(float(shrink)) or float(shrink) < 0):
         raise ValueError(f"shrink must be 'auto' or a number >= 0 (inf allowed), got {shrink!r}.")
     if fitted is None:
-        fitted, kind, notes = _fit_law(runs, law, objective_weights)
+        fitted, kind, notes = fit_law(runs, law, objective_weights)
     else:
         kind = _law_kind(fitted)
         notes = []

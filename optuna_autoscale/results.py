@@ -395,10 +395,10 @@ class AutoScaleResult:
             extra = _extra_runs(design, ledger, runs, law)
             if extra:
                 # Every completed mixture trial counts: refit the joint law on all of them.
-                from optuna_autoscale.evidence import _fit_law
+                from optuna_autoscale.evidence import fit_law
 
                 try:
-                    law = _fit_law(runs, "auto", None)[0]
+                    law = fit_law(runs, "auto", None)[0]
                     notes.append(f"joint law fitted to all {runs.n} completed mixture runs ({extra} outside the design)")
                 except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:
                     warnings.append(f"joint law on all runs: fit failed ({e}); kept the design's")

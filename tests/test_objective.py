@@ -177,7 +177,7 @@ def test_progress_bar_by_default_only_on_a_terminal(corpus: ArrayCorpus, monkeyp
 
     assert make_objective(corpus, CONFIG, tokens=1024).progress is None
     seen: list[tuple[object, bool]] = []
-    real = tr._progress_bar
+    real = tr.progress_bar
 
     def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
         bar = real(*args, **kwargs)
@@ -188,7 +188,7 @@ def test_progress_bar_by_default_only_on_a_terminal(corpus: ArrayCorpus, monkeyp
         def isatty(self) -> bool:
             return True
 
-    monkeypatch.setattr(tr, "_progress_bar", spy)
+    monkeypatch.setattr(tr, "progress_bar", spy)
     for stream, shown in ((io.StringIO(), False), (Terminal(), True)):
         monkeypatch.setattr(sys, "stderr", stream)
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))

@@ -102,14 +102,14 @@ def test_plan_is_deterministic_and_domains_keep_their_draws(corpus: ArrayCorpus)
 
 def test_training_sees_exactly_the_plan(corpus: ArrayCorpus, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: Counter[int] = Counter()
-    real = tr._get_batch
+    real = tr.get_batch
 
     def spy(arrays, rows, ctx, vocab, device):  # type: ignore[no-untyped-def]
         if len(arrays) > 1:  # training batches (evaluation passes one array)
             seen.update(rows[:, 0].tolist())
         return real(arrays, rows, ctx, vocab, device)
 
-    monkeypatch.setattr(tr, "_get_batch", spy)
+    monkeypatch.setattr(tr, "get_batch", spy)
     mix = Mixture({"a": 0.6, "b": 0.25, "c": 0.15}, tokens=3000, seed=0)
     res = train_proxy(corpus, mix, cfg(batch_size=7), progress=False)
     expected = {d: round(mix.weights[d] * 3000 / CTX) for d in mix.domains}
@@ -352,7 +352,7 @@ def test_concurrent_runs_in_threads_match_sequential_runs(corpus: ArrayCorpus, m
         return real_build(*args, **kwargs)
 
     threads_seen: dict[int, set[int]] = {5: set(), 6: set()}
-    real_batch = tr._get_batch
+    real_batch = tr.get_batch
     local = threading.local()
 
     def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -360,7 +360,7 @@ def test_concurrent_runs_in_threads_match_sequential_runs(corpus: ArrayCorpus, m
         return real_batch(*args, **kwargs)
 
     monkeypatch.setattr(tr.proxy_model, "build_model", slow_build)
-    monkeypatch.setattr(tr, "_get_batch", spy)
+    monkeypatch.setattr(tr, "get_batch", spy)
     before = torch.get_num_threads()
     got: dict[int, dict[str, float]] = {}
 

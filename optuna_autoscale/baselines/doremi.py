@@ -245,7 +245,7 @@ def run_doremi(
     if not isinstance(config, proxy_train.ProxyConfig):
         raise TypeError(f"config must be a ProxyConfig, got {type(config).__name__}.")
     doms = validate_domains(corpus.domains if domains is None else domains)
-    proxy_train._check_domains(corpus, doms, what="domains")
+    proxy_train.check_domains(corpus, doms, what="domains")
     budget = Mixture.uniform(doms, tokens).tokens
     if int(rounds) != rounds or rounds < 1:
         raise ValueError(f"rounds must be a positive integer, got {rounds!r}.")
@@ -258,8 +258,8 @@ def run_doremi(
         why=" (DoReMi divides by them)",
     )
 
-    device = proxy_train._resolve_device(config.device, 0, 1)
-    dtype = proxy_train._resolve_dtype(config.dtype, device)
+    device = proxy_train.resolve_device(config.device, 0, 1)
+    dtype = proxy_train.resolve_dtype(config.dtype, device)
     autocast = (
         torch.autocast(device_type=device.type, dtype=dtype)
         if dtype != torch.float32
@@ -288,7 +288,7 @@ def run_doremi(
 
     def train(plan: Any, reference: Any | None, a0: np.ndarray | None) -> tuple[Any, list[np.ndarray], np.ndarray, int]:
         model = proxy_train.build_proxy_model(corpus, config, seed=seed, device=device)
-        optimizer = proxy_train._make_optimizer(model, config, device)
+        optimizer = proxy_train.make_optimizer(model, config, device)
         arrays = arrays_for(plan)
         n_seq = len(plan.rows)
         steps = math.ceil(n_seq / config.batch_size)
@@ -297,12 +297,12 @@ def run_doremi(
         a = None if a0 is None else a0.copy()
         scores = np.zeros(m)
         history: list[np.ndarray] = []
-        bar = proxy_train._progress_bar(steps, Mixture(dict(zip(doms, samp.tolist())), budget, seed), config,
+        bar = proxy_train.progress_bar(steps, Mixture(dict(zip(doms, samp.tolist())), budget, seed), config,
                                         enabled=progress)
         for step in range(steps):
-            proxy_train._set_lr(optimizer, step, steps, config)
+            proxy_train.set_lr(optimizer, step, steps, config)
             rows = plan.rows[step * config.batch_size : (step + 1) * config.batch_size]
-            x, y = proxy_train._get_batch(arrays, rows, ctx, vocab, device)  # (b, ctx) each
+            x, y = proxy_train.get_batch(arrays, rows, ctx, vocab, device)  # (b, ctx) each
             dom_idx = torch.as_tensor(rows[:, 0], device=device)  # (b,)
             with autocast:
                 logits = model(input_ids=x, use_cache=False).logits  # (b, ctx, V)

@@ -356,7 +356,7 @@ def plan_sequences(corpus: CorpusLike, mixture: Mixture, *, context: int) -> Dat
     Raises:
         ValueError: if a domain is not in the corpus, or has too few tokens for one sequence.
     """
-    _check_domains(corpus, mixture.domains, what="mixture")
+    check_domains(corpus, mixture.domains, what="mixture")
     rows: list[NDArray[np.int64]] = []
     sequences: dict[str, int] = {}
     available: dict[str, int] = {}
@@ -458,13 +458,13 @@ def train_proxy(
         raise TypeError(f"mixture must be an optuna_autoscale.Mixture, got {type(mixture).__name__}.")
     metric = _mean if metric is None else metric
     ctx = config.context
-    _check_domains(corpus, mixture.domains, what="mixture")
+    check_domains(corpus, mixture.domains, what="mixture")
     eval_domains = config.eval_domains if config.eval_domains is not None else tuple(mixture.domains)
-    _check_domains(corpus, eval_domains, what="eval_domains")
+    check_domains(corpus, eval_domains, what="eval_domains")
 
     rank, local_rank, world = _setup_distributed(config)
-    device = _resolve_device(config.device, local_rank, world)
-    dtype = _resolve_dtype(config.dtype, device)
+    device = resolve_device(config.device, local_rank, world)
+    dtype = resolve_dtype(config.dtype, device)
 
     # ---- data
     plan = plan_sequences(corpus, mixture, context=ctx)
@@ -500,7 +500,7 @@ def train_proxy(
         # ---- model and optimizer
         raw_model = build_proxy_model(corpus, config, seed=mixture.seed, device=device)
         n_params = proxy_model.count_parameters(raw_model)
-        optimizer = _make_optimizer(raw_model, config, device)
+        optimizer = make_optimizer(raw_model, config, device)
         loss_model = _LossModel(raw_model)  # model + loss, so that compile fuses the loss in
         core: Any = torch.compile(loss_model, mode=config.compile_mode) if config.compile else loss_model
         model: Any = core
@@ -528,10 +528,10 @@ def train_proxy(
         train_seconds = 0.0
         warm_steps = min(5, steps // 4)
         warm_seconds, warm_tokens = 0.0, 0
-        bar = _progress_bar(steps, mixture, config, enabled=progress if rank == 0 else False)
+        bar = progress_bar(steps, mixture, config, enabled=progress if rank == 0 else False)
         t0 = time.perf_counter()
         for step in range(steps):
-            lr = _set_lr(optimizer, step, steps, config)
+            lr = set_lr(optimizer, step, steps, config)
             rows = plan.rows[step * config.batch_size : (step + 1) * config.batch_size]
             step_tokens = len(rows) * ctx  # every rank's loss is divided by the global token count
             local = rows[rank::world]
@@ -542,7 +542,7 @@ def train_proxy(
             chunks = [local[i : i + micro] for i in range(0, len(local), micro)]
             loss_sum = torch.zeros((), device=device)
             for k, chunk in enumerate(chunks):
-                x, y = _get_batch(train_arrays, chunk, ctx, vocab, device)  # (b, ctx) each
+                x, y = get_batch(train_arrays, chunk, ctx, vocab, device)  # (b, ctx) each
                 sync = world == 1 or k == len(chunks) - 1
                 with contextlib.nullcontext() if sync else model.no_sync():
                     with autocast:
@@ -671,7 +671,7 @@ def build_proxy_model(
     return model.to(device)
 
 
-def _set_lr(optimizer: torch.optim.Optimizer, step: int, steps: int, config: ProxyConfig) -> float:
+def set_lr(optimizer: torch.optim.Optimizer, step: int, steps: int, config: ProxyConfig) -> float:
     """Set the schedule's learning rate (:func:`_lr_at`) on every parameter group; return it."""
     lr = _lr_at(step, steps, config)
     for group in optimizer.param_groups:
@@ -679,7 +679,7 @@ def _set_lr(optimizer: torch.optim.Optimizer, step: int, steps: int, config: Pro
     return lr
 
 
-def _make_optimizer(model: torch.nn.Module, config: ProxyConfig, device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, config: ProxyConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW with weight decay on tensors of 2+ dims (matrices, embeddings), none on biases and norms."""
     params = [p for p in model.parameters() if p.requires_grad]  # tied weights appear once
     decay = [p for p in params if p.dim() >= 2]
@@ -704,7 +704,7 @@ def _lr_at(step: int, steps: int, config: ProxyConfig) -> float:
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (peak - min_lr)
 
 
-def _get_batch(
+def get_batch(
     arrays: Sequence[NDArray[Any]], rows: NDArray[np.int64], ctx: int, vocab: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and next-token targets, (b, ctx) int64 each, for rows of (domain index, start)."""
@@ -750,7 +750,7 @@ def _evaluate(
         total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, tokens)
         for i in range(0, len(mine), batch):
             rows = np.stack([np.zeros(len(mine[i : i + batch]), dtype=np.int64), mine[i : i + batch]], axis=1)
-            x, y = _get_batch(arrays, rows, ctx, vocab, device)
+            x, y = get_batch(arrays, rows, ctx, vocab, device)
             with autocast:
                 total[0] += model(x, y).double()
             total[1] += y.numel()
@@ -777,7 +777,8 @@ def _setup_distributed(config: ProxyConfig) -> tuple[int, int, int]:
     return dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size()
 
 
-def _resolve_device(name: str, local_rank: int, world: int) -> torch.device:
+def resolve_device(name: str, local_rank: int, world: int) -> torch.device:
+    """The device ``name`` ("auto", "cpu", "cuda", "cuda:N") names for this rank, checked to exist."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
@@ -793,7 +794,8 @@ def _resolve_device(name: str, local_rank: int, world: int) -> torch.device:
     return torch.device(name)
 
 
-def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype: bfloat16 where asked (or "auto" on a CUDA device that supports it), else float32."""
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     return torch.bfloat16 if name == "bfloat16" else torch.float32
@@ -824,7 +826,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _progress_bar(steps: int, mixture: Mixture, config: ProxyConfig, *, enabled: bool | None) -> Any:
+def progress_bar(steps: int, mixture: Mixture, config: ProxyConfig, *, enabled: bool | None) -> Any:
     """A tqdm bar; ``enabled=None``: only on a terminal (tqdm's ``disable=None``)."""
     from tqdm.auto import tqdm
 
@@ -838,7 +840,8 @@ def _progress_bar(steps: int, mixture: Mixture, config: ProxyConfig, *, enabled:
     )
 
 
-def _check_domains(corpus: CorpusLike, domains: Sequence[str], *, what: str) -> None:
+def check_domains(corpus: CorpusLike, domains: Sequence[str], *, what: str) -> None:
+    """Raise a ``ValueError`` naming ``what`` if ``domains`` name one the corpus does not have."""
     known = tuple(corpus.domains)
     missing = [d for d in domains if d not in known]
     if missing:
