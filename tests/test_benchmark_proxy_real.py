@@ -17,7 +17,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("AutoScale (default)", "AutoScale (current)", "AutoScale (guarded, z=inf)", "AutoScale (paper)",
+METHODS = ("AutoScale (default)", "AutoScale (current)", "AutoScale (guarded, z=1)", "AutoScale (paper)",
            "direct transfer", "uniform", "natural", "UniMax", "DoReMi", "RegMix", "DML", "TPE")
 
 
