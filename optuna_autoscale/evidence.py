@@ -23,13 +23,15 @@ observations for the rest.
   - :meth:`Evidence.predict_gain` / :meth:`Evidence.gain_interval`: predicted loss reduction
     of a mixture over a reference at the mixture's tokens, with a prediction interval for the
     difference two runs sharing a seed would show (law posterior + seed noise of the anchors and
-    of the two new runs).
+    of the two new runs). Away from the tested mixtures the law's own misfit counts too
+    (:attr:`Evidence.law_error_sd`, where the runs show one), growing with the distance from the
+    nearest tested mixture, and past the tested shares it keeps growing.
   - :meth:`Evidence.recommend`: from the best tested mixture toward the law's optimum inside the
     **tested region**, only as far as the predicted gain exceeds ``risk`` posterior sds; never
     outside the region unless ``allow_outside=True`` (with a warning).
   - :meth:`Evidence.guard`: on the line from a base mixture to a candidate, the point whose predicted gain over
-    the base has the best lower bound at a level (new runs' seed noise included); the base unless that bound is
-    above 0. :meth:`Evidence.recommend` and :meth:`AutoScaleResult.recommend` apply it by default (``guard=False``:
+    the base has the best lower bound at a level (the expected gain's: law posterior, shrinkage bias, anchors'
+    noise, misfit); the base unless that bound is above 0. :meth:`Evidence.recommend` and :meth:`AutoScaleResult.recommend` apply it by default (``guard=False``:
     the unguarded step).
   - :meth:`Evidence.calibration`: leave one group out, predict the held-out group's differences,
     count how often the observed ones fall inside the intervals.
