@@ -173,6 +173,14 @@ def test_show_status_report_print_caps_and_next_steps(capped, tmp_path: Path,  #
     code, out, err = _main(capsys, "report", *c, "--out", str(html), "--target", "5e8")
     assert code == 0, err
     assert "at cap: web 1e8, code 1e8; without caps: web" in html.read_text(encoding="utf-8")
+    # The dashboard note shows the same caps row and reasons (one table shared with the report).
+    from optuna_autoscale import dashboard as dash
+
+    study = optuna.load_study(study_name="caps", storage=f"sqlite:///{cfg.parent / 'caps.db'}")
+    note = dash.summary_markdown(study, targets=[5e8, 4e9])
+    assert "| caps (the design's upper bounds) |" in note
+    assert "at cap: web 1e8, code 1e8; without caps: web" in note
+    assert "not computed: the caps sum to 6e8 tokens" in note
 
 
 def test_fit_ends_with_next_step(capped, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
