@@ -162,8 +162,6 @@ def test_flat_and_wrong_way_domains_warn() -> None:
     assert opt["x"] > 1.0
 
 
-@pytest.mark.xfail(reason="order-dependent: passes alone, fails after other tests in the same process "
-                   "(the once-per-process warning registry); to isolate", strict=False)
 def test_ddo_warnings_grouped_once_per_fit_without_source_line() -> None:
     """One DDOWarning per fit, in words (the budget and every domain's note), no source line."""
     import subprocess

@@ -159,9 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _words_for_warnings() -> None:
+def _words_for_warnings() -> Any:
     """Print the package's warnings (DDO fits, caps, guard) as ``warning: <text>``, without Python's
-    ``file:line: Category:`` prefix and source line; other libraries' warnings keep Python's format."""
+    ``file:line: Category:`` prefix and source line; other libraries' warnings keep Python's format.
+
+    Returns the formatter it replaced, which :func:`main` puts back when the command ends (so calling
+    ``main`` in a process, as tests and notebooks do, changes nothing after it)."""
     import warnings
 
     default = warnings.formatwarning
@@ -172,6 +175,7 @@ def _words_for_warnings() -> None:
         return default(message, category, filename, lineno, line)
 
     warnings.formatwarning = fmt  # type: ignore[assignment]
+    return default
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -187,7 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args._run is None:
         args._parser.print_help()
         return 2
-    _words_for_warnings()
+    import warnings
+
+    previous = _words_for_warnings()
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:  # pragma: no cover - interactive
@@ -196,3 +202,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, RuntimeError, FileNotFoundError) as exc:
         print(f"optuna-autoscale: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        warnings.formatwarning = previous
