@@ -483,8 +483,6 @@ def test_missing_local_file_fails_fast_with_the_resolved_path(tmp_path: Path, mo
         assert str((tmp_path / path).absolute()) in str(info.value) and "\n" not in str(info.value)
 
 
-@pytest.mark.xfail(reason="order-dependent: passes alone, fails after tests/test_cli.py in the same process "
-                   "(corpus build turns datasets' progress bars and logging off process-wide); to isolate", strict=False)
 def test_unreadable_local_files_name_the_file_and_the_fix(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """Garbage JSON lines or Latin-1 text: one line naming the file, its cause and the fix; no progress bar."""
     (tmp_path / "bad.jsonl").write_text('not json at all\n{"text": "x"\n')

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 import json
 import os
 from pathlib import Path
@@ -46,13 +47,15 @@ def _corpus_build(args: argparse.Namespace) -> int:
         raise ValueError(f"--vocab-size must be at least 258, got {args.vocab_size}.")
     if args.cap_mb <= 0:
         raise ValueError(f"--cap-mb must be positive, got {args.cap_mb}.")
-    if args.verbose == 0:
-        _quiet_datasets()
-    res = build_default_corpus(
-        args.domains, cache_dir=args.cache_dir, vocab_size=args.vocab_size, apt=not args.no_apt,
-        apt_update=args.apt_update, cap_bytes=int(args.cap_mb * 1e6), val_fraction=args.val_fraction,
-        rebuild=args.rebuild, min_domains=args.min_domains,
-    )
+    undo = _quiet_datasets() if args.verbose == 0 else (lambda: None)
+    try:
+        res = build_default_corpus(
+            args.domains, cache_dir=args.cache_dir, vocab_size=args.vocab_size, apt=not args.no_apt,
+            apt_update=args.apt_update, cap_bytes=int(args.cap_mb * 1e6), val_fraction=args.val_fraction,
+            rebuild=args.rebuild, min_domains=args.min_domains,
+        )
+    finally:
+        undo()
     assert res.corpus is not None
     if args.json:
         print(json.dumps({
@@ -72,14 +75,24 @@ def _corpus_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quiet_datasets() -> None:
+def _quiet_datasets() -> Callable[[], None]:
+    """Quiet Hugging Face datasets' progress bars and logging for the build; returns what puts them back (so
+    calling the command in a process, as tests do, changes nothing after it)."""
     try:
         import datasets
 
+        bars, level = datasets.is_progress_bar_enabled(), datasets.logging.get_verbosity()
         datasets.disable_progress_bars()
         datasets.logging.set_verbosity_error()
     except Exception:  # pragma: no cover - datasets missing or changed; progress bars are harmless
-        pass
+        return lambda: None
+
+    def undo() -> None:
+        if bars:
+            datasets.enable_progress_bars()
+        datasets.logging.set_verbosity(level)
+
+    return undo
 
 
 def _corpus_info_args(p: argparse.ArgumentParser) -> None:
