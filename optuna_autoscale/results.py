@@ -582,8 +582,8 @@ class AutoScaleResult:
         supports. On the line from the base (the design's ``base``, uniform unless one was given, moved into the
         bounds and caps; from runs without a design: the best tested mixture) to the mixture above, it takes the
         point whose predicted gain over the base has the best lower bound at :data:`LEVEL` (the 10% quantile of
-        :meth:`gain_interval`'s 80% interval: law posterior, shrinkage bias, the anchors' and the two new runs'
-        seed noise), and stays at the base unless that bound is above 0 (:meth:`Evidence.guard`). A warning says
+        :meth:`Evidence.expected_gain_interval`'s 80% interval: law posterior, shrinkage bias, the anchors' seed noise and
+        the law's misfit away from tested mixtures; the new runs' seed noise is in :meth:`gain_interval`), and stays at the base unless that bound is above 0 (:meth:`Evidence.guard`). A warning says
         when it stayed or how far it moved; ``candidate`` and ``guard`` on the returned recommendation hold the
         unguarded mixture and the fraction of the way taken. Why: on real proxies, every recommendation that
         moved away from uniform on a gain whose interval included 0 lost 0.04-0.2 nats at 10x (``DESIGN.md``,
