@@ -1219,8 +1219,13 @@ class Evidence:
 
 
 # ------------------------------------------------------------------------------ fitting
-def fit_law(runs: Runs, law: str, weights: Mapping[str, float] | None) -> tuple[Any, str, list[str]]:
-    """The joint law :data:`LAWS` names fitted to ``runs``: ``(law, kind, notes)`` (see :func:`fit_evidence`)."""
+def fit_law(runs: Runs, law: str, weights: Mapping[str, float] | None, *,
+            start: Any = None) -> tuple[Any, str, list[str]]:
+    """The joint law :data:`LAWS` names fitted to ``runs``: ``(law, kind, notes)`` (see :func:`fit_evidence`).
+
+    ``start``: a per-domain transfer law fitted to a superset of ``runs``; a transfer law is then refitted from it
+    (``fit_transfer(..., start=)``, one solve per domain), the cheap refit of a leave-one-budget-out check.
+    """
     notes: list[str] = []
     if law not in LAWS:
         raise ValueError(f"law must be one of {LAWS!r}, got {law!r}.")
@@ -1233,7 +1238,8 @@ def fit_law(runs: Runs, law: str, weights: Mapping[str, float] | None) -> tuple[
 
         runs.check_enough(3 + runs.m - 1, "The per-domain transfer law")
         try:
-            fitted = fit_transfer(runs.loss_observations(), weights=w, forms=TRANSFER_FORMS, pool_exponents=TRANSFER_POOL)
+            fitted = fit_transfer(runs.loss_observations(), weights=w, forms=TRANSFER_FORMS, pool_exponents=TRANSFER_POOL,
+                                  start=start if type(start).__name__ == "TransferLaw" else None)
             return fitted, "transfer", notes
         except (ValueError, np.linalg.LinAlgError) as e:
             if law == "transfer":
@@ -1470,9 +1476,11 @@ def _shrink_scores(ev: Evidence) -> dict[tuple[str, float], float]:
         try:
             with _warnings.catch_warnings():
                 _warnings.simplefilter("ignore")
-                sub = fit_evidence(rest, law=ev.kind, shrink=math.inf, risk=ev.risk, noise=ev.noise,
-                                   objective_weights=ev._options.get("objective_weights"),
-                                   draws=ev._options.get("draws", DEFAULT_DRAWS))
+                weights = ev._options.get("objective_weights")
+                # Refitted from the full fit (one solve per domain): five budgets cost five refits of the law.
+                law, _, _ = fit_law(rest, ev.kind, weights, start=ev.law)
+                sub = fit_evidence(rest, fitted=law, shrink=math.inf, risk=ev.risk, noise=ev.noise,
+                                   objective_weights=weights, draws=ev._options.get("draws", DEFAULT_DRAWS))
         except (ValueError, RuntimeError, np.linalg.LinAlgError):
             continue
         # Only mixtures tested outside the held-out budget have an anchor there.

@@ -58,6 +58,44 @@ def claim_time(trial: FrozenTrial) -> datetime.datetime | None:
     return datetime.datetime.fromisoformat(raw) if raw else None
 
 
+def claim_standing(
+    trials: Sequence[FrozenTrial],
+    design: Design,
+    number: int,
+    claimed_at: datetime.datetime,
+    key: str,
+    *,
+    parse: Any = None,
+    now: datetime.datetime | None = None,
+) -> str:
+    """Whether trial ``number``, which claimed ``key`` at ``claimed_at`` and stored it, keeps it.
+
+    A claim's time is taken before its write lands, so two workers can both read a ledger
+    without the other's claim and take the same point. Each checks again after storing it:
+    ``"lost"`` when a RUNNING trial that claimed earlier (ties: a smaller number) holds ``key``
+    (this trial gives the point up and claims again); ``"pending"`` when an earlier claim holds
+    no point yet (it may be about to take ``key``: check again shortly); else ``"kept"``. The
+    order is total, so of two trials holding one point exactly one loses.
+    """
+    parse = parse or DesignPoint.from_json
+    now = now or datetime.datetime.now()
+    grace = datetime.timedelta(seconds=UNATTRIBUTED_GRACE_SECONDS)
+    me = (claimed_at, number)
+    pending = False
+    for t in trials:
+        if t.number == number or t.state not in (TrialState.RUNNING, TrialState.WAITING):
+            continue
+        when = claim_time(t)
+        if when is None or (when, t.number) > me:
+            continue
+        raw = t.system_attrs.get(POINT_ATTR)
+        if raw is None:
+            pending |= now - when < grace and not is_user_trial(t, design.domains)
+        elif parse(raw).key == key:
+            return "lost"
+    return "pending" if pending else "kept"
+
+
 def _finite_value(t: FrozenTrial) -> float | None:
     vals = t.values
     if t.state != TrialState.COMPLETE or not vals or len(vals) != 1:

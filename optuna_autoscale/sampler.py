@@ -33,6 +33,7 @@ from optuna_autoscale.design import HELDOUT_PREDICTED_KEY
 from optuna_autoscale.design import is_filler_key
 from optuna_autoscale.design import POINT_ATTR
 from optuna_autoscale.ledger import CLAIM_ATTR
+from optuna_autoscale.ledger import claim_standing
 from optuna_autoscale.ledger import is_user_trial
 from optuna_autoscale.ledger import Ledger
 from optuna_autoscale.ledger import study_system_attrs
@@ -57,6 +58,8 @@ BUDGET_ATTR = "autoscale_budget"
 _UNIT = FloatDistribution(0.0, 1.0)
 _POLL_FIRST = 1.0  # seconds before an idle claim polls storage again; doubles up to _POLL_MAX
 _POLL_MAX = 30.0
+_SETTLE_FIRST = 0.01  # seconds before re-checking a stored claim while an earlier claim holds no point yet
+_SETTLE_MAX = 5.0  # ... at most this long (it takes milliseconds unless that worker died mid-claim)
 _SAY_EVERY = 120.0  # seconds between "waits for a design point" messages
 _MULTI_OBJECTIVE_MESSAGE = (
     "AutoScaleSampler supports single-objective studies only: the DDO fits and the joint law model "
@@ -372,10 +375,12 @@ class AutoScaleSampler(BaseSampler):
             key = ledger.next_key(trial.number, now)
             if key is not None:
                 point = self._design.point(key)
+                # Stored before a verification point's fits (they may take a while: other workers must see
+                # it taken meanwhile), and checked against claims whose write landed after our read.
+                self._store(study, trial, point or self._design.dynamic_point(key, None))
+                if not self._keeps(study, trial, key, now):
+                    continue
                 if point is None:
-                    # Claim the verification point first: its fits may take a while, and other
-                    # workers must see it taken meanwhile.
-                    self._store(study, trial, self._design.dynamic_point(key, None))
                     point = self._verification_point(key, ledger, study)
                 break
             if sum(1 for k in ledger.taken if is_filler_key(k)) < self._filler_replicates:
@@ -406,8 +411,26 @@ class AutoScaleSampler(BaseSampler):
             with warnings.catch_warnings():  # experimental in Optuna; its warning would repeat every poll
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)  # a dead worker's point re-opens
-        self._store(study, trial, point)
+        if trial.system_attrs.get(POINT_ATTR) != point.to_json():  # a filler, or the verification's allocation
+            self._store(study, trial, point)
         return point
+
+    def _keeps(self, study: Study, trial: FrozenTrial, key: str, claimed_at: datetime.datetime) -> bool:
+        """Whether ``trial`` keeps ``key`` after storing it (:func:`~optuna_autoscale.ledger.claim_standing`);
+        a lost point is released (the trial then claims again, later than the winner)."""
+        delay, deadline = _SETTLE_FIRST, time.monotonic() + _SETTLE_MAX
+        while True:
+            standing = claim_standing(self._trials(study), self._design, trial.number, claimed_at, key,
+                                      parse=self._parse)
+            if standing == "lost":
+                _logger.debug("Trial %d: an earlier claim holds %s; claiming again.", trial.number, key)
+                study._storage.set_trial_system_attr(trial._trial_id, POINT_ATTR, None)
+                trial.system_attrs.pop(POINT_ATTR, None)
+                return False
+            if standing == "kept" or time.monotonic() > deadline:
+                return True
+            time.sleep(delay)
+            delay = min(4 * delay, 0.25)
 
     def _store(self, study: Study, trial: FrozenTrial, point: DesignPoint) -> None:
         raw = point.to_json()

@@ -63,7 +63,7 @@ def _check_no_collision(study: optuna.Study, workers: int = 2) -> None:
     # Workers that found nothing to claim waited; once the design was complete each pruned its
     # last trial, which claimed nothing. Runs beyond the design: at most one per worker.
     others = [t for t in study.trials if t.state != TrialState.COMPLETE]
-    assert all(t.state == TrialState.PRUNED and POINT_ATTR not in t.system_attrs for t in others)
+    assert all(t.state == TrialState.PRUNED and t.system_attrs.get(POINT_ATTR) is None for t in others)
     assert len(others) + sum(done.values()) - len(wanted) <= workers
     result = AutoScaleResult.from_study(study, write_summary=False)
     assert set(result.optima) == set(BUDGETS)
@@ -112,24 +112,10 @@ def test_two_processes_share_one_sqlite_file(tmp_path) -> None:  # type: ignore[
 
 @pytest.mark.slow
 def test_two_processes_share_one_journal_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    # Known open race (issue 13 follow-up): under CPU load two processes sometimes claim the same point (the claim's
-    # timestamp is taken before its write lands in the journal). One retry keeps CI from failing on it while the
-    # check itself stays strict; a collision on both attempts fails.
-    for attempt in range(2):
-        try:
-            _journal_run(tmp_path / f"attempt{attempt}")
-            return
-        except AssertionError:
-            if attempt == 1:
-                raise
-
-
-def _journal_run(root) -> None:  # type: ignore[no-untyped-def]
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    root.mkdir()
-    path = str(root / "journal.log")
+    path = str(tmp_path / "journal.log")
     optuna.create_study(study_name="journal", storage=JournalStorage(JournalFileBackend(path)))
     worker = _WORKER.replace(
         "study = optuna.load_study(study_name=name, storage=url, sampler=sampler)",
@@ -142,6 +128,81 @@ def _journal_run(root) -> None:  # type: ignore[no-untyped-def]
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err.decode()[-3000:]
     _check_no_collision(optuna.load_study(study_name="journal", storage=JournalStorage(JournalFileBackend(path))))
+
+
+def _racing_pair(monkeypatch: pytest.MonkeyPatch) -> tuple[optuna.Study, AutoScaleSampler, optuna.Trial, optuna.Trial, str]:
+    """Two trials whose claims raced: ``first`` claimed earlier, but ``second`` read the ledger before that claim
+    landed, so both computed the same point. ``first`` has stored it; ``second`` is about to."""
+    import datetime
+
+    from optuna_autoscale.ledger import CLAIM_ATTR
+    from optuna_autoscale.ledger import Ledger
+
+    sampler = AutoScaleSampler(DOMS, BUDGETS, **ARGS)
+    study = optuna.create_study(sampler=sampler)
+    first, second = study.ask(), study.ask()
+    key = sampler.design.points[0].key
+    storage = study._storage
+    storage.set_trial_system_attr(first._trial_id, CLAIM_ATTR, (datetime.datetime.now() - datetime.timedelta(seconds=1)).isoformat())
+    storage.set_trial_system_attr(first._trial_id, POINT_ATTR, sampler.design.points[0].to_json())
+    stale = iter([key])  # the second trial's first read misses the first claim; later reads see it
+
+    real = Ledger.next_key
+
+    def next_key(self: Ledger, number: int, claimed_at: object = None) -> str | None:
+        return next(stale, None) or real(self, number, claimed_at)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Ledger, "next_key", next_key)
+    return study, sampler, first, second, key
+
+
+def test_a_raced_claim_gives_the_point_to_the_earlier_claim(monkeypatch: pytest.MonkeyPatch) -> None:
+    from optuna_autoscale import suggest_mixture
+
+    study, sampler, first, second, key = _racing_pair(monkeypatch)
+    suggest_mixture(second, DOMS)
+    points = {t.number: DesignPoint.from_json(t.system_attrs[POINT_ATTR]).key for t in study.get_trials(deepcopy=False)}
+    assert points[first.number] == key
+    assert points[second.number] != key  # released and claimed again: the next open point
+    assert points[second.number] == sampler.design.points[1].key
+
+
+def test_claim_standing_orders_claims_by_time_then_number() -> None:
+    import datetime
+
+    from optuna.trial import create_trial
+
+    from optuna_autoscale.ledger import CLAIM_ATTR
+    from optuna_autoscale.ledger import claim_standing
+
+    design = Design(DOMS, BUDGETS, **ARGS)
+    p0, p1 = design.points[0], design.points[1]
+    t0 = datetime.datetime(2026, 1, 1, 12, 0, 0)
+
+    def trial(number: int, when: datetime.datetime | None, point: DesignPoint | None, state: TrialState = TrialState.RUNNING):
+        attrs = {} if when is None else {CLAIM_ATTR: when.isoformat()}
+        if point is not None:
+            attrs[POINT_ATTR] = point.to_json()
+        t = create_trial(state=state, system_attrs=attrs)
+        t.number = number
+        return t
+
+    now = t0 + datetime.timedelta(seconds=1)
+    earlier, later = t0 - datetime.timedelta(milliseconds=5), t0 + datetime.timedelta(milliseconds=5)
+    me = trial(7, t0, p0)
+    stand = lambda others: claim_standing([me, *others], design, 7, t0, p0.key, now=now)  # noqa: E731
+    assert stand([]) == "kept"
+    assert stand([trial(3, earlier, p0)]) == "lost"
+    assert stand([trial(3, later, p0)]) == "kept"  # the other trial loses (it sees us)
+    assert stand([trial(3, t0, p0)]) == "lost" and claim_standing([trial(3, t0, p0), me], design, 3, t0, p0.key, now=now) == "kept"
+    assert stand([trial(9, t0, p0)]) == "kept"  # a tie goes to the smaller number
+    assert stand([trial(3, earlier, p1)]) == "kept"  # another point
+    assert stand([trial(3, earlier, None)]) == "pending"  # may be taking ours right now
+    assert stand([trial(3, later, None)]) == "kept"
+    assert stand([trial(3, None, p0)]) == "kept"  # not claiming (waiting, or an enqueued trial)
+    assert stand([trial(3, earlier, p0, TrialState.FAIL)]) == "kept"  # a failed run re-opens its point
+    stale = t0 - datetime.timedelta(minutes=5)
+    assert claim_standing([me, trial(3, stale, None)], design, 7, t0, p0.key, now=now) == "kept"  # a dead claimant
 
 
 PG_URL = os.environ.get("AUTOSCALE_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")

@@ -183,7 +183,7 @@ def progress_callback(n_runs: int) -> Callable[[optuna.Study, optuna.trial.Froze
     start = time.perf_counter()
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.state == TrialState.PRUNED and POINT_ATTR not in trial.system_attrs:
+        if trial.state == TrialState.PRUNED and trial.system_attrs.get(POINT_ATTR) is None:
             return  # a trial that found nothing left to claim: it trained nothing
         done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
         value = "failed" if trial.value is None else f"loss {trial.value:.4f}"

@@ -360,7 +360,7 @@ def _fit_form(
     noises: Sequence[float | None],
     pool: Mapping[str, float | str | None],
     tick: Callable[[], Any] = lambda: None,
-) -> list[_DomainFit]:
+) -> tuple[list[_DomainFit], dict[str, tuple[float, float]]]:
     """Every validation domain's fit in one form, with the shape parameters named in ``pool`` pooled.
 
     Fitted first under the fixed priors; then each pooled log-parameter gets the empirical-Bayes
@@ -372,6 +372,8 @@ def _fit_form(
     start and noise scale, so it solves to a looser tolerance (its multi-start search and its
     sigma polish rounds); the refit then converges tightly (the time saved and the optima's
     movement: ``benchmarks/RESULTS.md``, "Measurements cited by the code").
+
+    Returns the fits and the pooled priors, ``{name: (mean, sd)}`` of each pooled log-parameter.
     """
 
     def fit(k: int, **kwargs: Any) -> _DomainFit:
@@ -382,8 +384,9 @@ def _fit_form(
     models = [_model(form, m, k) for k in range(m)]
     idx = {name: i for name, i in models[0].pool_index.items() if pool.get(name) is not None}
     if not idx:
-        return [fit(k) for k in range(m)]
+        return [fit(k) for k in range(m)], {}
     fits = [fit(k, coarse=True) for k in range(m)]
+    pooled: dict[str, tuple[float, float]] = {}
     mu, prec = models[0].prior()
     mu, prec = np.array(mu, dtype=float), np.array(prec, dtype=float)
     for name, i in idx.items():
@@ -394,7 +397,35 @@ def _fit_form(
         base = (float(mu[i]), float(prec[i]) ** -0.5)
         mean_i, sd_i = pooled_prior(vals, var, base, pool[name])  # type: ignore[arg-type]
         mu[i], prec[i] = mean_i, sd_i**-2
-    return [fit(k, prior=(mu, prec), start=fits[k].theta, sigma0=fits[k].sigma, rounds=0) for k in range(m)]
+        pooled[name] = (float(mean_i), float(sd_i))
+    return [fit(k, prior=(mu, prec), start=fits[k].theta, sigma0=fits[k].sigma, rounds=0) for k in range(m)], pooled
+
+
+def _refit_from(start: TransferLaw, m: int, u: np.ndarray, ymat: np.ndarray, gidx: np.ndarray, ng: int,
+                noises: Sequence[float | None], scale: float, tick: Callable[[], Any]) -> list[_DomainFit]:
+    """Every domain refitted once from ``start``'s optimum, in its form, under its pooled prior.
+
+    One solve per domain, no multi-start search, no form choice and no sigma polish rounds: the
+    cost of a leave-one-group-out refit (the start was fitted to a superset of these runs, so its
+    optimum is close). The token scale may differ between the two fits; ``log(N0 / scale)`` (and
+    a pooled prior on it) is moved to this fit's scale.
+    """
+    shift = math.log(start.scale / scale)
+    fits = []
+    for k in range(m):
+        form = start.forms[k]
+        model = _model(form, m, k)
+        mu, prec = (np.array(v, dtype=float) for v in model.prior())
+        for name, (mean, sd) in start.pooled_priors.get(form, {}).items():
+            i = model.pool_index[name]
+            mu[i], prec[i] = mean + (shift if (form, name) == ("power", "offset") else 0.0), sd**-2
+        theta = np.array(start.thetas[k], dtype=float)
+        if form == "power":
+            theta[1] += shift
+        fits.append(_fit_domain(model, u, ymat[:, k], gidx, ng, noises[k], prior=(mu, prec), start=theta,
+                                sigma0=start.domain_noise[start.domains[k]], rounds=0))
+        tick()
+    return fits
 
 
 # ------------------------------------------------------------------------------ the law
@@ -434,6 +465,8 @@ class TransferLaw(RobustAllocator):
         covariances: Laplace posterior covariance per domain (``None`` without a noise estimate).
         forms: Form per domain, ``"power"`` or ``"exp"``.
         press: Leave-one-run-out squared error per domain and form fitted (linearised).
+        pooled_priors: Per form, the empirical-Bayes prior ``{name: (mean, sd)}`` of each pooled
+            log-parameter (``"exponent"``, ``"offset"``), in this fit's token scale; empty without pooling.
     """
 
     domains: tuple[str, ...]
@@ -453,6 +486,9 @@ class TransferLaw(RobustAllocator):
     covariances: tuple[np.ndarray, ...] | None = dataclasses.field(default=None, repr=False, compare=False)
     forms: tuple[str, ...] = ()
     press: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    pooled_priors: dict[str, dict[str, tuple[float, float]]] = dataclasses.field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     kind: ClassVar[str] = "transfer"
     _fit_name = "fit_transfer"
@@ -650,6 +686,7 @@ def fit_transfer(
     pool_exponents: float | str | None = None,
     pool_offsets: float | str | None = None,
     progress: Progress | None = None,
+    start: TransferLaw | None = None,
 ) -> TransferLaw:
     """Fit the per-domain transfer law to runs at any number of budgets/groups.
 
@@ -679,6 +716,13 @@ def fit_transfer(
         progress: Called as ``progress(done, total)`` before the first and after every domain fit
             (a fit of 100 domains takes a minute or more); e.g.
             :func:`optuna_autoscale._progress.terminal_progress`.
+        start: A law this function fitted to a superset of these runs (the same domains), e.g.
+            before one budget was left out. Each domain is then refitted once from ``start``'s
+            optimum, in ``start``'s form and under its pooled prior: no multi-start search, no
+            form choice (``forms`` and the pooling options are ignored), no sigma polish rounds.
+            About a fifth of a full fit's cost (:func:`~optuna_autoscale.evidence.fit_evidence`'s
+            leave-one-budget-out refits use it); the optimum matches a full refit's where the left-out
+            runs do not move a domain into another form's basin.
 
     Returns:
         A :class:`TransferLaw`.
@@ -763,16 +807,31 @@ def fit_transfer(
         if progress is not None:
             progress(done[0], m * passes)
 
+    if start is not None:
+        if not isinstance(start, TransferLaw) or start.domains != domains:
+            raise ValueError(f"start must be a TransferLaw of the domains {list(domains)!r}, got {start!r}.")
+        passes = 1
     if progress is not None:
         progress(0, m * passes)
-    by_form = {f: _fit_form(f, m, u, ymat, gidx, ng, noises, pool, tick=tick) for f in tried}
     fits, chosen, press = [], [], {}
-    for k in range(m):
-        cand = {f: by_form[f][k] for f in tried}
-        best_form = min(tried, key=lambda f: cand[f].press)
-        fits.append(cand[best_form])
-        chosen.append(best_form)
-        press[domains[k]] = {f: c.press for f, c in cand.items()}
+    pooled_priors: dict[str, dict[str, tuple[float, float]]] = {}
+    if start is not None:
+        fits = _refit_from(start, m, u, ymat, gidx, ng, noises, scale, tick)
+        chosen = list(start.forms)
+        press = {d: {f: fit.press} for d, f, fit in zip(domains, chosen, fits)}
+        pooled_priors = {f: dict(v) for f, v in start.pooled_priors.items()}
+        if "offset" in pooled_priors.get("power", {}):
+            mean, sd = pooled_priors["power"]["offset"]
+            pooled_priors["power"]["offset"] = (mean + math.log(start.scale / scale), sd)
+    else:
+        by_form = {f: _fit_form(f, m, u, ymat, gidx, ng, noises, pool, tick=tick) for f in tried}
+        pooled_priors = {f: by_form[f][1] for f in tried if by_form[f][1]}
+        for k in range(m):
+            cand = {f: by_form[f][0][k] for f in tried}
+            best_form = min(tried, key=lambda f: cand[f].press)
+            fits.append(cand[best_form])
+            chosen.append(best_form)
+            press[domains[k]] = {f: c.press for f, c in cand.items()}
     n = len(ymat)
     dof = n - _DomainModel(m, 0).n_params - ng
     res = np.column_stack([f.residuals for f in fits])
@@ -808,4 +867,5 @@ def fit_transfer(
         covariances=covs,
         forms=tuple(chosen),
         press=press,
+        pooled_priors=pooled_priors,
     )
