@@ -482,7 +482,7 @@ class _TransferView(_View):
         out = np.zeros(len(u))
         for j, mod in enumerate(self._models):
             if self._w[j]:
-                out += self._w[j] * mod.f_and_jac(np.asarray(self.law.thetas[j]), u)[0]
+                out += self._w[j] * mod.values(np.asarray(self.law.thetas[j]), u)[0]
         return out
 
     def fk(self, x: np.ndarray) -> np.ndarray:
@@ -494,8 +494,7 @@ class _TransferView(_View):
         with np.errstate(all="ignore"):
             for j, mod in enumerate(self._models):
                 if self._w[j]:
-                    for s in range(k):
-                        out[s] += self._w[j] * mod.f_and_jac(self._draws[j][s], u)[0]
+                    out += self._w[j] * mod.values(self._draws[j], u)
         return out
 
 

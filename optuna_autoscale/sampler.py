@@ -229,10 +229,11 @@ class AutoScaleSampler(BaseSampler):
         self._fit_cache: dict[Any, DesignPoint] = {}
         self._states: dict[tuple[int, int], _StudyState] = {}
         self._optima_cache: dict[Any, Any] = {}
+        self._own_cache: dict[int, tuple[DesignPoint, dict[str, float]]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for k in ("_lock", "_parsed", "_fit_cache", "_states", "_optima_cache"):
+        for k in ("_lock", "_parsed", "_fit_cache", "_states", "_optima_cache", "_own_cache"):
             state.pop(k, None)
         return state
 
@@ -491,16 +492,20 @@ class AutoScaleSampler(BaseSampler):
 
     def _own_param(self, point: DesignPoint, name: str) -> float | None:
         """The value the point gives the sampler's parameter ``name`` (None for other parameters)."""
-        mix = point.mixture(self._design.domains)
-        if name == TOKENS_PARAM:
+        # Every parameter of a point at once, kept for the point object: a trial asks for m + 1 of them.
+        hit = self._own_cache.get(id(point))
+        if hit is None or hit[0] is not point:
+            mix = point.mixture(self._design.domains)
             tok = self._search_space[TOKENS_PARAM]
             assert isinstance(tok, FloatDistribution)
-            return min(tok.high, max(tok.low, float(mix.tokens)))
-        u = weights_to_params([mix.weights[d] for d in self._design.domains])
-        for d, ud in zip(self._design.domains, u):
-            if param_name(d) == name:
-                return min(1.0, max(0.0, float(ud)))
-        return None
+            values = {TOKENS_PARAM: min(tok.high, max(tok.low, float(mix.tokens)))}
+            u = weights_to_params([mix.weights[d] for d in self._design.domains])
+            values.update((param_name(d), min(1.0, max(0.0, float(ud)))) for d, ud in zip(self._design.domains, u))
+            with self._lock:
+                if len(self._own_cache) > 64:
+                    self._own_cache.clear()
+                self._own_cache[id(point)] = hit = (point, values)
+        return hit[1].get(name)
 
     # ----------------------------------------------------------------------------- BaseSampler
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:

@@ -174,6 +174,37 @@ def test_pooled_exponents_pull_an_outlying_domain_toward_the_others() -> None:
         fit_transfer(obs, pool_offsets="yes")
 
 
+@pytest.mark.parametrize("snr", [math.inf, 6.0])
+def test_a_refit_from_a_superset_fit_matches_a_full_refit(snr: float) -> None:
+    # Three budgets, pooled exponents, both forms: leaving a budget out and refitting from the full fit (one solve
+    # per domain, its form and pooled prior) lands where a full refit of the remaining runs lands.
+    land = transfer(4, seed=3)
+    budgets = (1e8, 3e8, 1e9)
+    obs = _design(land, budgets=budgets, snr=snr)
+    full = fit_transfer(obs, forms="auto", pool_exponents="auto")
+    assert full.pooled_priors and all("exponent" in v for v in full.pooled_priors.values())
+    rest = [o for o in obs if o[2] != "b2"]  # the largest budget left out: the token scale changes
+    cold = fit_transfer(rest, forms="auto", pool_exponents="auto")
+    warm = fit_transfer(rest, start=full)
+    assert warm.forms == full.forms and warm.scale != full.scale
+    assert warm.scale == pytest.approx(cold.scale)
+    if snr == math.inf:  # under noise the exponents are weakly identified and the pooled prior differs
+        for d in land.domains:
+            if cold.params[d]["form"] == warm.params[d]["form"] == "power":
+                assert warm.params[d]["gamma"] == pytest.approx(cold.params[d]["gamma"], rel=0.1)
+    grid = [{d: 1e9 * w for d, w in zip(land.domains, row)} for row in np.random.default_rng(0).dirichlet(np.ones(4), 20)]
+    d_cold = np.array([cold.predict(a) for a in grid])
+    d_warm = np.array([warm.predict(a) for a in grid])
+    assert np.corrcoef(d_cold, d_warm)[0, 1] > 0.99  # they rank mixtures alike at a budget the refit never saw
+    # Refitting the very runs from their own fit changes nothing.
+    same = fit_transfer(obs, start=full)
+    assert same.forms == full.forms
+    for a in grid[:5]:
+        assert same.predict(a) == pytest.approx(full.predict(a), abs=1e-4)
+    with pytest.raises(ValueError, match="start must be a TransferLaw of the domains"):
+        fit_transfer(_design(transfer(3, seed=0)), start=full)
+
+
 def test_long_fits_show_progress_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     import io
     import sys

@@ -113,6 +113,17 @@ class _DomainModel:
         j = np.column_stack([f, dz * u0, -f * np.log(z) * g, dz[:, None] * u[:, self.others]])
         return f, j
 
+    def values(self, thetas: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """The law under each parameter row of ``thetas`` (k, p) at each allocation of ``u`` (n, m): (k, n).
+
+        One matrix product for every row (posterior draws), without the Jacobian :meth:`f_and_jac` builds.
+        """
+        th = np.atleast_2d(thetas)
+        a = np.ones((len(th), self.m))
+        a[:, self.others] = th[:, 3:]
+        z = u @ a.T + np.exp(th[:, 1])[None, :]
+        return (np.exp(th[:, 0])[None, :] * z ** (-np.exp(th[:, 2]))[None, :]).T
+
     def grad_u(self, theta: np.ndarray, u: np.ndarray) -> tuple[float, np.ndarray]:
         """The law and its gradient in the tokens ``u`` (one allocation, ``(m,)``)."""
         a = self.transfer_row(theta)
@@ -183,6 +194,14 @@ class _ExpDomainModel:
         f = kk * tot ** (-a) * np.exp(np.clip(r @ (b @ theta[2:]), -_EXP_CLIP, _EXP_CLIP))
         j = np.column_stack([f, -f * np.log(tot) * a, f[:, None] * (r @ b)])
         return f, j
+
+    def values(self, thetas: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """The law under each parameter row of ``thetas`` (k, p) at each allocation of ``u`` (n, m): (k, n)."""
+        th = np.atleast_2d(thetas)
+        tot = u.sum(axis=1)
+        e = (u / tot[:, None]) @ (th[:, 2:] @ self._basis().T).T  # (n, k)
+        f = np.exp(th[:, 0])[None, :] * tot[:, None] ** (-np.exp(th[:, 1]))[None, :] * np.exp(np.clip(e, -_EXP_CLIP, _EXP_CLIP))
+        return f.T
 
     def grad_u(self, theta: np.ndarray, u: np.ndarray) -> tuple[float, np.ndarray]:
         """The law and its gradient in the tokens ``u`` (one allocation, ``(m,)``)."""
@@ -516,7 +535,7 @@ class TransferLaw(RobustAllocator):
             raise ValueError(f"Unknown group {group!r}; the groups are {list(self.offsets)!r}.")
         out = {}
         for k, (d, model) in enumerate(zip(self.domains, self._models())):
-            f, _ = model.f_and_jac(np.asarray(self.thetas[k]), x[None, :] / self.scale)
+            f = model.values(np.asarray(self.thetas[k]), x[None, :] / self.scale)[0]
             offs = self.domain_offsets[d]
             e = float(np.mean(list(offs.values()))) if group is None else offs[str(group)]
             out[d] = e + float(f[0])
