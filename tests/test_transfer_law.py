@@ -201,6 +201,27 @@ def test_a_refit_from_a_superset_fit_matches_a_full_refit(snr: float) -> None:
     assert same.forms == full.forms
     for a in grid[:5]:
         assert same.predict(a) == pytest.approx(full.predict(a), abs=1e-4)
+    # A domain whose two forms were close in the full fit gets both again (the left-out runs may have decided it).
+    land_m = mixing_law(4, seed=1)
+    mixes = np.vstack([np.full(4, 0.25), np.random.default_rng(1).dirichlet(np.full(4, 2.0), size=15)])
+    obs_m = []
+    for j, b in enumerate(budgets):  # uniform and 15 random mixtures per budget: the forms are close here
+        noisy = land_m.with_snr(6.0, b, domain_share=0.5)
+        for w in mixes:
+            a = {d: float(v * b) for d, v in zip(land_m.domains, w)}
+            obs_m.append((a, noisy.per_domain_loss(a, seed=1000 + j), f"b{j}"))
+    full_m = fit_transfer(obs_m, forms="auto", pool_exponents="auto")
+    warm_m = fit_transfer([o for o in obs_m if o[2] != "b0"], start=full_m)
+    from optuna_autoscale.laws.transfer import _FORM_RECHECK
+
+    n_close = 0
+    for k, d in enumerate(land_m.domains):
+        p = full_m.press[d]
+        close = max(p.values()) <= _FORM_RECHECK * min(p.values())
+        assert set(warm_m.press[d]) == ({"power", "exp"} if close else {full_m.forms[k]})
+        assert warm_m.forms[k] == min(warm_m.press[d], key=warm_m.press[d].get)
+        n_close += close
+    assert n_close >= 1
     with pytest.raises(ValueError, match="start must be a TransferLaw of the domains"):
         fit_transfer(_design(transfer(3, seed=0)), start=full)
 

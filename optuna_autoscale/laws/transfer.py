@@ -420,31 +420,49 @@ def _fit_form(
     return [fit(k, prior=(mu, prec), start=fits[k].theta, sigma0=fits[k].sigma, rounds=0) for k in range(m)], pooled
 
 
-def _refit_from(start: TransferLaw, m: int, u: np.ndarray, ymat: np.ndarray, gidx: np.ndarray, ng: int,
-                noises: Sequence[float | None], scale: float, tick: Callable[[], Any]) -> list[_DomainFit]:
-    """Every domain refitted once from ``start``'s optimum, in its form, under its pooled prior.
+_FORM_RECHECK = 1.3
+"""A refit from a superset's fit (:func:`fit_transfer` ``start=``) fits both forms again for a domain whose two forms'
+leave-one-run-out errors were within this factor of each other in that fit (the left-out runs may have decided it)."""
 
-    One solve per domain, no multi-start search, no form choice and no sigma polish rounds: the
-    cost of a leave-one-group-out refit (the start was fitted to a superset of these runs, so its
-    optimum is close). The token scale may differ between the two fits; ``log(N0 / scale)`` (and
-    a pooled prior on it) is moved to this fit's scale.
+
+def _refit_from(start: TransferLaw, m: int, u: np.ndarray, ymat: np.ndarray, gidx: np.ndarray, ng: int,
+                noises: Sequence[float | None], scale: float,
+                tick: Callable[[], Any]) -> tuple[list[_DomainFit], list[str], dict[str, dict[str, float]]]:
+    """Every domain refitted once per form from ``start``'s optimum in that form, under its pooled prior.
+
+    One solve per form, no multi-start search and no sigma polish rounds: the cost of a leave-one-group-out
+    refit (the start was fitted to a superset of these runs, so its optimum is close). A domain keeps its form
+    unless the two forms were close in ``start`` (:data:`_FORM_RECHECK`); then both are refitted and the one
+    with the smaller leave-one-run-out error is taken, as in a full fit. The token scale may differ between
+    the two fits: ``log(N0 / scale)`` (and a pooled prior on it) is moved to this fit's scale.
     """
     shift = math.log(start.scale / scale)
-    fits = []
-    for k in range(m):
-        form = start.forms[k]
-        model = _model(form, m, k)
+    priors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for form in start.form_thetas:
+        model = _model(form, m, 0)
         mu, prec = (np.array(v, dtype=float) for v in model.prior())
         for name, (mean, sd) in start.pooled_priors.get(form, {}).items():
             i = model.pool_index[name]
             mu[i], prec[i] = mean + (shift if (form, name) == ("power", "offset") else 0.0), sd**-2
-        theta = np.array(start.thetas[k], dtype=float)
-        if form == "power":
-            theta[1] += shift
-        fits.append(_fit_domain(model, u, ymat[:, k], gidx, ng, noises[k], prior=(mu, prec), start=theta,
-                                sigma0=start.domain_noise[start.domains[k]], rounds=0))
+        priors[form] = (mu, prec)
+    fits, chosen, press = [], [], {}
+    for k, d in enumerate(start.domains):
+        p = start.press.get(d, {})
+        forms = [f for f in start.form_thetas if f == start.forms[k] or (
+            start.forms[k] in p and f in p and p[f] <= _FORM_RECHECK * p[start.forms[k]])]
+        cand = {}
+        for form in forms:
+            theta = np.array(start.form_thetas[form][k], dtype=float)
+            if form == "power":
+                theta[1] += shift
+            cand[form] = _fit_domain(_model(form, m, k), u, ymat[:, k], gidx, ng, noises[k], prior=priors[form],
+                                     start=theta, sigma0=start.domain_noise[d], rounds=0)
+        best = min(cand, key=lambda f: cand[f].press)
+        fits.append(cand[best])
+        chosen.append(best)
+        press[d] = {f: c.press for f, c in cand.items()}
         tick()
-    return fits
+    return fits, chosen, press
 
 
 # ------------------------------------------------------------------------------ the law
@@ -486,6 +504,8 @@ class TransferLaw(RobustAllocator):
         press: Leave-one-run-out squared error per domain and form fitted (linearised).
         pooled_priors: Per form, the empirical-Bayes prior ``{name: (mean, sd)}`` of each pooled
             log-parameter (``"exponent"``, ``"offset"``), in this fit's token scale; empty without pooling.
+        form_thetas: Per form fitted, every domain's internal parameters in that form (the chosen form's are
+            :attr:`thetas`); a refit from this law (``fit_transfer(..., start=)``) starts from them.
     """
 
     domains: tuple[str, ...]
@@ -506,6 +526,9 @@ class TransferLaw(RobustAllocator):
     forms: tuple[str, ...] = ()
     press: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict, repr=False, compare=False)
     pooled_priors: dict[str, dict[str, tuple[float, float]]] = dataclasses.field(
+        default_factory=dict, repr=False, compare=False
+    )
+    form_thetas: dict[str, tuple[tuple[float, ...], ...]] = dataclasses.field(
         default_factory=dict, repr=False, compare=False
     )
 
@@ -736,12 +759,12 @@ def fit_transfer(
             (a fit of 100 domains takes a minute or more); e.g.
             :func:`optuna_autoscale._progress.terminal_progress`.
         start: A law this function fitted to a superset of these runs (the same domains), e.g.
-            before one budget was left out. Each domain is then refitted once from ``start``'s
-            optimum, in ``start``'s form and under its pooled prior: no multi-start search, no
-            form choice (``forms`` and the pooling options are ignored), no sigma polish rounds.
-            About a fifth of a full fit's cost (:func:`~optuna_autoscale.evidence.fit_evidence`'s
-            leave-one-budget-out refits use it); the optimum matches a full refit's where the left-out
-            runs do not move a domain into another form's basin.
+            before one budget was left out. Each domain is then refitted once from ``start``'s optimum
+            in ``start``'s form, and in its other form too where the two were close in ``start``
+            (leave-one-run-out errors within a factor 1.3; the smaller one is taken), under ``start``'s
+            pooled priors (``forms`` and the pooling options are ignored): no multi-start search and
+            no sigma polish rounds. About a fifth of a full fit's cost
+            (:func:`~optuna_autoscale.evidence.fit_evidence`'s leave-one-budget-out refits use it).
 
     Returns:
         A :class:`TransferLaw`.
@@ -835,9 +858,8 @@ def fit_transfer(
     fits, chosen, press = [], [], {}
     pooled_priors: dict[str, dict[str, tuple[float, float]]] = {}
     if start is not None:
-        fits = _refit_from(start, m, u, ymat, gidx, ng, noises, scale, tick)
-        chosen = list(start.forms)
-        press = {d: {f: fit.press} for d, f, fit in zip(domains, chosen, fits)}
+        fits, chosen, press = _refit_from(start, m, u, ymat, gidx, ng, noises, scale, tick)
+        form_thetas = {f: v for f, v in start.form_thetas.items()}
         pooled_priors = {f: dict(v) for f, v in start.pooled_priors.items()}
         if "offset" in pooled_priors.get("power", {}):
             mean, sd = pooled_priors["power"]["offset"]
@@ -845,6 +867,7 @@ def fit_transfer(
     else:
         by_form = {f: _fit_form(f, m, u, ymat, gidx, ng, noises, pool, tick=tick) for f in tried}
         pooled_priors = {f: by_form[f][1] for f in tried if by_form[f][1]}
+        form_thetas = {f: tuple(tuple(float(t) for t in fit.theta) for fit in by_form[f][0]) for f in tried}
         for k in range(m):
             cand = {f: by_form[f][0][k] for f in tried}
             best_form = min(tried, key=lambda f: cand[f].press)
@@ -887,4 +910,5 @@ def fit_transfer(
         forms=tuple(chosen),
         press=press,
         pooled_priors=pooled_priors,
+        form_thetas=form_thetas,
     )
