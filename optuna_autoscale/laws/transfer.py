@@ -186,13 +186,22 @@ class _ExpDomainModel:
     def interaction(self, theta: np.ndarray) -> np.ndarray:
         return self._basis() @ np.asarray(theta[2:])
 
+    def _design(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Totals, log totals and the shares in the basis ``r @ B`` of ``u``: fixed during a fit, so kept for the
+        last ``u`` seen (an (n, m) x (m, m-1) product per call was the form's main cost at 100 domains)."""
+        hit = _EXP_DESIGN.get(self.m)
+        if hit is not None and hit[0] is u:
+            return hit[1]
+        tot = u.sum(axis=1)
+        out = (tot, np.log(tot), (u / tot[:, None]) @ self._basis())
+        _EXP_DESIGN[self.m] = (u, out)
+        return out
+
     def f_and_jac(self, theta: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         kk, a = np.exp(theta[:2])
-        b = self._basis()
-        tot = u.sum(axis=1)
-        r = u / tot[:, None]
-        f = kk * tot ** (-a) * np.exp(np.clip(r @ (b @ theta[2:]), -_EXP_CLIP, _EXP_CLIP))
-        j = np.column_stack([f, -f * np.log(tot) * a, f[:, None] * (r @ b)])
+        tot, log_tot, rb = self._design(u)
+        f = kk * np.exp(-a * log_tot) * np.exp(np.clip(rb @ theta[2:], -_EXP_CLIP, _EXP_CLIP))
+        j = np.column_stack([f, -f * log_tot * a, f[:, None] * rb])
         return f, j
 
     def values(self, thetas: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -245,6 +254,9 @@ class _ExpDomainModel:
             "interaction": {domains[j]: float(t[j]) for j in range(self.m)},
         }
 
+
+_EXP_DESIGN: dict[int, tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+"""The exponential form's per-``u`` design (:meth:`_ExpDomainModel._design`), the last ``u`` per domain count."""
 
 _DomainLaw = _DomainModel | _ExpDomainModel
 
@@ -456,7 +468,7 @@ def _refit_from(start: TransferLaw, m: int, u: np.ndarray, ymat: np.ndarray, gid
             if form == "power":
                 theta[1] += shift
             cand[form] = _fit_domain(_model(form, m, k), u, ymat[:, k], gidx, ng, noises[k], prior=priors[form],
-                                     start=theta, sigma0=start.domain_noise[d], rounds=0)
+                                     start=theta, sigma0=start.domain_noise[d], rounds=0, coarse=True)
         best = min(cand, key=lambda f: cand[f].press)
         fits.append(cand[best])
         chosen.append(best)
