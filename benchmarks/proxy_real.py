@@ -447,7 +447,7 @@ class Bench:
                 pinned["direct transfer"] = dict(result.optima[max(result.optima)].weights)
             if "AutoScale (guarded, z=1)" not in pinned:
                 result = AutoScaleResult.from_study(study, write_summary=False)
-                result._shrink, result._evidence = 1.0, None  # the evidence refitted with z = 1
+                result._shrink, result._shrink_span, result._evidence = 1.0, None, None  # refitted with a fixed z = 1
                 result._cache.clear()
                 pinned["AutoScale (guarded, z=1)"] = dict(result.extrapolate(self.target).weights)
             if getattr(self, "_current", None) is None:  # the design is complete: its result never changes

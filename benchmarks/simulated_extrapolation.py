@@ -57,8 +57,8 @@ Each method proposes an allocation for the target, scored by the true (noiseless
 - ``default, inside the box, guarded (issue 11 guard)``: what :meth:`AutoScaleResult.extrapolate` does by default
   now: the in-box row's mixture cut back toward uniform by :meth:`Evidence.guard` (the point on the line uniform ->
   that mixture whose expected gain over uniform has the best 80% lower bound, uniform unless that bound is above 0),
-  with the evidence :class:`AutoScaleResult` fits on the same runs (:func:`fit_evidence` with the fitted law, ``shrink=TWO_BUDGET_SHRINK``
-  as with two budgets);
+  with the evidence :class:`AutoScaleResult` fits on the same runs (:func:`fit_evidence` with the fitted law and
+  :func:`~optuna_autoscale.results.design_shrink`'s shrinkage);
 - information ceilings (:func:`ceiling_law`), the family's own per-domain law with shape parameters
   fixed at the simulator's true values: ``ceiling: true N0, gamma`` (power form; ``alpha`` for the
   exponential form of ``mixing_law``) fits the rest (``beta`` and the transfer coefficients, or ``k``
@@ -477,7 +477,7 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
 
     def guarded() -> Mapping[str, float]:
         from optuna_autoscale.evidence import fit_evidence
-        from optuna_autoscale.results import TWO_BUDGET_SHRINK
+        from optuna_autoscale.results import design_shrink
         from optuna_autoscale.runs import load_runs
 
         cand = in_box(REGION_RISK)
@@ -488,7 +488,9 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
             row.update({"tokens": tot, "group": r[2], "value": r[1]})
             row.update({f"loss_{d}": v for d, v in r[3].items()})
             table.append(row)
-        ev = fit_evidence(load_runs(table, domains=domains), fitted=laws["default_law"], shrink=TWO_BUDGET_SHRINK)
+        runs = load_runs(table, domains=domains)
+        shrink, span = design_shrink(runs)  # as AutoScaleResult does for a DDO study
+        ev = fit_evidence(runs, fitted=laws["default_law"], shrink=shrink, shrink_span=span)
         g = ev.guard(np.full(len(domains), 1.0 / len(domains)), [cand[d] for d in domains], TARGET, level=0.8)
         return dict(zip(domains, (g.shares * TARGET).tolist()))
 

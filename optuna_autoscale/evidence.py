@@ -686,7 +686,10 @@ class Evidence:
         kind: ``"transfer"``, ``"eval"`` or ``"separable"``.
         noise: Seed-noise sd of one run's objective (loss units).
         noise_source: ``"replicates"`` (same mixture and tokens in several groups) or ``"law residual"``.
-        shrink: ``z`` of the anchored shrinkage.
+        shrink: ``z`` of the anchored shrinkage (per unit of extrapolation ratio with :attr:`shrink_span`).
+        shrink_span: ``(smallest, largest)`` budget when ``z`` grows with the distance extrapolated: at ``T``
+            tokens the shrinkage uses ``shrink * log(T / largest) / log(largest / smallest)`` (0 up to the largest
+            budget); None: ``shrink`` at every ``T``.
         risk: Posterior sds the recommendation's predicted gain must exceed.
         misfit_sd: sd of the law's residuals that persists across groups for the same mixture (the part of an
             observation the law misses and the runs measure), from the residuals' covariance across groups;
@@ -713,6 +716,7 @@ class Evidence:
     level: tuple[float, float, float] | None
     warnings: list[str]
     _view: _View = dataclasses.field(repr=False)
+    shrink_span: tuple[float, float] | None = None
     _options: dict[str, Any] = dataclasses.field(repr=False, default_factory=dict)
 
     # ----------------------------------------------------------------- internals
@@ -758,7 +762,7 @@ class Evidence:
             self._options[law_key] = self._law_terms(tokens)
         w, anchor_n, n_anchor, obs, f, fk, s, sk, sd = self._options[law_key]
         k = len(w)
-        lam = self._lambda(s, sd)
+        lam = self._lambda(s, sd, tokens)
         # Offset-free prediction at T: the anchor observation (the law at the anchor budget plus the
         # part kappa of the residual that persists across groups) moved by uniform's change and the
         # shrunk mixture-specific change.
@@ -909,16 +913,24 @@ class Evidence:
             s, sk = d_t - d_n, dk_t - dk_n
             self._options[key] = (d_n, dk_n, s, sk, sk.std(axis=0) if len(sk) > 1 else np.zeros(n))
         d_n, dk_n, s, sk, sd = self._options[key]
-        lam = self._lambda(s, sd)
+        lam = self._lambda(s, sd, tokens)
         dev = (dk_n - d_n[None, :]) + lam[None, :] * (sk - s[None, :])
         return d_n + lam * s, dev, (1.0 - lam) * s
 
-    def _lambda(self, s: np.ndarray, sd: np.ndarray) -> np.ndarray:
-        """Positive-part James-Stein factor of a law change ``s`` with posterior sd ``sd``."""
-        if math.isinf(self.shrink):
+    def shrink_at(self, tokens: float) -> float:
+        """The shrinkage ``z`` of predictions at ``tokens`` (see :attr:`shrink` and :attr:`shrink_span`)."""
+        if self.shrink_span is None or math.isinf(self.shrink):
+            return float(self.shrink)
+        lo, hi = self.shrink_span
+        return float(self.shrink) * max(math.log(tokens / hi), 0.0) / math.log(hi / lo)
+
+    def _lambda(self, s: np.ndarray, sd: np.ndarray, tokens: float) -> np.ndarray:
+        """Positive-part James-Stein factor of a law change ``s`` with posterior sd ``sd`` at ``tokens``."""
+        z = self.shrink_at(tokens)
+        if math.isinf(z):
             return np.zeros_like(s)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            return np.where(np.abs(s) > 0, np.maximum(0.0, 1.0 - (self.shrink * sd) ** 2 / np.maximum(s**2, 1e-300)), 0.0)
+            return np.where(np.abs(s) > 0, np.maximum(0.0, 1.0 - (z * sd) ** 2 / np.maximum(s**2, 1e-300)), 0.0)
 
     def _diff(self, a: np.ndarray, b: np.ndarray, tokens: float, *, new_runs: bool = True,
               tokens_b: float | None = None) -> tuple[float, float]:
@@ -1193,7 +1205,8 @@ class Evidence:
                     _warnings.simplefilter("ignore")
                     ev = fit_evidence(rest, law=self.kind, shrink=self.shrink, risk=self.risk,
                                       objective_weights=self._options.get("objective_weights"),
-                                      draws=self._options.get("draws", DEFAULT_DRAWS), noise=self.noise)
+                                      draws=self._options.get("draws", DEFAULT_DRAWS), noise=self.noise,
+                                      shrink_span=self.shrink_span)
             except (ValueError, RuntimeError, np.linalg.LinAlgError):
                 continue
             ref = int(np.argmin(np.abs(held.weights - u).sum(axis=1)))
@@ -1354,6 +1367,7 @@ def fit_evidence(
     seed: int = 0,
     noise: float | None = None,
     fitted: Any = None,
+    shrink_span: tuple[float, float] | None = None,
 ) -> Evidence:
     """Fit the default joint law to every run and anchor its predictions in them.
 
@@ -1370,6 +1384,9 @@ def fit_evidence(
         draws: Laplace posterior draws for the uncertainties.
         seed: Seed of the draws.
         noise: Seed-noise sd of one run's objective; default from replicates or the law's residuals.
+        shrink_span: ``(smallest, largest)`` budget: a numeric ``shrink`` is then ``z`` per unit of the
+            extrapolation ratio ``log(T / largest) / log(largest / smallest)`` (:attr:`Evidence.shrink_span`): the
+            further past the runs, the more of the law's change with scale must stand out of its posterior.
         fitted: A law already fitted to exactly these runs (a ``TransferLaw``, :class:`EvalLaw` or
             ``SeparableLaw``; e.g. :attr:`AutoScaleResult.law`), used instead of fitting one.
 
@@ -1388,6 +1405,12 @@ def fit_evidence(
         raise ValueError(f"shrink must be 'auto' or a number >= 0, got {shrink!r}.")
     if not auto and (math.isnan(float(shrink)) or float(shrink) < 0):
         raise ValueError(f"shrink must be 'auto' or a number >= 0 (inf allowed), got {shrink!r}.")
+    if shrink_span is not None:
+        lo, hi = (float(v) for v in shrink_span)
+        if auto or not (0 < lo < hi and math.isfinite(hi)):
+            raise ValueError(f"shrink_span must be (smallest, largest) budget with 0 < smallest < largest, and shrink a "
+                             f"number; got shrink_span={shrink_span!r}, shrink={shrink!r}.")
+        shrink_span = (lo, hi)
     if fitted is None:
         fitted, kind, notes = fit_law(runs, law, objective_weights)
     else:
@@ -1441,6 +1464,7 @@ def fit_evidence(
         law_error_sd=math.sqrt(_law_error_var(res, misfit, sig, dof if src == "replicates" else 0)),
         absolute=level is not None, level=level,
         warnings=notes, _view=view, _options={"draws": draws, "objective_weights": objective_weights},
+        shrink_span=shrink_span,
     )
     if auto:
         scores = _shrink_scores(ev) if len(by_budget) >= 2 else {}

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
 
 __all__ = ["AutoScaleResult", "RESULT_ATTR", "SUMMARY_ATTR", "read_summary", "DEFAULT_REGION", "LEVEL", "REGION_RISK",
-           "TWO_BUDGET_SHRINK"]
+           "TWO_BUDGET_SHRINK", "design_shrink"]
 
 DEFAULT_REGION = "box"
 """Where :meth:`AutoScaleResult.extrapolate` may recommend by default: ``"box"`` = every domain's
@@ -67,13 +67,25 @@ REGION_RISK = 0.5
 tested region (the joint laws' ``DEFAULT_RISK`` is 1.0 on the unbounded simplex): the region already keeps the
 step within the evidence. Chosen on ``simulated_extrapolation.py``'s tuning seeds 100-107 (mean share at least
 risk 1.0's in every cell), reported on seeds 0-7 (``benchmarks/RESULTS.md``, "Real runs (issue 11)")."""
-TWO_BUDGET_SHRINK = 2.0
-"""James-Stein ``z`` of the anchored predictions of a study with two design budgets, where leaving a budget out
-cannot validate the law's change with scale: the change is kept only where it exceeds this many posterior sds.
-Measured (``benchmarks/RESULTS.md``, "The guard"): on the real 10x benchmark ``z = 1`` moved the guarded default 65%
-toward the law's mixture and lost 0.044 nats to uniform over 3 paired seeds, where ``z = 2`` (and 3, and inf) give the
-mixture that tied uniform; on the simulator ``z = 2`` costs 5-8 points at SNR 6 against ``z = 1`` and keeps the
-noiseless goals (``z = inf`` drops noiseless separable to 15%)."""
+TWO_BUDGET_SHRINK = 0.6
+"""James-Stein ``z`` per unit of extrapolation ratio of the anchored predictions of a study with two design budgets
+``lo < hi``, where leaving a budget out cannot validate the law's change with scale: at a target ``T`` the change is
+kept only where it exceeds ``0.6 log(T / hi) / log(hi / lo)`` posterior sds (:attr:`Evidence.shrink_span`). The
+posterior sd alone does not grow with the law's misspecification, which grows with how far past the runs it is
+carried, counted in the span the runs cover. Measured (``benchmarks/RESULTS.md``, "The guard"): on the real 10x
+benchmark (budgets 3e5 and 6e5, target 6e6: ratio 3.3, ``z = 2``) ``z = 1`` moved the guarded default 65% toward the
+law's mixture and lost 0.044 nats to uniform over 3 paired seeds, where ``z = 2`` gives the mixture that tied uniform;
+on the simulator (budgets 1e8 and 4e8, target 4e9: ratio 1.7, ``z = 1``) a fixed ``z = 2`` cost 5-8 points at SNR 6."""
+def design_shrink(runs: Runs | None) -> tuple[float | str, tuple[float, float] | None]:
+    """The anchored shrinkage of a DDO study's runs: ``(shrink, shrink_span)`` for
+    :func:`~optuna_autoscale.evidence.fit_evidence`. Two budgets: :data:`TWO_BUDGET_SHRINK` per unit of
+    extrapolation ratio over their span; three or more: ``"auto"`` (leave one budget out)."""
+    budgets = [] if runs is None else sorted({runs.group_budget(g) for g in runs.group_names})
+    if len(budgets) == 2:
+        return TWO_BUDGET_SHRINK, (budgets[0], budgets[-1])
+    return "auto", None
+
+
 LEVEL = 0.8
 """Level of the intervals shown beside every recommendation (:meth:`AutoScaleResult.gain_interval`)."""
 _AGREE_TV = 0.05
@@ -253,6 +265,7 @@ class AutoScaleResult:
     notes: list[str] = dataclasses.field(default_factory=list)
     _evidence: Any = dataclasses.field(default=None, repr=False)
     _shrink: float | str = dataclasses.field(default="auto", repr=False)
+    _shrink_span: tuple[float, float] | None = dataclasses.field(default=None, repr=False)
     _cache: dict[Any, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     # ----------------------------------------------------------------------------- build
@@ -406,9 +419,9 @@ class AutoScaleResult:
         noise, source = _noise(design, ledger, law)
         n_trials = sum(len(v) for v in ledger.done.values())
         # Budgets as the groups have them (a DDO perturbation run changes its total, not its budget).
-        nb = 0 if runs is None else len({runs.group_budget(g) for g in runs.group_names})
+        shrink, span = design_shrink(runs)
         result = cls(design, fits, optima, law, noise, source, warnings, n_trials, ledger, losses, runs=runs,
-                     notes=notes, _shrink="auto" if nb >= 3 else TWO_BUDGET_SHRINK)
+                     notes=notes, _shrink=shrink, _shrink_span=span)
         if check and law is not None and runs is not None:
             try:
                 result._check()
@@ -424,8 +437,9 @@ class AutoScaleResult:
         checks of every recommendation.
 
         With a DDO design and two budgets the law's change with scale cannot be validated by leaving a
-        budget out (one budget is left), so it is kept where it exceeds two posterior sds (James-Stein
-        ``z =`` :data:`TWO_BUDGET_SHRINK`); with three or more budgets, and for :meth:`from_runs`, ``z`` is chosen by
+        budget out (one budget is left), so it is kept where it exceeds ``z`` posterior sds, ``z`` growing with
+        the distance extrapolated (James-Stein, :data:`TWO_BUDGET_SHRINK` per unit of ``log(T / hi) / log(hi /
+        lo)``); with three or more budgets, and for :meth:`from_runs`, ``z`` is chosen by
         leave-one-budget-out error (``shrink="auto"``).
 
         Raises:
@@ -440,7 +454,8 @@ class AutoScaleResult:
                 )
             from optuna_autoscale.evidence import fit_evidence
 
-            self._evidence = fit_evidence(self.runs, fitted=self.law, shrink=self._shrink)
+            self._evidence = fit_evidence(self.runs, fitted=self.law, shrink=self._shrink,
+                                          shrink_span=self._shrink_span if self._shrink != "auto" else None)
             self.notes.extend(n for n in self._evidence.warnings if n not in self.notes)
         return self._evidence
 

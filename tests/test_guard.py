@@ -134,3 +134,31 @@ def test_from_runs_guard_from_best_tested() -> None:
     if rec.guard < 1:
         assert any(w.startswith(("stayed at the best tested", "moved")) for w in rec.warnings)
     assert rec.step <= free.step + 1e-12
+
+
+def test_two_budget_shrinkage_grows_with_the_distance_extrapolated(noisy: AutoScaleResult) -> None:
+    from optuna_autoscale.results import TWO_BUDGET_SHRINK
+    from optuna_autoscale.results import design_shrink
+
+    ev = noisy.evidence
+    assert noisy._shrink_span == (1e8, 4e8) and ev.shrink_span == (1e8, 4e8)
+    assert ev.shrink_at(4e8) == 0.0 and ev.shrink_at(2e8) == 0.0  # up to the largest budget: the law's change in full
+    assert ev.shrink_at(4e9) == pytest.approx(TWO_BUDGET_SHRINK * math.log(10) / math.log(4))
+    assert ev.shrink_at(1.6e9) == pytest.approx(TWO_BUDGET_SHRINK)  # one span past the runs
+    # A larger z keeps less of the law's change: the predicted gain of the in-box step moves toward the anchors'.
+    cand = noisy.recommend(T, guard=False).mixture
+    u = {d: 1.0 / len(ev.domains) for d in ev.domains}
+    far = fit_evidence(noisy.runs, fitted=noisy.law, shrink=TWO_BUDGET_SHRINK, shrink_span=(1e8, 1.01e8))
+    full = fit_evidence(noisy.runs, fitted=noisy.law, shrink=0.0)
+    gains = [abs(e.predict_gain(cand, u, tokens=T)) for e in (full, ev, far)]
+    assert gains[0] >= gains[1] >= gains[2]
+    # Three budgets choose z by leaving one out.
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from real_runs import simulated_runs
+
+    assert design_shrink(noisy.runs) == (TWO_BUDGET_SHRINK, (1e8, 4e8))
+    assert design_shrink(simulated_runs("transfer", 0)[0]) == ("auto", None) and design_shrink(None) == ("auto", None)
+    with pytest.raises(ValueError, match="shrink_span must be"):
+        fit_evidence(noisy.runs, fitted=noisy.law, shrink="auto", shrink_span=(1e8, 4e8))
+    with pytest.raises(ValueError, match="shrink_span must be"):
+        fit_evidence(noisy.runs, fitted=noisy.law, shrink=1.0, shrink_span=(4e8, 1e8))
