@@ -128,7 +128,9 @@ class AutoScaleSampler(BaseSampler):
     A trial claims its design point when its objective calls
     :func:`~optuna_autoscale.suggest_mixture`, before any training starts. A trial that never
     calls it is an ordinary trial: its parameters come from ``independent_sampler`` and it never
-    enters a fit. When every open point is running or waits on a fit, ``suggest_mixture`` waits,
+    enters a fit. Claims are ordered by when they started; a trial re-reads the claims after
+    storing its point and yields it to an earlier claim that holds it (two workers whose reads
+    crossed), so no point runs twice. When every open point is running or waits on a fit, ``suggest_mixture`` waits,
     polling storage with back-off (and failing dead workers' stale trials, so their points
     re-open), and says what it waits for; once the design is complete the waiting trial is
     pruned and the study stops. ``filler_replicates=k`` instead lets up to ``k`` such trials run
