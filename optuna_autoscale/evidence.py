@@ -1247,11 +1247,12 @@ def fit_law(runs: Runs, law: str, weights: Mapping[str, float] | None, *,
         from optuna_autoscale.results import TRANSFER_FORMS
         from optuna_autoscale.results import TRANSFER_POOL
         from optuna_autoscale.transfer import fit_transfer
+        from optuna_autoscale.transfer import TransferLaw
 
         runs.check_enough(3 + runs.m - 1, "The per-domain transfer law")
         try:
             fitted = fit_transfer(runs.loss_observations(), weights=w, forms=TRANSFER_FORMS, pool_exponents=TRANSFER_POOL,
-                                  start=start if type(start).__name__ == "TransferLaw" else None)
+                                  start=start if isinstance(start, TransferLaw) else None)
             return fitted, "transfer", notes
         except (ValueError, np.linalg.LinAlgError) as e:
             if law == "transfer":

@@ -188,6 +188,7 @@ def test_a_refit_from_a_superset_fit_matches_a_full_refit(snr: float) -> None:
     warm = fit_transfer(rest, start=full)
     assert warm.forms == full.forms and warm.scale != full.scale
     assert warm.scale == pytest.approx(cold.scale)
+    assert all(warm.form_thetas[f][k] == warm.thetas[k] for k, f in enumerate(warm.forms))  # its own, to refit from
     if snr == math.inf:  # under noise the exponents are weakly identified and the pooled prior differs
         for d in land.domains:
             if cold.params[d]["form"] == warm.params[d]["form"] == "power":

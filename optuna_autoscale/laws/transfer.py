@@ -437,9 +437,20 @@ _FORM_RECHECK = 1.3
 leave-one-run-out errors were within this factor of each other in that fit (the left-out runs may have decided it)."""
 
 
+@dataclasses.dataclass
+class _Refit:
+    """What :func:`_refit_from` returns: per domain its fit, form and leave-one-run-out errors, and per form the
+    parameters to start a later refit from and the pooled priors, all in this fit's token scale."""
+
+    fits: list[_DomainFit]
+    chosen: list[str]
+    press: dict[str, dict[str, float]]
+    form_thetas: dict[str, tuple[tuple[float, ...], ...]]
+    pooled_priors: dict[str, dict[str, tuple[float, float]]]
+
+
 def _refit_from(start: TransferLaw, m: int, u: np.ndarray, ymat: np.ndarray, gidx: np.ndarray, ng: int,
-                noises: Sequence[float | None], scale: float,
-                tick: Callable[[], Any]) -> tuple[list[_DomainFit], list[str], dict[str, dict[str, float]]]:
+                noises: Sequence[float | None], scale: float, tick: Callable[[], Any]) -> _Refit:
     """Every domain refitted once per form from ``start``'s optimum in that form, under its pooled prior.
 
     One solve per form, no multi-start search and no sigma polish rounds: the cost of a leave-one-group-out
@@ -449,32 +460,40 @@ def _refit_from(start: TransferLaw, m: int, u: np.ndarray, ymat: np.ndarray, gid
     the two fits: ``log(N0 / scale)`` (and a pooled prior on it) is moved to this fit's scale.
     """
     shift = math.log(start.scale / scale)
+
+    def rescaled(form: str, theta: Sequence[float]) -> np.ndarray:
+        out = np.array(theta, dtype=float)
+        if form == "power":
+            out[1] += shift
+        return out
+
+    pooled = {f: {name: (mean + (shift if (f, name) == ("power", "offset") else 0.0), sd) for name, (mean, sd) in v.items()}
+              for f, v in start.pooled_priors.items()}
     priors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for form in start.form_thetas:
         model = _model(form, m, 0)
         mu, prec = (np.array(v, dtype=float) for v in model.prior())
-        for name, (mean, sd) in start.pooled_priors.get(form, {}).items():
-            i = model.pool_index[name]
-            mu[i], prec[i] = mean + (shift if (form, name) == ("power", "offset") else 0.0), sd**-2
+        for name, (mean, sd) in pooled.get(form, {}).items():
+            mu[model.pool_index[name]], prec[model.pool_index[name]] = mean, sd**-2
         priors[form] = (mu, prec)
-    fits, chosen, press = [], [], {}
+    thetas = {f: [rescaled(f, t) for t in v] for f, v in start.form_thetas.items()}
+    out = _Refit([], [], {}, {}, pooled)
     for k, d in enumerate(start.domains):
         p = start.press.get(d, {})
         forms = [f for f in start.form_thetas if f == start.forms[k] or (
             start.forms[k] in p and f in p and p[f] <= _FORM_RECHECK * p[start.forms[k]])]
         cand = {}
         for form in forms:
-            theta = np.array(start.form_thetas[form][k], dtype=float)
-            if form == "power":
-                theta[1] += shift
             cand[form] = _fit_domain(_model(form, m, k), u, ymat[:, k], gidx, ng, noises[k], prior=priors[form],
-                                     start=theta, sigma0=start.domain_noise[d], rounds=0, coarse=True)
+                                     start=thetas[form][k], sigma0=start.domain_noise[d], rounds=0, coarse=True)
+            thetas[form][k] = cand[form].theta
         best = min(cand, key=lambda f: cand[f].press)
-        fits.append(cand[best])
-        chosen.append(best)
-        press[d] = {f: c.press for f, c in cand.items()}
+        out.fits.append(cand[best])
+        out.chosen.append(best)
+        out.press[d] = {f: c.press for f, c in cand.items()}
         tick()
-    return fits, chosen, press
+    out.form_thetas = {f: tuple(tuple(float(t) for t in th) for th in v) for f, v in thetas.items()}
+    return out
 
 
 # ------------------------------------------------------------------------------ the law
@@ -870,12 +889,9 @@ def fit_transfer(
     fits, chosen, press = [], [], {}
     pooled_priors: dict[str, dict[str, tuple[float, float]]] = {}
     if start is not None:
-        fits, chosen, press = _refit_from(start, m, u, ymat, gidx, ng, noises, scale, tick)
-        form_thetas = {f: v for f, v in start.form_thetas.items()}
-        pooled_priors = {f: dict(v) for f, v in start.pooled_priors.items()}
-        if "offset" in pooled_priors.get("power", {}):
-            mean, sd = pooled_priors["power"]["offset"]
-            pooled_priors["power"]["offset"] = (mean + math.log(start.scale / scale), sd)
+        refit = _refit_from(start, m, u, ymat, gidx, ng, noises, scale, tick)
+        fits, chosen, press = refit.fits, refit.chosen, refit.press
+        form_thetas, pooled_priors = refit.form_thetas, refit.pooled_priors
     else:
         by_form = {f: _fit_form(f, m, u, ymat, gidx, ng, noises, pool, tick=tick) for f in tried}
         pooled_priors = {f: by_form[f][1] for f in tried if by_form[f][1]}
