@@ -76,6 +76,8 @@ carried, counted in the span the runs cover. Measured (``benchmarks/RESULTS.md``
 benchmark (budgets 3e5 and 6e5, target 6e6: ratio 3.3, ``z = 2``) ``z = 1`` moved the guarded default 65% toward the
 law's mixture and lost 0.044 nats to uniform over 3 paired seeds, where ``z = 2`` gives the mixture that tied uniform;
 on the simulator (budgets 1e8 and 4e8, target 4e9: ratio 1.7, ``z = 1``) a fixed ``z = 2`` cost 5-8 points at SNR 6."""
+
+
 def design_shrink(runs: Runs | None) -> tuple[float | str, tuple[float, float] | None]:
     """The anchored shrinkage of a DDO study's runs: ``(shrink, shrink_span)`` for
     :func:`~optuna_autoscale.evidence.fit_evidence`. Two budgets: :data:`TWO_BUDGET_SHRINK` per unit of
@@ -454,8 +456,7 @@ class AutoScaleResult:
                 )
             from optuna_autoscale.evidence import fit_evidence
 
-            self._evidence = fit_evidence(self.runs, fitted=self.law, shrink=self._shrink,
-                                          shrink_span=self._shrink_span if self._shrink != "auto" else None)
+            self._evidence = fit_evidence(self.runs, fitted=self.law, shrink=self._shrink, shrink_span=self._shrink_span)
             self.notes.extend(n for n in self._evidence.warnings if n not in self.notes)
         return self._evidence
 
