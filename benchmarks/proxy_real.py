@@ -67,14 +67,21 @@ sys.path.insert(0, str(REPO))
 RESULTS = REPO / "benchmarks" / "results"
 DATA = REPO / "benchmarks" / "data"
 DOMAINS = ("code_python", "encyclopedia", "legal", "literature")
-METHODS = ("AutoScale (default)", "AutoScale (current)", "AutoScale (guarded, z=1)", "AutoScale (paper)",
+DDO_MULTIPLIERS = (0.2, 3.0)
+"""The paper's perturbations (x0.2 and x3 of one domain's tokens), the design every pinned method searched with."""
+NEAR_ZERO_MULTIPLIERS = (0.02, 3.0)
+"""A design whose small perturbation nearly removes the domain (x0.02): its own study, sharing the base and x3 runs."""
+NEAR_ZERO = "AutoScale (x0.02 design)"
+METHODS = ("AutoScale (default)", "AutoScale (current)", "AutoScale (guarded, z=1)", NEAR_ZERO, "AutoScale (paper)",
            "direct transfer", "uniform", "natural", "UniMax", "DoReMi", "RegMix", "DML", "TPE")
 """``AutoScale (default)`` is the default extrapolation of the code that first ran the benchmark
 (pinned in the study, the joint law's robust optimum, unbounded); ``AutoScale (current)`` is the
 default of the code running now (inside the evidence, guarded), recomputed on every invocation;
 ``AutoScale (guarded, z=1)`` (pinned) is the same guarded rule with the law's change with scale kept where it
 exceeds one posterior sd (``z = 1``) instead of two (``results.TWO_BUDGET_SHRINK``): it moves further toward the
-law's mixture, and lost to uniform here."""
+law's mixture, and lost to uniform here; ``AutoScale (x0.02 design)`` (pinned) is the current default on a design
+whose small perturbation is x0.02 instead of x0.2 (:data:`NEAR_ZERO_MULTIPLIERS`; the base and x3 runs are the main
+design's, copied into its study, so only the x0.02 runs are new)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,31 +257,56 @@ class Bench:
             print(f"[{time.perf_counter() - self.t0:7.0f} s] {msg}", file=sys.stderr, flush=True)
 
     # -- the DDO design
-    def ddo_sampler(self) -> Any:
+    def ddo_sampler(self, multipliers: tuple[float, ...] = DDO_MULTIPLIERS) -> Any:
         from optuna_autoscale.sampler import AutoScaleSampler
 
-        return AutoScaleSampler(list(self.domains), [self.b_small, self.b_large], multipliers=(0.2, 3.0),
+        return AutoScaleSampler(list(self.domains), [self.b_small, self.b_large], multipliers=multipliers,
                                 replicates=1, design_seeds=self.cfg.design_seeds, verify=False, seed=0)
 
-    def ddo_study(self) -> Any:
+    def ddo_study(self, multipliers: tuple[float, ...] = DDO_MULTIPLIERS) -> Any:
         import optuna
 
-        return optuna.create_study(storage=self.storage, sampler=self.ddo_sampler(), direction="minimize",
-                                   study_name=f"proxy-real-{self.cfg.name}", load_if_exists=True)
+        name = f"proxy-real-{self.cfg.name}" + ("" if multipliers == DDO_MULTIPLIERS else f"-x{multipliers[0]:g}")
+        return optuna.create_study(storage=self.storage, sampler=self.ddo_sampler(multipliers), direction="minimize",
+                                   study_name=name, load_if_exists=True)
 
-    def ddo_complete(self) -> bool:
-        study = self.ddo_study()
+    def ddo_complete(self, multipliers: tuple[float, ...] = DDO_MULTIPLIERS) -> bool:
+        study = self.ddo_study(multipliers)
         return bool(study.sampler.is_complete(study))
+
+    def share_ddo_runs(self, multipliers: tuple[float, ...]) -> int:
+        """Copy the main design's runs that ``multipliers``' design also has (the base and shared perturbations:
+        same key, budget, seed and allocation, so the same training run) into its still empty study. Returns the
+        count copied; the copies are marked ``proxy_real:copied_from`` and left out of the ladder."""
+        import optuna
+        from optuna.trial import TrialState
+
+        from optuna_autoscale.design import POINT_ATTR
+
+        target = self.ddo_study(multipliers)
+        if target.get_trials(deepcopy=False) or not self.ddo_complete():
+            return 0
+        keys = {p.key: p.to_json() for p in target.sampler.design.points}
+        n = 0
+        for t in self.ddo_study().get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            raw = t.system_attrs.get(POINT_ATTR)
+            if raw is None or keys.get(json.loads(raw)["key"]) != raw:
+                continue
+            target.add_trial(optuna.trial.create_trial(
+                params=t.params, distributions=t.distributions, value=t.value, user_attrs=t.user_attrs,
+                system_attrs={**t.system_attrs, "proxy_real:copied_from": t.number}))
+            n += 1
+        return n
 
     def ddo_tokens(self) -> float:
         """Training tokens of the whole DDO design (what RegMix, DML and TPE are given too)."""
         design = self.ddo_sampler().design
         return float(sum(p.tokens for p in design.points))
 
-    def run_ddo(self) -> None:
+    def run_ddo(self, multipliers: tuple[float, ...] = DDO_MULTIPLIERS) -> None:
         from optuna_autoscale.proxy import make_objective
 
-        study = self.ddo_study()
+        study = self.ddo_study(multipliers)
         objective = make_objective(self.corpus, self.proxy)
         n_runs = len(study.sampler.design.points)
 
@@ -282,7 +314,7 @@ class Bench:
             self.tps.append((float(trial.user_attrs.get("tokens_seen", 0.0)),
                              float(trial.user_attrs.get("train_seconds", 0.0)) or 1e-9))
             n = sum(1 for tr in study.get_trials(deepcopy=False) if tr.value is not None)
-            self.log(f"DDO run {n}/{n_runs}: {trial.user_attrs.get('autoscale_role')} "
+            self.log(f"DDO (x{multipliers[0]:g}) run {n}/{n_runs}: {trial.user_attrs.get('autoscale_role')} "
                      f"{trial.user_attrs.get('tokens', 0):,.0f} tokens -> {trial.value}")
 
         while not study.sampler.is_complete(study):
@@ -457,6 +489,19 @@ class Bench:
             for m in ("AutoScale (default)", "AutoScale (current)", "AutoScale (guarded, z=1)", "AutoScale (paper)",
                       "direct transfer"):
                 compute[m] = ddo_compute
+        if self.ddo_complete(NEAR_ZERO_MULTIPLIERS):
+            from optuna.trial import TrialState
+
+            from optuna_autoscale.results import AutoScaleResult
+
+            study = self.ddo_study(NEAR_ZERO_MULTIPLIERS)
+            if NEAR_ZERO not in pinned:
+                result = AutoScaleResult.from_study(study, write_summary=False)
+                pinned[NEAR_ZERO] = dict(result.extrapolate(self.target).weights)  # as "AutoScale (current)"
+                for note in result.recommend(self.target).warnings:
+                    self.log(f"{NEAR_ZERO}: {note}")
+            compute[NEAR_ZERO] = float(sum(float(t.user_attrs["tokens_seen"]) * float(t.user_attrs["n_params"])
+                                           for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))))
         doremi = self.meta("doremi")
         if doremi is not None:
             pinned.setdefault("DoReMi", doremi["weights"])
@@ -558,6 +603,9 @@ class Bench:
         if not self.ddo_complete():
             self.log("DDO design: start")
             self.run_ddo()
+        if not self.ddo_complete(NEAR_ZERO_MULTIPLIERS):
+            self.log(f"DDO design x{NEAR_ZERO_MULTIPLIERS[0]:g}: start")
+            self.run_ddo(NEAR_ZERO_MULTIPLIERS)
         idle_since = None
         while True:
             stored = self.stored()
@@ -741,6 +789,11 @@ def export_ladder(bench: Bench, path: Path) -> int:
         point = json.loads(t.system_attrs.get("autoscale:point", "{}"))
         add(f"ddo-{t.number}", f"ddo/{t.user_attrs.get('autoscale_role')}", t.user_attrs, t.value,
             float(point.get("budget", t.user_attrs["tokens"])))
+    for t in bench.ddo_study(NEAR_ZERO_MULTIPLIERS).get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if "proxy_real:copied_from" not in t.system_attrs:  # its own runs; the copies are the main design's above
+            point = json.loads(t.system_attrs.get("autoscale:point", "{}"))
+            add(f"ddo-x{NEAR_ZERO_MULTIPLIERS[0]:g}-{t.number}", f"ddo-x{NEAR_ZERO_MULTIPLIERS[0]:g}/"
+                f"{t.user_attrs.get('autoscale_role')}", t.user_attrs, t.value, float(point.get("budget", t.user_attrs["tokens"])))
     for t in bench.tpe_study().get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if all(k in t.user_attrs for k in ("seed", "tokens", *(f"loss_{d}" for d in bench.domains))):
             add(f"tpe-{t.number}", "tpe", t.user_attrs, t.value, bench.b_small)
@@ -832,6 +885,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         # the parent creates the storage and the corpus cache first, so the workers only open them
         bench = Bench(cfg, storage, cache_dir=args.cache_dir, threads=threads or None, work=Path(tmp))
         procs = []
+        if args.part == 0 and not args.report_only and not args.worker_only:
+            copied = bench.share_ddo_runs(NEAR_ZERO_MULTIPLIERS)  # before any worker starts: copied once
+            if copied:
+                bench.log(f"x{NEAR_ZERO_MULTIPLIERS[0]:g} design: {copied} runs shared with the main design")
         if args.jobs > 1 and args.part == 0 and not args.report_only:
             # workers 1..jobs-1 are this script again with --part; worker 0 is this process
             base = [sys.executable, str(Path(__file__).resolve()), "--config", name, "--storage", storage,
