@@ -20,7 +20,7 @@ Each method proposes an allocation for the target, scored by the true (noiseless
 - ``joint (robust, default)``: the default joint law's robust optimum with no region and no guard (:data:`DEFAULT_LAW`,
   :data:`TRANSFER_FORMS`, :data:`TRANSFER_POOL`; ``extrapolate(..., allow_outside=True, guard=False)``), the default
   before issue 11 and the law behind the two issue-11 rows at the end; the row name is kept for comparison with
-  earlier tables. **The current default is the last row, ``default, inside the box, guarded``**;
+  earlier tables. **The current default is the last row, ``x0.02 design, inside the box, guarded``**;
 - ``joint separable (robust)``: :func:`fit_separable` over both budgets on the scalar objective,
   ``optimal_allocation(robust=True)`` anchored at the 4e8 DDO optimum;
 - ``joint separable (non-robust)``: that law's point optimum at the target;
@@ -59,6 +59,11 @@ Each method proposes an allocation for the target, scored by the true (noiseless
   that mixture whose expected gain over uniform has the best 80% lower bound, uniform unless that bound is above 0),
   with the evidence :class:`AutoScaleResult` fits on the same runs (:func:`fit_evidence` with the fitted law and
   :func:`~optuna_autoscale.results.design_shrink`'s shrinkage);
+- ``x0.02 design, inside the tested box`` / ``..., guarded (the default)``: the two rows above on a design whose small
+  perturbation is x0.02 instead of x0.2 (:data:`NEAR_ZERO_MULTIPLIERS`, the product's default
+  ``design.DEFAULT_MULTIPLIERS`` since session 8; same seeds, same number of runs, its own DDO anchor). **The last
+  row is what the product does by default**; every other row keeps the paper's design for comparison with earlier
+  tables;
 - information ceilings (:func:`ceiling_law`), the family's own per-domain law with shape parameters
   fixed at the simulator's true values: ``ceiling: true N0, gamma`` (power form; ``alpha`` for the
   exponential form of ``mixing_law``) fits the rest (``beta`` and the transfer coefficients, or ``k``
@@ -136,7 +141,13 @@ ROWS = (
     "default, inside the tested box (issue 11)",
     "default, inside the tested box, risk 1",
     "default, inside the box, guarded (issue 11 guard)",
+    "x0.02 design, inside the tested box",
+    "x0.02 design, inside the box, guarded (the default)",
 )
+PAPER_MULTIPLIERS = (0.2, 3.0)
+"""The design of every row but the last two: the paper's perturbations (x0.2 and x3)."""
+NEAR_ZERO_MULTIPLIERS = (0.02, 3.0)
+"""The last two rows' design, the product's default since session 8 (``design.DEFAULT_MULTIPLIERS``)."""
 QUICK_ROWS = ("joint (robust, default)", "per-domain transfer (robust)", "paper (DDO + extrapolate)", "direct transfer")
 
 Obs = tuple[dict[str, float], float, str]
@@ -150,7 +161,7 @@ def _landscape(family: str, seed: int) -> object:
 
 
 def design_runs(
-    land: object, budget: float, snr: float, seed: int, multipliers: Sequence[float] = (0.2, 3.0)
+    land: object, budget: float, snr: float, seed: int, multipliers: Sequence[float] = PAPER_MULTIPLIERS
 ) -> list[Run]:
     """One budget's DDO design on ``land``: uniform base + one-domain perturbations, one seed.
 
@@ -465,24 +476,34 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
             return once("default", lambda: per_domain(base_obs, forms=TRANSFER_FORMS, pool_exponents=TRANSFER_POOL))
         return forms_robust() if TRANSFER_FORMS == "auto" else transfer_robust()
 
-    def in_box(risk: float | None = None) -> Mapping[str, float]:
+    def near_design() -> tuple[list[Run], dict[str, float]]:
+        """The x0.02 design's runs (same seeds as the paper's design) and its own DDO anchor."""
+        if "near" not in laws:
+            runs = [design_runs(land, b, snr, run_seed + j, NEAR_ZERO_MULTIPLIERS) for j, b in enumerate(BUDGETS)]
+            laws["near"] = ([o for r in runs for o in r], _rescale(_ddo_optimum(runs[-1]), TARGET))
+        return laws["near"]
+
+    def in_box(risk: float | None = None, *, near: bool = False) -> Mapping[str, float]:
         from optuna_autoscale.extrapolation.robust import region_bounds
 
-        law = once_law("default_law", lambda: fit_transfer([(r[0], r[3], r[2]) for r in base_obs], forms=TRANSFER_FORMS,
-                                                           pool_exponents=TRANSFER_POOL))
-        w = np.array([[r[0][d] for d in domains] for r in base_obs])
+        obs, anc = near_design() if near else (base_obs, anchor)
+        key = "near_law" if near else "default_law"
+        law = once_law(key, lambda: fit_transfer([(r[0], r[3], r[2]) for r in obs], forms=TRANSFER_FORMS,
+                                                 pool_exponents=TRANSFER_POOL))
+        w = np.array([[r[0][d] for d in domains] for r in obs])
         w = w / w.sum(axis=1, keepdims=True)
         lower, upper, _ = region_bounds(domains, TARGET, {d: 0.0 for d in domains}, None, w.min(axis=0), w.max(axis=0))
-        return law.optimal_allocation(TARGET, lower=lower, upper=upper, anchor=anchor, risk=risk)
+        return law.optimal_allocation(TARGET, lower=lower, upper=upper, anchor=anc, risk=risk)
 
-    def guarded() -> Mapping[str, float]:
+    def guarded(near: bool = False) -> Mapping[str, float]:
         from optuna_autoscale.evidence import fit_evidence
         from optuna_autoscale.results import design_shrink
         from optuna_autoscale.runs import load_runs
 
-        cand = in_box(REGION_RISK)
+        cand = in_box(REGION_RISK, near=near)
+        obs = near_design()[0] if near else base_obs
         table = []
-        for r in base_obs:
+        for r in obs:
             tot = sum(r[0].values())
             row: dict[str, Any] = {f"weight_{d}": r[0][d] / tot for d in domains}
             row.update({"tokens": tot, "group": r[2], "value": r[1]})
@@ -490,7 +511,7 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
             table.append(row)
         runs = load_runs(table, domains=domains)
         shrink, span = design_shrink(runs)  # as AutoScaleResult does for a DDO study
-        ev = fit_evidence(runs, fitted=laws["default_law"], shrink=shrink, shrink_span=span)
+        ev = fit_evidence(runs, fitted=laws["near_law" if near else "default_law"], shrink=shrink, shrink_span=span)
         g = ev.guard(np.full(len(domains), 1.0 / len(domains)), [cand[d] for d in domains], TARGET, level=0.8)
         return dict(zip(domains, (g.shares * TARGET).tolist()))
 
@@ -553,6 +574,8 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
         "default, inside the tested box (issue 11)": lambda: in_box(REGION_RISK),
         "default, inside the tested box, risk 1": lambda: in_box(1.0),
         "default, inside the box, guarded (issue 11 guard)": guarded,
+        "x0.02 design, inside the tested box": lambda: in_box(REGION_RISK, near=True),
+        "x0.02 design, inside the box, guarded (the default)": lambda: guarded(near=True),
     }
     out: dict[str, float] = {}
     for row in rows:

@@ -59,6 +59,7 @@ from typing import Any
 from typing import ClassVar
 
 from optuna_autoscale._validation import number_problem
+from optuna_autoscale.design import DEFAULT_MULTIPLIERS
 
 
 if sys.version_info >= (3, 11):
@@ -266,7 +267,8 @@ class DesignConfig:
     Attributes:
         budgets: Training tokens of the proxy runs at each design budget (>= 1 budget; 2 or
             more for extrapolation), e.g. ``[2e6, 6e6]``.
-        multipliers: Per-domain token multipliers of the perturbation runs (paper: 0.2 and 3).
+        multipliers: Per-domain token multipliers of the perturbation runs (default 0.02 and 3,
+            :data:`~optuna_autoscale.design.DEFAULT_MULTIPLIERS`; the paper: 0.2 and 3).
         base: Optional base shares ``{domain = share}``; default uniform.
         replicates: Extra base runs with other seeds per budget (noise estimate).
         design_seeds: How many seeds each budget's whole design (base run and perturbations)
@@ -282,7 +284,8 @@ class DesignConfig:
     """
 
     budgets: list[float] = dataclasses.field(default_factory=list, metadata=_doc("design budgets (tokens)"))
-    multipliers: list[float] = dataclasses.field(default_factory=lambda: [0.2, 3.0], metadata=_doc("token multipliers"))
+    multipliers: list[float] = dataclasses.field(default_factory=lambda: list(DEFAULT_MULTIPLIERS),
+                                           metadata=_doc("token multipliers"))
     base: dict[str, float] | None = dataclasses.field(default=None, metadata=_doc("base shares"))
     replicates: int = dataclasses.field(default=0, metadata=_doc("extra base runs per budget"))
     design_seeds: int = dataclasses.field(default=1, metadata=_doc("seeds per budget's whole design"))

@@ -442,7 +442,7 @@ class AutoScaleResult:
         budget out (one budget is left), so it is kept where it exceeds ``z`` posterior sds, ``z`` growing with
         the distance extrapolated (James-Stein, :data:`TWO_BUDGET_SHRINK` per unit of ``log(T / hi) / log(hi /
         lo)``); with three or more budgets, and for :meth:`from_runs`, ``z`` is chosen by
-        leave-one-budget-out error (``shrink="auto"``).
+        leave-one-budget-out ranking (``shrink="auto"``).
 
         Raises:
             ValueError: without a joint law or runs (see :attr:`warnings`).

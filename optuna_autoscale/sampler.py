@@ -31,6 +31,7 @@ from optuna_autoscale.design import Design
 from optuna_autoscale.design import DesignPoint
 from optuna_autoscale.design import HELDOUT_PREDICTED_KEY
 from optuna_autoscale.design import is_filler_key
+from optuna_autoscale.design import DEFAULT_MULTIPLIERS
 from optuna_autoscale.design import POINT_ATTR
 from optuna_autoscale.ledger import CLAIM_ATTR
 from optuna_autoscale.ledger import claim_standing
@@ -163,7 +164,8 @@ class AutoScaleSampler(BaseSampler):
         budgets: Training budgets of the DDO designs, in tokens (each > 0).
         base: Domain -> share of the base run (normalised; every share > 0). Uniform when None.
         multipliers: Factors by which a perturbation run scales one domain's tokens (> 0, != 1,
-            at least two; the paper uses 0.2 and 3 for causal LMs).
+            at least two). Default :data:`~optuna_autoscale.design.DEFAULT_MULTIPLIERS`, ``(0.02, 3)``:
+            a near-removal run and x3; the paper uses 0.2 and 3 for causal LMs.
         bounds: Domain -> ``(lower, upper)`` tokens (None for no bound) for the optimal
             allocations, e.g. ``upper = unique tokens x allowed epochs``. Used by the per-budget
             optima, the joint law's optimum and as caps when extrapolating. The design runs
@@ -192,7 +194,7 @@ class AutoScaleSampler(BaseSampler):
         budgets: Sequence[float],
         *,
         base: Mapping[str, float] | None = None,
-        multipliers: Sequence[float] = (0.2, 3.0),
+        multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
         bounds: Mapping[str, tuple[float | None, float | None]] | None = None,
         replicates: int = 0,
         design_seeds: int = 1,

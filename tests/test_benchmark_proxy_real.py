@@ -17,7 +17,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("AutoScale (default)", "AutoScale (current)", "AutoScale (guarded, z=1)", "AutoScale (paper)",
+METHODS = ("AutoScale (default)", "AutoScale (current)", "AutoScale (guarded, z=1)", "AutoScale (x0.02 design)",
+           "AutoScale (paper)",
            "direct transfer", "uniform", "natural", "UniMax", "DoReMi", "RegMix", "DML", "TPE")
 
 

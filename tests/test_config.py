@@ -67,7 +67,7 @@ def _err(text: str, path: str = "run.toml") -> ConfigError:
 def test_simulate_config_defaults() -> None:
     cfg = parse_config(SIM)
     assert cfg.domain_names == ("a", "b", "c")
-    assert cfg.design.multipliers == [0.2, 3.0]
+    assert cfg.design.multipliers == [0.02, 3.0]
     assert cfg.design.verify is True and cfg.design.replicates == 0
     assert cfg.study.workers == 1 and cfg.study.metric == "mean_loss"
     land = cfg.simulate.landscape()

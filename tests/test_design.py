@@ -27,7 +27,7 @@ DOMS = ("web", "code", "books")
 def test_design_points_and_seeds() -> None:
     d = Design(DOMS, [4e8, 1e8], multipliers=(3.0, 0.2), replicates=2)
     assert d.budgets == (1e8, 4e8)
-    assert d.multipliers == (0.2, 3.0)
+    assert d.multipliers == (0.02, 3.0)
     per_budget = 1 + len(DOMS) * 2 + 2
     assert len(d.points) == 2 * per_budget + 1  # + held-out uniform run
     assert len({p.key for p in d.points}) == len(d.points)
