@@ -17,6 +17,7 @@ from optuna_autoscale.design import DesignPoint
 from optuna_autoscale.design import derive_seed
 from optuna_autoscale.design import Ledger
 from optuna_autoscale.design import POINT_ATTR
+from optuna_autoscale.design import DEFAULT_MULTIPLIERS
 from optuna_autoscale.design import UNATTRIBUTED_GRACE_SECONDS
 from optuna_autoscale.ledger import CLAIM_ATTR
 
@@ -27,7 +28,8 @@ DOMS = ("web", "code", "books")
 def test_design_points_and_seeds() -> None:
     d = Design(DOMS, [4e8, 1e8], multipliers=(3.0, 0.2), replicates=2)
     assert d.budgets == (1e8, 4e8)
-    assert d.multipliers == (0.02, 3.0)
+    assert d.multipliers == (0.2, 3.0)  # sorted
+    assert Design(DOMS, [1e8, 4e8]).multipliers == DEFAULT_MULTIPLIERS == (0.02, 3.0)
     per_budget = 1 + len(DOMS) * 2 + 2
     assert len(d.points) == 2 * per_budget + 1  # + held-out uniform run
     assert len({p.key for p in d.points}) == len(d.points)

@@ -112,9 +112,9 @@ def test_design_seeds_one_is_todays_design() -> None:
     d = Design(["a", "b"], [1e8], verify=False)
     assert [p.key for p in d.points] == [
         "b0/base",
-        "b0/perturb/x0.2/a",
+        "b0/perturb/x0.02/a",
         "b0/perturb/x3.0/a",
-        "b0/perturb/x0.2/b",
+        "b0/perturb/x0.02/b",
         "b0/perturb/x3.0/b",
     ]
     assert {p.seed for p in d.points} == {derive_seed(0, 0, 0)}

@@ -11,6 +11,7 @@ import pytest
 from _autoscale_helpers import BUDGETS
 from _autoscale_helpers import completed_study  # noqa: F401  (session fixture)
 from _autoscale_helpers import DOMAINS
+from optuna_autoscale.design import DEFAULT_MULTIPLIERS
 from optuna_autoscale import AutoScaleResult
 from optuna_autoscale import AutoScaleSampler
 from optuna_autoscale.simulate import separable
@@ -137,8 +138,8 @@ def test_domain_fits_curve_is_the_fitted_law_and_points_the_runs(study: optuna.S
         law = fit.params[d]
         for x, y in zip(curve.x, curve.y):
             assert y == pytest.approx(law(x))
-        # base run at x = 1 (relative objective 1) and the two perturbations
-        assert sorted(runs.x) == sorted([1.0, 0.2, 3.0])
+        # base run at x = 1 (relative objective 1) and the two perturbations (the default design's)
+        assert sorted(runs.x) == sorted([1.0, *DEFAULT_MULTIPLIERS])
         assert runs.y[list(runs.x).index(1.0)] == pytest.approx(1.0)
         # a three-point fit interpolates its points
         for x, y in zip(runs.x, runs.y):
