@@ -76,7 +76,8 @@ METHODS = ("AutoScale (default)", "AutoScale (current)", "AutoScale (guarded, z=
            "direct transfer", "uniform", "natural", "UniMax", "DoReMi", "RegMix", "DML", "TPE")
 """``AutoScale (default)`` is the default extrapolation of the code that first ran the benchmark
 (pinned in the study, the joint law's robust optimum, unbounded); ``AutoScale (current)`` is the
-default of the code running now (inside the evidence, guarded), recomputed on every invocation;
+default rule of the code running now (inside the evidence, guarded) on the main design (the paper's x0.2 and x3,
+the default design until session 8), recomputed on every invocation;
 ``AutoScale (guarded, z=1)`` (pinned) is the same guarded rule with the law's change with scale kept where it
 exceeds one posterior sd (``z = 1``) instead of two (``results.TWO_BUDGET_SHRINK``): it moves further toward the
 law's mixture, and lost to uniform here; ``AutoScale (x0.02 design)`` (pinned) is the current default on a design
