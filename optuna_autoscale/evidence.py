@@ -1530,6 +1530,8 @@ def _shrink_scores(ev: Evidence) -> dict[tuple[str, float], float]:
                 if len(rows) < 3:
                     continue
                 pred = np.array([sub._point(held.weights[i], float(held.tokens[i])).value for i in rows])
-                rho = float(stats.spearmanr(pred, held.value[rows])[0])
+                with _warnings.catch_warnings():  # equal predictions rank nothing: counted as rho = 0, not warned
+                    _warnings.simplefilter("ignore", stats.ConstantInputWarning)
+                    rho = float(stats.spearmanr(pred, held.value[rows])[0])
                 out[(mode, z)] += (1.0 - (rho if math.isfinite(rho) else 0.0)) * len(rows)
     return out if used else {}
