@@ -497,9 +497,9 @@ class Bench:
 
             study = self.ddo_study(NEAR_ZERO_MULTIPLIERS)
             if NEAR_ZERO not in pinned:
-                result = AutoScaleResult.from_study(study, write_summary=False)
-                pinned[NEAR_ZERO] = dict(result.extrapolate(self.target).weights)  # as "AutoScale (current)"
-                for note in result.recommend(self.target).warnings:
+                rec = AutoScaleResult.from_study(study, write_summary=False).recommend(self.target)
+                pinned[NEAR_ZERO] = dict(rec.mixture.weights)  # what extrapolate() returns, as "AutoScale (current)"
+                for note in rec.warnings:
                     self.log(f"{NEAR_ZERO}: {note}")
             compute[NEAR_ZERO] = float(sum(float(t.user_attrs["tokens_seen"]) * float(t.user_attrs["n_params"])
                                            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))))
@@ -785,16 +785,13 @@ def export_ladder(bench: Bench, path: Path) -> int:
             curves.append({"run_id": run_id, "step": int(h["step"]), "tokens": int(h["tokens"]),
                            "mean_loss": round(float(h["mean_loss"]), 6)})
 
-    study = bench.ddo_study()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        point = json.loads(t.system_attrs.get("autoscale:point", "{}"))
-        add(f"ddo-{t.number}", f"ddo/{t.user_attrs.get('autoscale_role')}", t.user_attrs, t.value,
-            float(point.get("budget", t.user_attrs["tokens"])))
-    for t in bench.ddo_study(NEAR_ZERO_MULTIPLIERS).get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if "proxy_real:copied_from" not in t.system_attrs:  # its own runs; the copies are the main design's above
+    for multipliers, prefix in ((DDO_MULTIPLIERS, "ddo"), (NEAR_ZERO_MULTIPLIERS, f"ddo-x{NEAR_ZERO_MULTIPLIERS[0]:g}")):
+        for t in bench.ddo_study(multipliers).get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if "proxy_real:copied_from" in t.system_attrs:
+                continue  # a copy of a main-design run, already added
             point = json.loads(t.system_attrs.get("autoscale:point", "{}"))
-            add(f"ddo-x{NEAR_ZERO_MULTIPLIERS[0]:g}-{t.number}", f"ddo-x{NEAR_ZERO_MULTIPLIERS[0]:g}/"
-                f"{t.user_attrs.get('autoscale_role')}", t.user_attrs, t.value, float(point.get("budget", t.user_attrs["tokens"])))
+            add(f"{prefix}-{t.number}", f"{prefix}/{t.user_attrs.get('autoscale_role')}", t.user_attrs, t.value,
+                float(point.get("budget", t.user_attrs["tokens"])))
     for t in bench.tpe_study().get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if all(k in t.user_attrs for k in ("seed", "tokens", *(f"loss_{d}" for d in bench.domains))):
             add(f"tpe-{t.number}", "tpe", t.user_attrs, t.value, bench.b_small)
