@@ -659,6 +659,8 @@ class _Point(NamedTuple):
     n: float  # anchor runs at the anchor budget
     kappa: float  # share of the anchor runs' mean residual kept
     shares: np.ndarray
+    tokens: float  # where the prediction is made
+    anchor_tokens: float  # the anchor runs' budget
 
 
 def tested_region(runs: Runs) -> tuple[np.ndarray, np.ndarray]:
@@ -684,8 +686,13 @@ class Evidence:
         law: The fitted law (:class:`~optuna_autoscale.transfer.TransferLaw`, :class:`EvalLaw` or
             :class:`~optuna_autoscale.laws.SeparableLaw`).
         kind: ``"transfer"``, ``"eval"`` or ``"separable"``.
-        noise: Seed-noise sd of one run's objective (loss units).
-        noise_source: ``"replicates"`` (same mixture and tokens in several groups) or ``"law residual"``.
+        noise: Seed-noise sd of one run's objective (loss units), pooled over the runs.
+        noise_source: ``"replicates"`` (same mixture and tokens in several groups, i.e. seeds; the normal sd their
+            median absolute deviation implies) or ``"law residual"`` (less the misfit shared across groups when a
+            mixture was run in several).
+        noise_by_budget: Seed-noise sd per budget, where the runs show that it differs between budgets
+            (Levene's test at 5% on each budget's replicate deviations or law residuals); empty when one pooled
+            :attr:`noise` fits every budget. :meth:`noise_at` reads it.
         shrink: ``z`` of the anchored shrinkage (per unit of extrapolation ratio with :attr:`shrink_span`).
         shrink_span: ``(smallest, largest)`` budget when ``z`` grows with the distance extrapolated: at ``T``
             tokens the shrinkage uses ``shrink * log(T / largest) / log(largest / smallest)`` (0 up to the largest
@@ -717,6 +724,7 @@ class Evidence:
     warnings: list[str]
     _view: _View = dataclasses.field(repr=False)
     shrink_span: tuple[float, float] | None = None
+    noise_by_budget: dict[float, float] = dataclasses.field(default_factory=dict)
     _options: dict[str, Any] = dataclasses.field(repr=False, default_factory=dict)
 
     # ----------------------------------------------------------------- internals
@@ -726,6 +734,12 @@ class Evidence:
 
     def _uniform(self) -> np.ndarray:
         return np.full(self.runs.m, 1.0 / self.runs.m)
+
+    def noise_at(self, tokens: float) -> float:
+        """Seed-noise sd of one run at ``tokens``: :attr:`noise_by_budget` interpolated log-linearly between
+        budgets and held at the nearest end outside them (seed noise shrinks with scale, so holding it past the
+        largest budget errs wide); :attr:`noise` when there is no per-budget estimate."""
+        return _noise_at(self.noise_by_budget, self.noise, tokens)
 
     def _level(self, tokens: float) -> float:
         if self.level is None:
@@ -766,7 +780,7 @@ class Evidence:
         # Offset-free prediction at T: the anchor observation (the law at the anchor budget plus the
         # part kappa of the residual that persists across groups) moved by uniform's change and the
         # shrunk mixture-specific change.
-        kappa = self._kappa(n_anchor)
+        kappa = self._kappa(n_anchor, anchor_n)
         base = f[2 * k:3 * k] + kappa * obs - f[3 * k:] + f[k:2 * k]
         pred = base + lam * s
         lk = lam[None, :] * sk + (fk[:, k:2 * k] - fk[:, 3 * k:]) - (f[k:2 * k] - f[3 * k:])[None, :]
@@ -804,12 +818,14 @@ class Evidence:
         sd = sk.std(axis=0) if len(sk) > 1 else np.zeros(k)
         return w, anchor_n, n_anchor, obs, f, fk, s, sk, sd
 
-    def _kappa(self, n_anchor: np.ndarray) -> np.ndarray:
-        """The share of an anchor's mean residual kept: persistent misfit over misfit plus seed noise."""
+    def _kappa(self, n_anchor: np.ndarray, anchor_n: np.ndarray) -> np.ndarray:
+        """The share of an anchor's mean residual kept: persistent misfit over misfit plus seed noise (at the
+        anchor budgets ``anchor_n``)."""
         if self.misfit_sd is None:
             return np.ones_like(n_anchor, dtype=float)
         t2 = self.misfit_sd**2
-        return t2 / np.maximum(t2 + self.noise**2 / n_anchor, 1e-300)
+        noise2 = np.array([self.noise_at(float(t)) ** 2 for t in anchor_n])
+        return t2 / np.maximum(t2 + noise2 / n_anchor, 1e-300)
 
     def _point(self, shares: np.ndarray, tokens: float) -> _Point:
         """Offset-free prediction of ``shares`` at ``tokens``: anchored at the nearest tested mixture (total
@@ -819,7 +835,7 @@ class Evidence:
     def _points(self, shares: np.ndarray, tokens: float) -> list[_Point]:
         """:meth:`_point` for each row of ``shares`` (n, m), with one law evaluation per anchor used (a line of
         candidates costs about as much as one point: the law's posterior draws dominate the time)."""
-        w, pred, lk, bias, n_anchor, _ = self._anchor_terms(tokens)
+        w, pred, lk, bias, n_anchor, anchor_n = self._anchor_terms(tokens)
         key = (float(tokens), float(self.shrink), self.misfit_sd)
         kappas, resid = self._options[("kappa",) + key], self._options[("resid",) + key]
         tv = 0.5 * np.abs(w[None, :, :] - shares[:, None, :]).sum(axis=2)
@@ -832,7 +848,8 @@ class Evidence:
             away = [i for i in rows if tv[i, j] > 1e-6]
             for i in rows:
                 if tv[i, j] <= 1e-6:
-                    out[i] = _Point(float(pred[j]), lk[:, j], float(bias[j]), j, 1.0, float(n_anchor[j]), kappa, shares[i])
+                    out[i] = _Point(float(pred[j]), lk[:, j], float(bias[j]), j, 1.0, float(n_anchor[j]), kappa, shares[i],
+                                    float(tokens), float(anchor_n[j]))
             if not away:
                 continue
             v, dev, b = self._relative(shares[away], j, tokens)
@@ -841,7 +858,7 @@ class Evidence:
                 # tested mixtures (median nearest-neighbour total variation), beyond which the law speaks alone.
                 rho = self._rho(float(tv[i, j]))
                 out[i] = _Point(float(pred[j] - (1.0 - rho) * resid[j] + v[k]), lk[:, j] + dev[:, k], float(bias[j] + b[k]),
-                                j, rho, float(n_anchor[j]), kappa, shares[i])
+                                j, rho, float(n_anchor[j]), kappa, shares[i], float(tokens), float(anchor_n[j]))
         return out  # type: ignore[return-value]
 
     def _rho(self, tv: float) -> float:
@@ -873,7 +890,12 @@ class Evidence:
 
     def _seed_var(self, p: _Point) -> float:
         """Variance that the anchor runs' seed noise leaves in the anchor's kept residual."""
-        return (p.kappa if self.misfit_sd is not None else 1.0) * self.noise**2 / p.n
+        return (p.kappa if self.misfit_sd is not None else 1.0) * self.noise_at(p.anchor_tokens) ** 2 / p.n
+
+    def _noise_spec(self) -> float | dict[float, float]:
+        """This fit's seed noise as :func:`fit_evidence`'s ``noise`` takes it, for refits on a subset of the runs
+        (a held-out budget keeps its own noise)."""
+        return dict(self.noise_by_budget) if self.noise_by_budget else self.noise
 
     def _anchor_cov(self, a: _Point, b: _Point) -> float:
         """Covariance of the anchor-and-misfit parts of two predictions (see :meth:`_anchor_var`)."""
@@ -951,8 +973,8 @@ class Evidence:
         va, vb = self._anchor_var(pa), self._anchor_var(pb)
         c = min(self._anchor_cov(pa, pb), math.sqrt(max(va * vb, 0.0)))
         var = float(np.var(pa.draws - pb.draws)) + (pa.bias - pb.bias) ** 2 + va + vb - 2.0 * c
-        if new_runs:
-            var += 2.0 * self.noise**2
+        if new_runs:  # one new run of each mixture, each with its budget's seed noise
+            var += self.noise_at(pa.tokens) ** 2 + self.noise_at(pb.tokens) ** 2
         return max(var, 0.0)
 
     def _shares(self, mixture: Mixture | Mapping[str, float] | Sequence[float]) -> np.ndarray:
@@ -1157,7 +1179,7 @@ class Evidence:
         if d_a > 1e-12:  # pragma: no cover - the LCB step never goes uphill in the mean
             notes.append(f"predicted worse than its anchor by {d_a:.4f}; returning the anchor")
             rec, i = a, 0
-            d_a, sd_a = 0.0, math.sqrt(2.0) * self.noise
+            d_a, sd_a = 0.0, math.sqrt(2.0) * self.noise_at(t)
         if i > 0 and kappa == 0:
             notes.append("risk=0: the step is the law's point estimate, not supported beyond its mean")
         u = self._uniform()
@@ -1205,7 +1227,7 @@ class Evidence:
                     _warnings.simplefilter("ignore")
                     ev = fit_evidence(rest, law=self.kind, shrink=self.shrink, risk=self.risk,
                                       objective_weights=self._options.get("objective_weights"),
-                                      draws=self._options.get("draws", DEFAULT_DRAWS), noise=self.noise,
+                                      draws=self._options.get("draws", DEFAULT_DRAWS), noise=self._noise_spec(),
                                       shrink_span=self.shrink_span)
             except (ValueError, RuntimeError, np.linalg.LinAlgError):
                 continue
@@ -1338,6 +1360,61 @@ def _persistent_misfit(res: np.ndarray, ids: np.ndarray, groups: Sequence[str]) 
     return float(min(max(np.mean(cross), 0.0), tot)), tot, se
 
 
+def _noise_at(by_budget: Mapping[float, float], pooled: float, tokens: float) -> float:
+    """:meth:`Evidence.noise_at` on a budget -> sd mapping (``pooled`` when it is empty)."""
+    if not by_budget:
+        return pooled
+    b = sorted(by_budget)
+    sd = [max(by_budget[k], 1e-300) for k in b]
+    return float(np.exp(np.interp(math.log(tokens), np.log(b), np.log(sd))))
+
+
+def _budget_noise(dev: np.ndarray, tokens: np.ndarray, sig: float, *, scale: float = 1.0,
+                  shared: float = 0.0) -> dict[float, float]:
+    """Seed-noise sd at each of ``tokens``' distinct values, from a power law in tokens, or ``{}`` when the
+    deviations show no decrease with tokens (a one-sided likelihood-ratio test at 5%).
+
+    ``dev`` are deviations whose variance measures the noise of a run at ``tokens`` (replicate deviations or
+    the law's residuals). Their variance is fitted as ``v(N) = c (N / N_mid)^(-2a)`` by maximum likelihood: two
+    parameters, so a budget with a handful of runs borrows from the others (a per-budget estimate from a few
+    replicates swings by a factor of ten on the real ladder). A run's noise is then ``scale x v(N)`` (a
+    degrees-of-freedom correction of residuals), or with ``shared`` (a misfit's variance common to every
+    budget, in the residuals but not seed noise) ``v(N) - shared``, floored at a quarter of ``v(N)`` as the
+    pooled estimate ``sig`` is.
+
+    One-sided, because more tokens average more data and seed noise falls with scale; deviations that grow with
+    tokens are read as some mixtures being noisier than others (the real ladder's x3 perturbations at its second
+    budget), not as a scale trend to extrapolate, and the pooled sd is kept.
+
+    Why: seed noise changes with scale (RegMix's residuals: sd 0.065 at 1M parameters, 0.051 at 60M), and one
+    pooled sd makes the intervals too wide at one end and too narrow at the other (``benchmarks/RESULTS.md``,
+    "Per-budget seed noise").
+    """
+    x = np.log(np.asarray(tokens, dtype=float))
+    d2 = np.asarray(dev, dtype=float) ** 2
+    if len(d2) < 6 or np.ptp(x) < 1e-9 or not np.any(d2 > 0):
+        return {}
+    xc = x - x.mean()
+    floor = 1e-12 * float(d2.mean())
+
+    def nll(p: np.ndarray) -> float:
+        lv = p[0] + p[1] * xc
+        return float(np.sum(lv + (d2 + floor) * np.exp(-lv)))
+
+    c0 = math.log(float(d2.mean()) + floor)
+    fit = optimize.minimize(nll, np.array([c0, 0.0]), method="BFGS")
+    if not fit.success and not np.isfinite(fit.fun):
+        return {}
+    lr = 2.0 * (nll(np.array([c0, 0.0])) - float(fit.fun))
+    if not (fit.x[1] < 0 and lr > float(stats.chi2.ppf(0.90, 1))):
+        return {}
+    out = {}
+    for t in np.unique(np.asarray(tokens, dtype=float)):
+        v = math.exp(float(fit.x[0] + fit.x[1] * (math.log(t) - x.mean())))
+        out[float(t)] = math.sqrt(max(v - shared, 0.25 * v) if shared > 0 else scale * v)
+    return out
+
+
 def _law_error_var(res: np.ndarray, misfit: tuple[float, float, float] | None, noise: float, dof: int) -> float:
     """Variance of the law's error away from the anchors, counted only where the runs show it (tests at 5%).
 
@@ -1366,7 +1443,7 @@ def fit_evidence(
     risk: float | None = None,
     draws: int = DEFAULT_DRAWS,
     seed: int = 0,
-    noise: float | None = None,
+    noise: float | Mapping[float, float] | None = None,
     fitted: Any = None,
     shrink_span: tuple[float, float] | None = None,
 ) -> Evidence:
@@ -1385,7 +1462,9 @@ def fit_evidence(
         risk: Posterior sds the recommendation's gain must exceed (default the joint laws' ``DEFAULT_RISK``).
         draws: Laplace posterior draws for the uncertainties.
         seed: Seed of the draws.
-        noise: Seed-noise sd of one run's objective; default from replicates or the law's residuals.
+        noise: Seed-noise sd of one run's objective, or a ``{budget: sd}`` mapping (interpolated as
+            :meth:`Evidence.noise_at` does); default from replicates or the law's residuals, per budget where the
+            budgets differ (:attr:`Evidence.noise_by_budget`).
         shrink_span: ``(smallest, largest)`` budget: a numeric ``shrink`` is then ``z`` per unit of the
             extrapolation ratio ``log(T / largest) / log(largest / smallest)`` (:attr:`Evidence.shrink_span`): the
             further past the runs, the more of the law's change with scale must stand out of its posterior.
@@ -1432,19 +1511,45 @@ def fit_evidence(
     res = yo - view.f(runs.allocations)
     misfit = _persistent_misfit(res, ids, runs.groups)
     ss, dof = 0.0, 0
+    # Replicates: the same mixture and tokens in different groups (different seeds). Runs of one mixture and
+    # tokens within a group share its seed, so they are one observation (the real ladder's swarm holds ten
+    # identical copies of one run); they are averaged first.
+    rep_dev: list[float] = []
+    rep_tok: list[float] = []
+    gidx = np.array([runs.group_names.index(g) for g in runs.groups])
     for key in set(zip(ids.tolist(), runs.tokens.tolist())):
         rows = np.flatnonzero((ids == key[0]) & (runs.tokens == key[1]))
-        if len(rows) >= 2:
-            ss += float(((yo[rows] - yo[rows].mean()) ** 2).sum())
-            dof += len(rows) - 1
-    if noise is not None:
+        per = np.array([yo[rows[gidx[rows] == g]].mean() for g in np.unique(gidx[rows])])
+        if len(per) >= 2:
+            d = per - per.mean()
+            ss += float((d**2).sum())
+            dof += len(per) - 1
+            rep_dev.extend((d * math.sqrt(len(per) / (len(per) - 1))).tolist())
+            rep_tok.extend([float(key[1])] * len(per))
+    per_budget: dict[float, float] = {}
+    if isinstance(noise, Mapping):
+        per_budget = {float(b): float(v) for b, v in noise.items()}
+        if not per_budget or any(not (math.isfinite(v) and v >= 0) for v in per_budget.values()):
+            raise ValueError(f"noise must map budgets to finite sds >= 0, got {dict(noise)!r}.")
+        sig = math.sqrt(float(np.mean([_noise_at(per_budget, 0.0, float(t)) ** 2 for t in runs.tokens])))
+        src = "given per budget"
+    elif noise is not None:
         sig, src = float(noise), "given"
     elif dof >= 2:
-        sig, src = math.sqrt(ss / dof), "replicates"
+        # The normal sd that the replicates' median absolute deviation implies: the intervals are central (80%), and
+        # a few seed-sensitive runs (on the real ladder two x3 pairs at 6e5 tokens differ by 0.13 and 0.23 nats,
+        # against a typical 0.02) would otherwise set every interval's width (ladder coverage 0.93 with the root
+        # mean square, 0.89 with this; benchmarks/RESULTS.md, "Per-budget seed noise").
+        rms = math.sqrt(ss / dof)
+        sig = float(np.median(np.abs(rep_dev))) / float(stats.norm.ppf(0.75)) or rms
+        src = "replicates"
+        per_budget = _budget_noise(np.array(rep_dev), np.array(rep_tok), sig, scale=(sig / rms) ** 2 if rms > 0 else 1.0)
     elif misfit is not None:
         sig, src = math.sqrt(max(misfit[1] - misfit[0], 0.25 * misfit[1])), "law residual, less the misfit shared across groups"
+        per_budget = _budget_noise(res, runs.tokens, sig, shared=misfit[0])
     elif view.noise is not None:
         sig, src = float(view.noise), "law residual"
+        per_budget = _budget_noise(res, runs.tokens, sig, scale=sig**2 / max(float(np.mean(res**2)), 1e-300))
     else:
         resid = yo - view.f(runs.allocations)
         resid = resid - resid.mean()
@@ -1466,7 +1571,7 @@ def fit_evidence(
         law_error_sd=math.sqrt(_law_error_var(res, misfit, sig, dof if src == "replicates" else 0)),
         absolute=level is not None, level=level,
         warnings=notes, _view=view, _options={"draws": draws, "objective_weights": objective_weights},
-        shrink_span=shrink_span,
+        shrink_span=shrink_span, noise_by_budget=per_budget,
     )
     if auto:
         scores = _shrink_scores(ev) if len(by_budget) >= 2 else {}
@@ -1511,7 +1616,7 @@ def _shrink_scores(ev: Evidence) -> dict[tuple[str, float], float]:
                 weights = ev._options.get("objective_weights")
                 # Refitted from the full fit (one solve per domain): five budgets cost five refits of the law.
                 law, _, _ = fit_law(rest, ev.kind, weights, start=ev.law)
-                sub = fit_evidence(rest, fitted=law, shrink=math.inf, risk=ev.risk, noise=ev.noise,
+                sub = fit_evidence(rest, fitted=law, shrink=math.inf, risk=ev.risk, noise=ev._noise_spec(),
                                    objective_weights=weights, draws=ev._options.get("draws", DEFAULT_DRAWS))
         except (ValueError, RuntimeError, np.linalg.LinAlgError):
             continue

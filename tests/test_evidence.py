@@ -227,3 +227,64 @@ def test_anchored_ranking_on_the_real_ladder_matches_direct_transfer() -> None:
     rho_direct = stats.spearmanr(direct, observed)[0]
     rho = stats.spearmanr(anchored, observed)[0]
     assert rho >= rho_direct - 0.01, (rho, rho_direct)
+
+
+def test_budget_noise_power_law_one_sided() -> None:
+    """The per-budget seed noise is a power law in tokens fitted to the deviations, used only when they shrink with
+    tokens (one-sided test at 5%); flat or growing deviations keep the pooled sd."""
+    from optuna_autoscale.evidence import _budget_noise
+    from optuna_autoscale.evidence import _noise_at
+
+    rng = np.random.default_rng(0)
+    tok = np.repeat([1e6, 1e7, 1e8], 200)
+    sd = 0.05 * (tok / 1e6) ** -0.25  # 0.05, 0.028, 0.016
+    by = _budget_noise(rng.normal(0.0, sd), tok, 0.03)
+    assert sorted(by) == [1e6, 1e7, 1e8]
+    for t, want in ((1e6, 0.05), (1e7, 0.05 * 10**-0.25), (1e8, 0.05 * 100**-0.25)):
+        assert by[t] == pytest.approx(want, rel=0.12)
+    assert _noise_at(by, 0.03, 1e9) == pytest.approx(by[1e8])  # held at the nearest end past the budgets
+    assert _noise_at(by, 0.03, 1e5) == pytest.approx(by[1e6])
+    assert by[1e7] < _noise_at(by, 0.03, 3e6) < by[1e6]
+    assert _budget_noise(rng.normal(0.0, 0.03, tok.size), tok, 0.03) == {}  # no trend
+    assert _budget_noise(rng.normal(0.0, sd[::-1]), tok, 0.03) == {}  # growing with tokens: not a scale trend
+    assert _budget_noise(rng.normal(0.0, sd[:4]), tok[:4], 0.03) == {}  # too few to tell
+    # A misfit shared by every budget is in the residuals but is not seed noise.
+    res = rng.normal(0.0, np.sqrt(sd**2 + 0.02**2))
+    shared = _budget_noise(res, tok, 0.03, shared=0.02**2)
+    assert shared[1e6] == pytest.approx(math.sqrt(0.05**2), rel=0.15) and shared[1e8] < shared[1e6]
+
+
+def test_same_group_copies_are_not_replicates() -> None:
+    """Runs of one mixture at one budget within one group share its seed: one observation, not a replicate (the
+    real ladder's swarm group holds ten identical copies of one run, which made the noise look smaller)."""
+    warnings.simplefilter("ignore")
+    runs, _ = _sim(family="separable", seed=3)
+    rows = [dict(zip([f"weight_{d}" for d in runs.domains], w.tolist())) | {"tokens": t, "group": g, "value": v}
+            for w, t, g, v in zip(runs.weights, runs.tokens, runs.groups, runs.value)]
+    copies = load_runs(rows + [dict(rows[1]) for _ in range(5)] + [dict(rows[2]) for _ in range(5)])
+    ev, ev_copies = fit_evidence(runs), fit_evidence(copies)
+    assert ev_copies.noise_source == ev.noise_source != "replicates"  # the copies were counted as 10 dof of 0
+
+
+def test_regmix_noise_per_budget_and_calibration() -> None:
+    """RegMix 1M + 60M parameters: the law's residuals are smaller at 60M's compute, so each budget gets its own
+    seed noise, and the leave-one-group-out 80% intervals cover 70-90% (one pooled sd: 0.91, too wide at 60M)."""
+    path = shared_data_dir() / "regmix"
+    if not (path / "test_mixture_60m.csv").exists():
+        pytest.skip(f"RegMix data not found at {path}")
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from real_runs import C_1M
+    from real_runs import C_60M
+    from real_runs import regmix_sets
+
+    warnings.simplefilter("ignore")
+    both = next(s for s in regmix_sets(path, quick=False) if "1B" in s["name"])["fit"]
+    ev = fit_evidence(both)
+    assert set(ev.noise_by_budget) == {C_1M, C_60M}
+    assert ev.noise_at(C_60M) < 0.8 * ev.noise_at(C_1M)
+    assert ev.noise_at(C_60M) < ev.noise < ev.noise_at(C_1M)
+    cal = ev.calibration(level=0.8)
+    assert cal.n >= 600
+    assert 0.70 <= round(cal.coverage, 2) <= 0.90, cal
+    with pytest.raises(ValueError, match="noise must map budgets"):
+        fit_evidence(both, noise={C_1M: float("nan")})

@@ -93,7 +93,9 @@ def test_guard_decides_on_the_expected_gain(noisy: AutoScaleResult) -> None:
     assert g.candidate_interval == pytest.approx(exp_iv, abs=1e-12)
     assert g.candidate_gain == pytest.approx(ev.predict_gain(Mixture(cand.weights, T), base), abs=1e-12)
     z = stats.norm.ppf(0.9)
-    assert (run_iv[1] - run_iv[0]) / (2 * z) >= math.sqrt(2.0) * ev.noise - 1e-12  # a new pair's seed noise at least
+    # A new pair's seed noise at least, at the target's budget (the per-budget noise, where the runs show one).
+    assert (run_iv[1] - run_iv[0]) / (2 * z) >= math.sqrt(2.0) * ev.noise_at(T) - 1e-12
+    assert ev.noise_by_budget and ev.noise_at(T) < ev.noise  # this design's noise falls with scale (its SNR is fixed)
     assert run_iv[0] <= exp_iv[0] and run_iv[1] >= exp_iv[1]
     # Every point on the line has an expected-gain lower bound <= 0, so it stays.
     for f in (0.25, 0.5, 0.75, 1.0):

@@ -269,3 +269,32 @@ def test_cli_fit_prints_recommendation_gain_ranking_warnings(tmp_path, capsys) -
     df.drop(columns=["tokens"]).to_csv(bad, index=False)
     assert main(["fit", str(bad), "--tokens", "1e10"]) == 2
     assert "missing column 'tokens'" in capsys.readouterr().err
+
+
+def test_cli_fit_shows_the_noise_per_budget(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Where the runs show the seed noise falling with scale, ``fit`` says so and uses the target's own."""
+    import json
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    from optuna_autoscale.cli import main
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from real_runs import simulated_runs
+
+    runs, _ = simulated_runs("mixing_law", 0)  # SNR 6 at every budget: the noise falls as the gains do
+    df = pd.DataFrame({f"weight_{d}": runs.weights[:, i] for i, d in enumerate(runs.domains)})
+    df["tokens"], df["group"], df["value"] = runs.tokens, list(runs.groups), runs.value
+    for k, v in enumerate(runs.loss_names):
+        df[f"loss_{v}"] = runs.losses[:, k]
+    path = tmp_path / "runs.csv"
+    df.to_csv(path, index=False)
+    assert main(["fit", str(path), "--tokens", "1e10", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    by = {float(k): v for k, v in data["noise_by_budget"].items()}
+    assert sorted(by) == [1e8, 3e8, 1e9] and by[1e9] < by[3e8] < by[1e8]
+    assert data["noise_at_tokens"] == pytest.approx(by[1e9])  # held at the largest budget past it
+    assert main(["fit", str(path), "--tokens", "1e10"]) == 0
+    assert "falling with scale" in capsys.readouterr().out

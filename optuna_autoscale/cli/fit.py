@@ -36,6 +36,9 @@ def fit_report(result: Any, tokens: float, *, allow_outside: bool = False, top: 
         "budgets": [float(b) for b in ev.runs.budgets],
         "noise": ev.noise,
         "noise_source": ev.noise_source,
+        # Per budget where the runs show the noise falling with scale ({} when one pooled sd fits every budget).
+        "noise_by_budget": {f"{b:.6g}": v for b, v in sorted(ev.noise_by_budget.items())},
+        "noise_at_tokens": ev.noise_at(tokens),
         "recommendation": dict(rec.mixture.weights),
         "inside_tested_region": rec.inside,
         "gain_over_best_tested": rec.gain_over_best,
@@ -70,7 +73,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     lvl = f"{out['level']:.0%}"
     doms = list(out["recommendation"])
     print(f"{out['runs']} runs at {len(out['budgets'])} budget(s); law: {out['law']}; seed noise sd "
-          f"{out['noise']:.4g} ({out['noise_source']})")
+          f"{out['noise']:.4g} ({out['noise_source']})"
+          + (f", falling with scale: {out['noise_at_tokens']:.4g} at {args.tokens:.4g} tokens (per budget: "
+             + ", ".join(f"{b} {v:.4g}" for b, v in out["noise_by_budget"].items()) + ")"
+             if out["noise_by_budget"] else ""))
     print(f"\nRecommended mixture at {args.tokens:.4g} tokens"
           + (" (inside the tested shares)" if out["inside_tested_region"] else " (OUTSIDE the tested shares)") + ":")
     print(text_table(["domain", "weight"], [[d, round(out["recommendation"][d], 4)] for d in doms]))
