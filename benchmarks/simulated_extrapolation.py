@@ -59,11 +59,13 @@ Each method proposes an allocation for the target, scored by the true (noiseless
   that mixture whose expected gain over uniform has the best 80% lower bound, uniform unless that bound is above 0),
   with the evidence :class:`AutoScaleResult` fits on the same runs (:func:`fit_evidence` with the fitted law and
   :func:`~optuna_autoscale.results.design_shrink`'s shrinkage);
-- ``x0.02 design, inside the tested box`` / ``..., guarded (the default)``: the two rows above on a design whose small
-  perturbation is x0.02 instead of x0.2 (:data:`NEAR_ZERO_MULTIPLIERS`, the product's default
-  ``design.DEFAULT_MULTIPLIERS`` since session 8; same seeds, same number of runs, its own DDO anchor). **The last
-  row is what the product does by default**; every other row keeps the paper's design for comparison with earlier
-  tables;
+- ``x0.02 design, inside the tested box`` / ``..., guarded (session 8's default)``: the two rows above on a design
+  whose small perturbation is x0.02 instead of x0.2 (:data:`NEAR_ZERO_MULTIPLIERS`, ``design.DEFAULT_MULTIPLIERS``
+  since session 8; same seeds, same number of runs, its own DDO anchor);
+- ``default design (x0.02, reach 0.5), inside the tested box`` / ``..., guarded (the default)``: the same, with the
+  large perturbation raised until it gives its domain half the run's tokens (``design.DEFAULT_REACH``, session 9:
+  x6 for these 7 domains, 19% more design compute). **The last row is what the product does by default**; every
+  other row keeps its design for comparison with earlier tables;
 - information ceilings (:func:`ceiling_law`), the family's own per-domain law with shape parameters
   fixed at the simulator's true values: ``ceiling: true N0, gamma`` (power form; ``alpha`` for the
   exponential form of ``mixing_law``) fits the rest (``beta`` and the transfer coefficients, or ``k``
@@ -142,12 +144,15 @@ ROWS = (
     "default, inside the tested box, risk 1",
     "default, inside the box, guarded (issue 11 guard)",
     "x0.02 design, inside the tested box",
-    "x0.02 design, inside the box, guarded (the default)",
+    "x0.02 design, inside the box, guarded (session 8's default)",
+    "default design (x0.02, reach 0.5), inside the tested box",
+    "default design (x0.02, reach 0.5), inside the box, guarded (the default)",
 )
 PAPER_MULTIPLIERS = (0.2, 3.0)
 """The design of every row but the last two: the paper's perturbations (x0.2 and x3)."""
 NEAR_ZERO_MULTIPLIERS = (0.02, 3.0)
-"""The last two rows' design, the product's default since session 8 (``design.DEFAULT_MULTIPLIERS``)."""
+"""The x0.02 rows' multipliers (``design.DEFAULT_MULTIPLIERS`` since session 8); the last two rows raise the largest by
+``design.DEFAULT_REACH`` as the product's design does (:func:`~optuna_autoscale.design.reach_multipliers`)."""
 QUICK_ROWS = ("joint (robust, default)", "per-domain transfer (robust)", "paper (DDO + extrapolate)", "direct transfer")
 
 Obs = tuple[dict[str, float], float, str]
@@ -476,18 +481,24 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
             return once("default", lambda: per_domain(base_obs, forms=TRANSFER_FORMS, pool_exponents=TRANSFER_POOL))
         return forms_robust() if TRANSFER_FORMS == "auto" else transfer_robust()
 
-    def near_design() -> tuple[list[Run], dict[str, float]]:
-        """The x0.02 design's runs (same seeds as the paper's design) and its own DDO anchor."""
-        if "near" not in laws:
-            runs = [design_runs(land, b, snr, run_seed + j, NEAR_ZERO_MULTIPLIERS) for j, b in enumerate(BUDGETS)]
-            laws["near"] = ([o for r in runs for o in r], _rescale(_ddo_optimum(runs[-1]), TARGET))
-        return laws["near"]
+    def near_design(reach: bool = False) -> tuple[list[Run], dict[str, float]]:
+        """The x0.02 design's runs (same seeds as the paper's design) and its own DDO anchor; with ``reach``, the
+        product's default design (the largest multiplier raised by ``design.DEFAULT_REACH``)."""
+        from optuna_autoscale.design import DEFAULT_REACH
+        from optuna_autoscale.design import reach_multipliers
 
-    def in_box(risk: float | None = None, *, near: bool = False) -> Mapping[str, float]:
+        key = "reach" if reach else "near"
+        if key not in laws:
+            mults = reach_multipliers(1.0 / len(domains), NEAR_ZERO_MULTIPLIERS, DEFAULT_REACH if reach else None)
+            runs = [design_runs(land, b, snr, run_seed + j, mults) for j, b in enumerate(BUDGETS)]
+            laws[key] = ([o for r in runs for o in r], _rescale(_ddo_optimum(runs[-1]), TARGET))
+        return laws[key]
+
+    def in_box(risk: float | None = None, *, near: bool = False, reach: bool = False) -> Mapping[str, float]:
         from optuna_autoscale.extrapolation.robust import region_bounds
 
-        obs, anc = near_design() if near else (base_obs, anchor)
-        key = "near_law" if near else "default_law"
+        obs, anc = near_design(reach) if near else (base_obs, anchor)
+        key = ("reach_law" if reach else "near_law") if near else "default_law"
         law = once_law(key, lambda: fit_transfer([(r[0], r[3], r[2]) for r in obs], forms=TRANSFER_FORMS,
                                                  pool_exponents=TRANSFER_POOL))
         w = np.array([[r[0][d] for d in domains] for r in obs])
@@ -495,13 +506,13 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
         lower, upper, _ = region_bounds(domains, TARGET, {d: 0.0 for d in domains}, None, w.min(axis=0), w.max(axis=0))
         return law.optimal_allocation(TARGET, lower=lower, upper=upper, anchor=anc, risk=risk)
 
-    def guarded(near: bool = False) -> Mapping[str, float]:
+    def guarded(near: bool = False, reach: bool = False) -> Mapping[str, float]:
         from optuna_autoscale.evidence import fit_evidence
         from optuna_autoscale.results import design_shrink
         from optuna_autoscale.runs import load_runs
 
-        cand = in_box(REGION_RISK, near=near)
-        obs = near_design()[0] if near else base_obs
+        cand = in_box(REGION_RISK, near=near, reach=reach)
+        obs = near_design(reach)[0] if near else base_obs
         table = []
         for r in obs:
             tot = sum(r[0].values())
@@ -511,7 +522,8 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
             table.append(row)
         runs = load_runs(table, domains=domains)
         shrink, span = design_shrink(runs)  # as AutoScaleResult does for a DDO study
-        ev = fit_evidence(runs, fitted=laws["near_law" if near else "default_law"], shrink=shrink, shrink_span=span)
+        law_key = ("reach_law" if reach else "near_law") if near else "default_law"
+        ev = fit_evidence(runs, fitted=laws[law_key], shrink=shrink, shrink_span=span)
         g = ev.guard(np.full(len(domains), 1.0 / len(domains)), [cand[d] for d in domains], TARGET, level=0.8)
         return dict(zip(domains, (g.shares * TARGET).tolist()))
 
@@ -575,7 +587,9 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
         "default, inside the tested box, risk 1": lambda: in_box(1.0),
         "default, inside the box, guarded (issue 11 guard)": guarded,
         "x0.02 design, inside the tested box": lambda: in_box(REGION_RISK, near=True),
-        "x0.02 design, inside the box, guarded (the default)": lambda: guarded(near=True),
+        "x0.02 design, inside the box, guarded (session 8's default)": lambda: guarded(near=True),
+        "default design (x0.02, reach 0.5), inside the tested box": lambda: in_box(REGION_RISK, near=True, reach=True),
+        "default design (x0.02, reach 0.5), inside the box, guarded (the default)": lambda: guarded(near=True, reach=True),
     }
     out: dict[str, float] = {}
     for row in rows:

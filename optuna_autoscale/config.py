@@ -60,6 +60,7 @@ from typing import ClassVar
 
 from optuna_autoscale._validation import number_problem
 from optuna_autoscale.design import DEFAULT_MULTIPLIERS
+from optuna_autoscale.design import DEFAULT_REACH
 
 
 if sys.version_info >= (3, 11):
@@ -269,6 +270,10 @@ class DesignConfig:
             more for extrapolation), e.g. ``[2e6, 6e6]``.
         multipliers: Per-domain token multipliers of the perturbation runs (default 0.02 and 3,
             :data:`~optuna_autoscale.design.DEFAULT_MULTIPLIERS`; the paper: 0.2 and 3).
+        reach: Each domain's largest multiplier is raised, where it falls short, until its run gives the
+            domain this share of the tokens (default 0.5, :data:`~optuna_autoscale.design.DEFAULT_REACH`:
+            x6 for 7 uniform domains, nothing changes for 4 or fewer); 0: the multipliers as given (the
+            paper's design).
         base: Optional base shares ``{domain = share}``; default uniform.
         replicates: Extra base runs with other seeds per budget (noise estimate).
         design_seeds: How many seeds each budget's whole design (base run and perturbations)
@@ -286,6 +291,7 @@ class DesignConfig:
     budgets: list[float] = dataclasses.field(default_factory=list, metadata=_doc("design budgets (tokens)"))
     multipliers: list[float] = dataclasses.field(default_factory=lambda: list(DEFAULT_MULTIPLIERS),
                                            metadata=_doc("token multipliers"))
+    reach: float = dataclasses.field(default=DEFAULT_REACH or 0.0, metadata=_doc("share the largest perturbation reaches"))
     base: dict[str, float] | None = dataclasses.field(default=None, metadata=_doc("base shares"))
     replicates: int = dataclasses.field(default=0, metadata=_doc("extra base runs per budget"))
     design_seeds: int = dataclasses.field(default=1, metadata=_doc("seeds per budget's whole design"))
@@ -308,6 +314,9 @@ class DesignConfig:
         self.multipliers = [_number(f"{s}.multipliers[{i}]", m, positive=True) for i, m in enumerate(self.multipliers)]
         if any(m == 1.0 for m in self.multipliers):
             raise ConfigError(f"{s}.multipliers", "must not contain 1.0 (that is the base run)")
+        self.reach = _number(f"{s}.reach", self.reach)
+        if not 0 <= self.reach < 1:
+            raise ConfigError(f"{s}.reach", f"must be a share in [0, 1) (0: the multipliers as given), got {self.reach!r}")
         if self.base is not None:
             if not isinstance(self.base, Mapping):
                 raise ConfigError(f"{s}.base", f"must be a table {{domain = share}}, got {self.base!r}")

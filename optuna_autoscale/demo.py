@@ -55,6 +55,7 @@ dashboard = true
 # about 2.5e5 tokens (1.5e5: sd 0.12) the proxy leaves a plateau at a seed-dependent step.
 budgets = [3e5, 6e5]
 multipliers = [0.02, 3.0]  # one domain nearly removed, or tripled (the paper: 0.2 and 3)
+reach = 0.5                 # raise x3 until a domain gets half a run's tokens (4 domains: x3 already does)
 replicates = 2              # two base runs per budget with other seeds: the noise estimate
 verify = true
 seed = 0

@@ -32,6 +32,7 @@ from optuna_autoscale.design import DesignPoint
 from optuna_autoscale.design import HELDOUT_PREDICTED_KEY
 from optuna_autoscale.design import is_filler_key
 from optuna_autoscale.design import DEFAULT_MULTIPLIERS
+from optuna_autoscale.design import DEFAULT_REACH
 from optuna_autoscale.design import POINT_ATTR
 from optuna_autoscale.ledger import CLAIM_ATTR
 from optuna_autoscale.ledger import claim_standing
@@ -166,6 +167,11 @@ class AutoScaleSampler(BaseSampler):
         multipliers: Factors by which a perturbation run scales one domain's tokens (> 0, != 1,
             at least two). Default :data:`~optuna_autoscale.design.DEFAULT_MULTIPLIERS`, ``(0.02, 3)``:
             a near-removal run and x3; the paper uses 0.2 and 3 for causal LMs.
+        reach: Each domain's largest multiplier is raised, where it falls short, until its run gives the
+            domain this share of the tokens (default :data:`~optuna_autoscale.design.DEFAULT_REACH`, 0.5:
+            x6 for 7 uniform domains, unchanged for 4 or fewer); recommendations stay inside the shares
+            tested, so the design must test the shares an optimum may need. ``None``: the multipliers as
+            given (the paper's design: ``multipliers=(0.2, 3.0), reach=None``).
         bounds: Domain -> ``(lower, upper)`` tokens (None for no bound) for the optimal
             allocations, e.g. ``upper = unique tokens x allowed epochs``. Used by the per-budget
             optima, the joint law's optimum and as caps when extrapolating. The design runs
@@ -202,6 +208,7 @@ class AutoScaleSampler(BaseSampler):
         seed: int | None = None,
         independent_sampler: BaseSampler | None = None,
         filler_replicates: int = 0,
+        reach: float | None = DEFAULT_REACH,
     ) -> None:
         self._design = Design(
             domains,
@@ -213,6 +220,7 @@ class AutoScaleSampler(BaseSampler):
             verify=verify,
             seed=seed,
             design_seeds=design_seeds,
+            reach=reach,
         )
         _check_budget_count(self._design.budgets, verify)
         if independent_sampler is not None and not isinstance(independent_sampler, BaseSampler):

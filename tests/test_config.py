@@ -67,7 +67,7 @@ def _err(text: str, path: str = "run.toml") -> ConfigError:
 def test_simulate_config_defaults() -> None:
     cfg = parse_config(SIM)
     assert cfg.domain_names == ("a", "b", "c")
-    assert cfg.design.multipliers == [0.02, 3.0]
+    assert cfg.design.multipliers == [0.02, 3.0] and cfg.design.reach == 0.5
     assert cfg.design.verify is True and cfg.design.replicates == 0
     assert cfg.study.workers == 1 and cfg.study.metric == "mean_loss"
     land = cfg.simulate.landscape()
@@ -129,6 +129,7 @@ def test_example_config_is_valid() -> None:
         (SIM.replace("[1e8, 4e8]", '["big"]'), "design.budgets[0]", "number of tokens", None),
         (SIM.replace("budgets = [1e8, 4e8]", "budgets = [1e8]\nmultipliers = [1.0, 3.0]"), "design.multipliers", "base run", None),
         (SIM.replace("budgets = [1e8, 4e8]", "budgets = [1e8]\nmultipliers = [0.0]"), "design.multipliers[0]", "> 0", None),
+        (SIM.replace("budgets = [1e8, 4e8]", "budgets = [1e8]\nreach = 1.5"), "design.reach", "[0, 1)", None),
         (SIM.replace("budgets = [1e8, 4e8]", "budgets = [1e8]\nbounds = {a = [5, 1]}"), "design.bounds.a", "exceeds", None),
         (SIM.replace("budgets = [1e8, 4e8]", "budgets = [1e8]\nbounds = {z = [0, 1]}"), "design.bounds.z", "not a configured domain", "a, b, c"),
         (SIM.replace("budgets = [1e8, 4e8]", "budgets = [1e8]\nreplicates = -1"), "design.replicates", ">= 0", None),

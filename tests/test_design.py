@@ -210,3 +210,33 @@ def test_ledger_nonfinite_complete_reopens_and_override() -> None:
     assert not Ledger(d, done + [last]).is_complete()
     assert Ledger(d, done + [last], override=(last.number, TrialState.COMPLETE, 1.0)).is_complete()
     assert not Ledger(d, done + [last], override=(last.number, TrialState.COMPLETE, None)).is_complete()
+
+
+def test_reach_raises_the_largest_multiplier_where_it_falls_short() -> None:
+    """With more than 4 uniform domains x3 gives a domain less than half a run's tokens; the default design raises
+    the largest multiplier per domain until it does (recommendations stay inside the tested shares)."""
+    from optuna_autoscale.design import DEFAULT_REACH
+    from optuna_autoscale.design import reach_multipliers
+
+    seven = [f"d{i}" for i in range(7)]
+    d = Design(seven, [1e8, 4e8])
+    assert d.reach == DEFAULT_REACH == 0.5 and d.multipliers == DEFAULT_MULTIPLIERS
+    assert {d.domain_multipliers(x) for x in seven} == {(0.02, 6.0)}
+    for p in d.points:
+        if p.role == "perturb" and p.multiplier > 1:
+            assert p.key.startswith("b") and "/x6.0/" in p.key
+            assert p.allocation[p.domain] / sum(p.allocation.values()) == pytest.approx(0.5)
+    assert Design.from_config(d.to_config()).domain_multipliers("d0") == (0.02, 6.0)
+    # A base share that already reaches it, a design of 3 or 4 domains, and reach=None: the multipliers as given,
+    # and the config (so a stored study's design) as before the option existed.
+    skew = Design(seven, [1e8, 4e8], base={"d0": 6.0, **{x: 1.0 for x in seven[1:]}})
+    assert skew.domain_multipliers("d0") == (0.02, 3.0) and skew.domain_multipliers("d1") == (0.02, 11.0)
+    assert "reach" not in Design(DOMS, [1e8, 4e8]).to_config()
+    assert Design(["a", "b", "c", "d"], [1e8, 4e8]).domain_multipliers("a") == (0.02, 3.0)
+    paper = Design(seven, [1e8, 4e8], multipliers=(0.2, 3.0), reach=None)
+    assert {paper.domain_multipliers(x) for x in seven} == {(0.2, 3.0)} and "reach" not in paper.to_config()
+    assert Design.from_config(paper.to_config()) == paper
+    assert reach_multipliers(0.1, (0.2, 0.5), 0.5) == (0.2, 0.5)  # only downward perturbations: nothing to raise
+    for bad in (0.0, 1.0, -0.5, True, "half"):
+        with pytest.raises(ValueError, match="reach must be a share"):
+            Design(seven, [1e8, 4e8], reach=bad)  # type: ignore[arg-type]

@@ -48,6 +48,7 @@ def build_sampler(cfg: RunConfig, domains: Sequence[str], *, unique_tokens: Mapp
         design_seeds=cfg.design.design_seeds,
         verify=cfg.design.verify,
         seed=cfg.design.seed,
+        reach=cfg.design.reach or None,
     )
 
 
