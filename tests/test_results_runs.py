@@ -238,23 +238,30 @@ def test_dashboard_note_shows_gains_with_intervals() -> None:
     assert "inside the tested shares" in note and "joint law's mixture there" in note
 
 
-def test_cli_fit_prints_recommendation_gain_ranking_warnings(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
-    import json
+def _simulated_frame(family: str, seed: int):  # type: ignore[no-untyped-def]
+    """benchmarks/real_runs.py's simulated run set as a runs table (weights, tokens, group, value, losses)."""
     import sys
     from pathlib import Path
 
     import pandas as pd
 
-    from optuna_autoscale.cli import main
-
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from real_runs import simulated_runs
 
-    runs, _ = simulated_runs("transfer", 0)
+    runs, _ = simulated_runs(family, seed)
     df = pd.DataFrame({f"weight_{d}": runs.weights[:, i] for i, d in enumerate(runs.domains)})
     df["tokens"], df["group"], df["value"] = runs.tokens, list(runs.groups), runs.value
     for k, v in enumerate(runs.loss_names):
         df[f"loss_{v}"] = runs.losses[:, k]
+    return df
+
+
+def test_cli_fit_prints_recommendation_gain_ranking_warnings(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from optuna_autoscale.cli import main
+
+    df = _simulated_frame("transfer", 0)
     path = tmp_path / "runs.csv"
     df.to_csv(path, index=False)
     assert main(["fit", str(path), "--tokens", "1e10"]) == 0
@@ -274,23 +281,11 @@ def test_cli_fit_prints_recommendation_gain_ranking_warnings(tmp_path, capsys) -
 def test_cli_fit_shows_the_noise_per_budget(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     """Where the runs show the seed noise falling with scale, ``fit`` says so and uses the target's own."""
     import json
-    import sys
-    from pathlib import Path
-
-    import pandas as pd
 
     from optuna_autoscale.cli import main
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from real_runs import simulated_runs
-
-    runs, _ = simulated_runs("mixing_law", 0)  # SNR 6 at every budget: the noise falls as the gains do
-    df = pd.DataFrame({f"weight_{d}": runs.weights[:, i] for i, d in enumerate(runs.domains)})
-    df["tokens"], df["group"], df["value"] = runs.tokens, list(runs.groups), runs.value
-    for k, v in enumerate(runs.loss_names):
-        df[f"loss_{v}"] = runs.losses[:, k]
     path = tmp_path / "runs.csv"
-    df.to_csv(path, index=False)
+    _simulated_frame("mixing_law", 0).to_csv(path, index=False)  # SNR 6 at every budget: the noise falls as the gains do
     assert main(["fit", str(path), "--tokens", "1e10", "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     by = {float(k): v for k, v in data["noise_by_budget"].items()}
