@@ -37,6 +37,7 @@ import optuna
 
 from optuna_autoscale import AutoScaleSampler
 from optuna_autoscale import suggest_mixture
+from optuna_autoscale.design import DEFAULT_REACH
 from optuna_autoscale.mixture import LOSS_PREFIX
 from optuna_autoscale.simulate import separable
 
@@ -80,6 +81,8 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--per-domain", action="store_true",
                         help="record loss_<domain> and return their mean (the joint law is the per-domain transfer law)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 10 domains, 3 budgets")
+    parser.add_argument("--reach", type=float, default=DEFAULT_REACH,
+                        help="the design's reach (design.DEFAULT_REACH; 0: the multipliers as given)")
     args = parser.parse_args(argv)
     if args.quick:
         args.domains, args.budgets = 10, 3
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> float:
 
     land = separable(args.domains, seed=0)
     budgets = [1e8 * 2**i for i in range(args.budgets)]
-    sampler = AutoScaleSampler(land.domains, budgets, seed=0)
+    sampler = AutoScaleSampler(land.domains, budgets, seed=0, reach=args.reach or None)
     n_design = len(sampler.design.points) + len(sampler.design.dynamic_keys)
     n_trials = args.trials or n_design
     print(f"{args.domains} domains, {args.budgets} budgets, {n_trials} trials per sampler "
