@@ -91,7 +91,8 @@ reach=None``)."""
 
 def reach_multipliers(share: float, multipliers: Sequence[float], reach: float | None) -> tuple[float, ...]:
     """The multipliers of a domain of base ``share``: ``multipliers`` with the largest raised, where needed, so
-    that its perturbation run gives the domain at least ``reach`` of the run's tokens (3 significant digits).
+    that its perturbation run gives the domain at least ``reach`` of the run's tokens (rounded up to 3
+    significant digits).
 
     Example:
         .. code-block:: python
@@ -106,8 +107,14 @@ def reach_multipliers(share: float, multipliers: Sequence[float], reach: float |
     top = max(ks)
     if reach is None or top <= 1.0 or not 0.0 < share < 1.0:
         return ks
-    need = float(f"{reach * (1.0 - share) / (share * (1.0 - reach)):.3g}")
-    return tuple(need if k == top else k for k in ks) if need > top else ks
+    need = reach * (1.0 - share) / (share * (1.0 - reach))
+    if need <= top:
+        return ks
+    # Rounded up to 3 significant digits (readable trial keys such as ``x6.0``), so the share is never below reach;
+    # the tolerance keeps a float error such as 6.000000000000001 at 6.
+    step = 10.0 ** (math.floor(math.log10(need)) - 2)
+    need = round(math.ceil(need / step - 1e-9) * step, 12)
+    return tuple(need if k == top else k for k in ks)
 
 
 def _check_reach(reach: Any) -> float | None:

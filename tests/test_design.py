@@ -240,3 +240,20 @@ def test_reach_raises_the_largest_multiplier_where_it_falls_short() -> None:
     for bad in (0.0, 1.0, -0.5, True, "half"):
         with pytest.raises(ValueError, match="reach must be a share"):
             Design(seven, [1e8, 4e8], reach=bad)  # type: ignore[arg-type]
+
+
+@settings(max_examples=200, deadline=None)
+@given(share=st.floats(0.001, 0.999), reach=st.floats(0.05, 0.95), top=st.floats(1.5, 20.0))
+def test_reach_multipliers_property(share: float, reach: float, top: float) -> None:
+    """The raised multiplier gives the domain at least ``reach`` of its run's tokens, is never lowered, and is
+    within 1% (3 significant digits) of the smallest multiplier that does."""
+    from optuna_autoscale.design import reach_multipliers
+
+    out = reach_multipliers(share, (0.02, top), reach)
+    k = out[1]
+    assert out[0] == 0.02 and k >= top
+    got = k * share / (1 - share + k * share)
+    assert got >= reach - 1e-9
+    if k > top:
+        exact = reach * (1 - share) / (share * (1 - reach))
+        assert exact <= k <= exact * 1.01 + 1e-9

@@ -568,3 +568,28 @@ def test_heldout_verification_is_the_results_recommendation(recorded: str) -> No
     assert rec.guard is not None  # the guarded default, not the law's bare optimum
     (row,) = [r for r in result.verification() if r["check"] == "verify_predicted"]
     assert row["predicted_gain"] == pytest.approx(result.predict_gain(pt.mixture(design.domains)), rel=1e-9)
+
+
+def test_reach_in_a_seven_domain_study_end_to_end() -> None:
+    """7 domains: the default design's x3 becomes x6 (half a run's tokens); the study runs it, the per-budget DDO
+    fits see x6 for every domain, and the result's recommendation may use the shares it tested."""
+    import warnings as _w
+
+    from optuna_autoscale import AutoScaleResult
+
+    land = separable(7, seed=3)
+    sampler = AutoScaleSampler(land.domains, BUDGETS, seed=0, verify=False)
+    study = optuna.create_study(sampler=sampler)
+    with _w.catch_warnings():
+        _w.simplefilter("ignore")
+        study.optimize(land.objective(), n_trials=200)
+        assert sampler.is_complete(study) and len(study.trials) == 2 * (1 + 7 * 2)
+        ups = [t for t in study.trials if t.user_attrs.get("autoscale_role") == "perturb"
+               and t.user_attrs["tokens"] > 1.5 * t.user_attrs["autoscale_budget"]]
+        assert len(ups) == 14
+        for t in ups:
+            assert max(t.user_attrs[f"weight_{d}"] for d in land.domains) == pytest.approx(0.5)
+        result = AutoScaleResult.from_study(study, write_summary=False)
+    assert {tuple(result.fits[max(result.fits)].multipliers[d]) for d in land.domains} == {(0.02, 1.0, 6.0)}
+    rec = result.recommend(4e9)
+    assert rec.inside and max(rec.mixture.weights.values()) <= 0.5 + 1e-9
