@@ -690,9 +690,10 @@ class Evidence:
         noise_source: ``"replicates"`` (same mixture and tokens in several groups, i.e. seeds; the normal sd their
             median absolute deviation implies) or ``"law residual"`` (less the misfit shared across groups when a
             mixture was run in several).
-        noise_by_budget: Seed-noise sd per budget, where the runs show that it differs between budgets
-            (Levene's test at 5% on each budget's replicate deviations or law residuals); empty when one pooled
-            :attr:`noise` fits every budget. :meth:`noise_at` reads it.
+        noise_by_budget: Seed-noise sd at each distinct run total, from a power law in tokens fitted to the
+            replicate deviations or law residuals, where the runs show the noise falling with tokens (a one-sided
+            likelihood-ratio test at 5%, :func:`_budget_noise`); empty when one pooled :attr:`noise` fits every
+            budget. :meth:`noise_at` reads it.
         shrink: ``z`` of the anchored shrinkage (per unit of extrapolation ratio with :attr:`shrink_span`).
         shrink_span: ``(smallest, largest)`` budget when ``z`` grows with the distance extrapolated: at ``T``
             tokens the shrinkage uses ``shrink * log(T / largest) / log(largest / smallest)`` (0 up to the largest
