@@ -72,11 +72,12 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         return 0
     lvl = f"{out['level']:.0%}"
     doms = list(out["recommendation"])
-    print(f"{out['runs']} runs at {len(out['budgets'])} budget(s); law: {out['law']}; seed noise sd "
-          f"{out['noise']:.4g} ({out['noise_source']})"
-          + (f", falling with scale: {out['noise_at_tokens']:.4g} at {args.tokens:.4g} tokens (per budget: "
-             + ", ".join(f"{b} {v:.4g}" for b, v in out["noise_by_budget"].items()) + ")"
-             if out["noise_by_budget"] else ""))
+    noise = f"seed noise sd {out['noise']:.4g} ({out['noise_source']})"
+    if out["noise_by_budget"]:
+        (b0, v0), *_, (b1, v1) = out["noise_by_budget"].items()
+        noise += (f", falling with scale: {out['noise_at_tokens']:.4g} at {args.tokens:.4g} tokens (over the runs "
+                  f"{v0:.4g} at {b0} to {v1:.4g} at {b1}; per budget in --format json)")
+    print(f"{out['runs']} runs at {len(out['budgets'])} budget(s); law: {out['law']}; {noise}")
     print(f"\nRecommended mixture at {args.tokens:.4g} tokens"
           + (" (inside the tested shares)" if out["inside_tested_region"] else " (OUTSIDE the tested shares)") + ":")
     print(text_table(["domain", "weight"], [[d, round(out["recommendation"][d], 4)] for d in doms]))
