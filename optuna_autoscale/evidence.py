@@ -688,8 +688,8 @@ class Evidence:
         kind: ``"transfer"``, ``"eval"`` or ``"separable"``.
         noise: Seed-noise sd of one run's objective (loss units), pooled over the runs.
         noise_source: ``"replicates"`` (same mixture and tokens in several groups, i.e. seeds; the normal sd their
-            median absolute deviation implies) or ``"law residual"`` (less the misfit shared across groups when a
-            mixture was run in several).
+            median absolute deviation implies), ``"law residual"`` (less the misfit shared across groups when a
+            mixture was run in several), or ``"given"`` / ``"given per budget"`` (:func:`fit_evidence`'s ``noise``).
         noise_by_budget: Seed-noise sd at each distinct run total, from a power law in tokens fitted to the
             replicate deviations or law residuals, where the runs show the noise falling with tokens (a one-sided
             likelihood-ratio test at 5%, :func:`_budget_noise`); empty when one pooled :attr:`noise` fits every
@@ -825,7 +825,7 @@ class Evidence:
         if self.misfit_sd is None:
             return np.ones_like(n_anchor, dtype=float)
         t2 = self.misfit_sd**2
-        noise2 = np.array([self.noise_at(float(t)) ** 2 for t in anchor_n])
+        noise2 = _noise_at(self.noise_by_budget, self.noise, np.asarray(anchor_n, dtype=float)) ** 2
         return t2 / np.maximum(t2 + noise2 / n_anchor, 1e-300)
 
     def _point(self, shares: np.ndarray, tokens: float) -> _Point:
@@ -1361,17 +1361,18 @@ def _persistent_misfit(res: np.ndarray, ids: np.ndarray, groups: Sequence[str]) 
     return float(min(max(np.mean(cross), 0.0), tot)), tot, se
 
 
-def _noise_at(by_budget: Mapping[float, float], pooled: float, tokens: float) -> float:
-    """:meth:`Evidence.noise_at` on a budget -> sd mapping (``pooled`` when it is empty)."""
+def _noise_at(by_budget: Mapping[float, float], pooled: float, tokens: Any) -> Any:
+    """:meth:`Evidence.noise_at` on a budget -> sd mapping (``pooled`` when it is empty); ``tokens`` a number
+    (returns a float) or an array (returns an array)."""
     if not by_budget:
-        return pooled
+        return pooled if np.ndim(tokens) == 0 else np.full(np.shape(tokens), pooled)
     b = sorted(by_budget)
     sd = [max(by_budget[k], 1e-300) for k in b]
-    return float(np.exp(np.interp(math.log(tokens), np.log(b), np.log(sd))))
+    out = np.exp(np.interp(np.log(tokens), np.log(b), np.log(sd)))
+    return float(out) if np.ndim(tokens) == 0 else out
 
 
-def _budget_noise(dev: np.ndarray, tokens: np.ndarray, sig: float, *, scale: float = 1.0,
-                  shared: float = 0.0) -> dict[float, float]:
+def _budget_noise(dev: np.ndarray, tokens: np.ndarray, *, scale: float = 1.0, shared: float = 0.0) -> dict[float, float]:
     """Seed-noise sd at each of ``tokens``' distinct values, from a power law in tokens, or ``{}`` when the
     deviations show no decrease with tokens (a one-sided likelihood-ratio test at 5%).
 
@@ -1381,7 +1382,7 @@ def _budget_noise(dev: np.ndarray, tokens: np.ndarray, sig: float, *, scale: flo
     replicates swings by a factor of ten on the real ladder). A run's noise is then ``scale x v(N)`` (a
     degrees-of-freedom correction of residuals), or with ``shared`` (a misfit's variance common to every
     budget, in the residuals but not seed noise) ``v(N) - shared``, floored at a quarter of ``v(N)`` as the
-    pooled estimate ``sig`` is.
+    pooled estimate is.
 
     One-sided, because more tokens average more data and seed noise falls with scale; deviations that grow with
     tokens are read as some mixtures being noisier than others (the real ladder's x3 perturbations at its second
@@ -1404,7 +1405,7 @@ def _budget_noise(dev: np.ndarray, tokens: np.ndarray, sig: float, *, scale: flo
 
     c0 = math.log(float(d2.mean()) + floor)
     fit = optimize.minimize(nll, np.array([c0, 0.0]), method="BFGS")
-    if not fit.success and not np.isfinite(fit.fun):
+    if not np.isfinite(fit.fun):  # BFGS may stop short of its tolerance; a finite optimum is still the fit
         return {}
     lr = 2.0 * (nll(np.array([c0, 0.0])) - float(fit.fun))
     if not (fit.x[1] < 0 and lr > float(stats.chi2.ppf(0.90, 1))):
@@ -1532,7 +1533,7 @@ def fit_evidence(
         per_budget = {float(b): float(v) for b, v in noise.items()}
         if not per_budget or any(not (math.isfinite(v) and v >= 0) for v in per_budget.values()):
             raise ValueError(f"noise must map budgets to finite sds >= 0, got {dict(noise)!r}.")
-        sig = math.sqrt(float(np.mean([_noise_at(per_budget, 0.0, float(t)) ** 2 for t in runs.tokens])))
+        sig = math.sqrt(float(np.mean(_noise_at(per_budget, 0.0, runs.tokens) ** 2)))
         src = "given per budget"
     elif noise is not None:
         sig, src = float(noise), "given"
@@ -1544,13 +1545,13 @@ def fit_evidence(
         rms = math.sqrt(ss / dof)
         sig = float(np.median(np.abs(rep_dev))) / float(stats.norm.ppf(0.75)) or rms
         src = "replicates"
-        per_budget = _budget_noise(np.array(rep_dev), np.array(rep_tok), sig, scale=(sig / rms) ** 2 if rms > 0 else 1.0)
+        per_budget = _budget_noise(np.array(rep_dev), np.array(rep_tok), scale=(sig / rms) ** 2 if rms > 0 else 1.0)
     elif misfit is not None:
         sig, src = math.sqrt(max(misfit[1] - misfit[0], 0.25 * misfit[1])), "law residual, less the misfit shared across groups"
-        per_budget = _budget_noise(res, runs.tokens, sig, shared=misfit[0])
+        per_budget = _budget_noise(res, runs.tokens, shared=misfit[0])
     elif view.noise is not None:
         sig, src = float(view.noise), "law residual"
-        per_budget = _budget_noise(res, runs.tokens, sig, scale=sig**2 / max(float(np.mean(res**2)), 1e-300))
+        per_budget = _budget_noise(res, runs.tokens, scale=sig**2 / max(float(np.mean(res**2)), 1e-300))
     else:
         resid = yo - view.f(runs.allocations)
         resid = resid - resid.mean()

@@ -238,19 +238,19 @@ def test_budget_noise_power_law_one_sided() -> None:
     rng = np.random.default_rng(0)
     tok = np.repeat([1e6, 1e7, 1e8], 200)
     sd = 0.05 * (tok / 1e6) ** -0.25  # 0.05, 0.028, 0.016
-    by = _budget_noise(rng.normal(0.0, sd), tok, 0.03)
+    by = _budget_noise(rng.normal(0.0, sd), tok)
     assert sorted(by) == [1e6, 1e7, 1e8]
     for t, want in ((1e6, 0.05), (1e7, 0.05 * 10**-0.25), (1e8, 0.05 * 100**-0.25)):
         assert by[t] == pytest.approx(want, rel=0.12)
     assert _noise_at(by, 0.03, 1e9) == pytest.approx(by[1e8])  # held at the nearest end past the budgets
     assert _noise_at(by, 0.03, 1e5) == pytest.approx(by[1e6])
     assert by[1e7] < _noise_at(by, 0.03, 3e6) < by[1e6]
-    assert _budget_noise(rng.normal(0.0, 0.03, tok.size), tok, 0.03) == {}  # no trend
-    assert _budget_noise(rng.normal(0.0, sd[::-1]), tok, 0.03) == {}  # growing with tokens: not a scale trend
-    assert _budget_noise(rng.normal(0.0, sd[:4]), tok[:4], 0.03) == {}  # too few to tell
+    assert _budget_noise(rng.normal(0.0, 0.03, tok.size), tok) == {}  # no trend
+    assert _budget_noise(rng.normal(0.0, sd[::-1]), tok) == {}  # growing with tokens: not a scale trend
+    assert _budget_noise(rng.normal(0.0, sd[:4]), tok[:4]) == {}  # too few to tell
     # A misfit shared by every budget is in the residuals but is not seed noise.
     res = rng.normal(0.0, np.sqrt(sd**2 + 0.02**2))
-    shared = _budget_noise(res, tok, 0.03, shared=0.02**2)
+    shared = _budget_noise(res, tok, shared=0.02**2)
     assert shared[1e6] == pytest.approx(math.sqrt(0.05**2), rel=0.15) and shared[1e8] < shared[1e6]
 
 
