@@ -481,38 +481,39 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
             return once("default", lambda: per_domain(base_obs, forms=TRANSFER_FORMS, pool_exponents=TRANSFER_POOL))
         return forms_robust() if TRANSFER_FORMS == "auto" else transfer_robust()
 
-    def near_design(reach: bool = False) -> tuple[list[Run], dict[str, float]]:
-        """The x0.02 design's runs (same seeds as the paper's design) and its own DDO anchor; with ``reach``, the
-        product's default design (the largest multiplier raised by ``design.DEFAULT_REACH``)."""
+    def design_of(design: str) -> tuple[list[Run], dict[str, float]]:
+        """A design's runs and DDO anchor: ``"paper"`` (x0.2, x3), ``"near"`` (x0.02, x3; same seeds, its own
+        anchor) or ``"reach"`` (the product's default: x0.02 and the largest raised by ``design.DEFAULT_REACH``)."""
         from optuna_autoscale.design import DEFAULT_REACH
         from optuna_autoscale.design import reach_multipliers
 
-        key = "reach" if reach else "near"
-        if key not in laws:
-            mults = reach_multipliers(1.0 / len(domains), NEAR_ZERO_MULTIPLIERS, DEFAULT_REACH if reach else None)
+        if design == "paper":
+            return base_obs, anchor
+        if design not in laws:
+            mults = reach_multipliers(1.0 / len(domains), NEAR_ZERO_MULTIPLIERS,
+                                      DEFAULT_REACH if design == "reach" else None)
             runs = [design_runs(land, b, snr, run_seed + j, mults) for j, b in enumerate(BUDGETS)]
-            laws[key] = ([o for r in runs for o in r], _rescale(_ddo_optimum(runs[-1]), TARGET))
-        return laws[key]
+            laws[design] = ([o for r in runs for o in r], _rescale(_ddo_optimum(runs[-1]), TARGET))
+        return laws[design]
 
-    def in_box(risk: float | None = None, *, near: bool = False, reach: bool = False) -> Mapping[str, float]:
+    def in_box(risk: float | None = None, *, design: str = "paper") -> Mapping[str, float]:
         from optuna_autoscale.extrapolation.robust import region_bounds
 
-        obs, anc = near_design(reach) if near else (base_obs, anchor)
-        key = ("reach_law" if reach else "near_law") if near else "default_law"
-        law = once_law(key, lambda: fit_transfer([(r[0], r[3], r[2]) for r in obs], forms=TRANSFER_FORMS,
+        obs, anc = design_of(design)
+        law = once_law(f"{design}_law", lambda: fit_transfer([(r[0], r[3], r[2]) for r in obs], forms=TRANSFER_FORMS,
                                                  pool_exponents=TRANSFER_POOL))
         w = np.array([[r[0][d] for d in domains] for r in obs])
         w = w / w.sum(axis=1, keepdims=True)
         lower, upper, _ = region_bounds(domains, TARGET, {d: 0.0 for d in domains}, None, w.min(axis=0), w.max(axis=0))
         return law.optimal_allocation(TARGET, lower=lower, upper=upper, anchor=anc, risk=risk)
 
-    def guarded(near: bool = False, reach: bool = False) -> Mapping[str, float]:
+    def guarded(design: str = "paper") -> Mapping[str, float]:
         from optuna_autoscale.evidence import fit_evidence
         from optuna_autoscale.results import design_shrink
         from optuna_autoscale.runs import load_runs
 
-        cand = in_box(REGION_RISK, near=near, reach=reach)
-        obs = near_design(reach)[0] if near else base_obs
+        cand = in_box(REGION_RISK, design=design)
+        obs = design_of(design)[0]
         table = []
         for r in obs:
             tot = sum(r[0].values())
@@ -522,8 +523,7 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
             table.append(row)
         runs = load_runs(table, domains=domains)
         shrink, span = design_shrink(runs)  # as AutoScaleResult does for a DDO study
-        law_key = ("reach_law" if reach else "near_law") if near else "default_law"
-        ev = fit_evidence(runs, fitted=laws[law_key], shrink=shrink, shrink_span=span)
+        ev = fit_evidence(runs, fitted=laws[f"{design}_law"], shrink=shrink, shrink_span=span)
         g = ev.guard(np.full(len(domains), 1.0 / len(domains)), [cand[d] for d in domains], TARGET, level=0.8)
         return dict(zip(domains, (g.shares * TARGET).tolist()))
 
@@ -586,10 +586,10 @@ def scenario(args: tuple[str, float, int, tuple[str, ...], int]) -> dict[str, fl
         "default, inside the tested box (issue 11)": lambda: in_box(REGION_RISK),
         "default, inside the tested box, risk 1": lambda: in_box(1.0),
         "default, inside the box, guarded (issue 11 guard)": guarded,
-        "x0.02 design, inside the tested box": lambda: in_box(REGION_RISK, near=True),
-        "x0.02 design, inside the box, guarded (session 8's default)": lambda: guarded(near=True),
-        "default design (x0.02, reach 0.5), inside the tested box": lambda: in_box(REGION_RISK, near=True, reach=True),
-        "default design (x0.02, reach 0.5), inside the box, guarded (the default)": lambda: guarded(near=True, reach=True),
+        "x0.02 design, inside the tested box": lambda: in_box(REGION_RISK, design="near"),
+        "x0.02 design, inside the box, guarded (session 8's default)": lambda: guarded("near"),
+        "default design (x0.02, reach 0.5), inside the tested box": lambda: in_box(REGION_RISK, design="reach"),
+        "default design (x0.02, reach 0.5), inside the box, guarded (the default)": lambda: guarded("reach"),
     }
     out: dict[str, float] = {}
     for row in rows:
